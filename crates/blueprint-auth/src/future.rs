@@ -1,0 +1,131 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use blueprint_core::{BoxError, ConnectionId, TokenFuture};
+use http::Request;
+use http::header::AUTHORIZATION;
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use crate::error::TokenSourceError;
+
+pin_project! {
+    /// Response future of [`AddAuthorization`](crate::AddAuthorization).
+    pub struct ResponseFuture<F, S, B> {
+        #[pin]
+        state: State<F, S, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, S, B> {
+        // Waiting for the token source; holds the request and the service polled ready.
+        Token {
+            token: TokenFuture,
+            pending: Option<(Request<B>, S)>,
+            connection: ConnectionId,
+        },
+        Called {
+            #[pin]
+            future: F,
+        },
+        Failed {
+            error: Option<BoxError>,
+        },
+    }
+}
+
+impl<F, S, B> ResponseFuture<F, S, B> {
+    pub(crate) fn called(future: F) -> Self {
+        ResponseFuture {
+            state: State::Called { future },
+        }
+    }
+
+    pub(crate) fn failed(error: impl Into<BoxError>) -> Self {
+        ResponseFuture {
+            state: State::Failed {
+                error: Some(error.into()),
+            },
+        }
+    }
+
+    pub(crate) fn waiting(
+        token: TokenFuture,
+        request: Request<B>,
+        service: S,
+        connection: ConnectionId,
+    ) -> Self {
+        ResponseFuture {
+            state: State::Token {
+                token,
+                pending: Some((request, service)),
+                connection,
+            },
+        }
+    }
+}
+
+impl<F, S, B> fmt::Debug for ResponseFuture<F, S, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            State::Token { .. } => "waiting for token",
+            State::Called { .. } => "called",
+            State::Failed { .. } => "failed",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+impl<F, S, B, R, E> Future for ResponseFuture<F, S, B>
+where
+    F: Future<Output = Result<R, E>>,
+    S: Service<Request<B>, Future = F, Response = R, Error = E>,
+    E: Into<BoxError>,
+{
+    type Output = Result<R, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let mut this = self.as_mut().project();
+            match this.state.as_mut().project() {
+                StateProj::Token {
+                    token,
+                    pending,
+                    connection,
+                } => {
+                    let result = ready!(Pin::new(token).poll(cx));
+                    let token = match result {
+                        Ok(token) => token,
+                        Err(source) => {
+                            let connection = connection.clone();
+                            this.state.set(State::Failed { error: None });
+                            return Poll::Ready(
+                                Err(TokenSourceError { connection, source }.into()),
+                            );
+                        }
+                    };
+                    let Some((mut request, mut service)) = pending.take() else {
+                        return Poll::Ready(Err("auth future polled after completion".into()));
+                    };
+                    request
+                        .headers_mut()
+                        .insert(AUTHORIZATION, token.bearer_header().clone());
+                    let future = service.call(request);
+                    this.state.set(State::Called { future });
+                }
+                StateProj::Called { future } => return future.poll(cx).map_err(Into::into),
+                StateProj::Failed { error } => {
+                    return Poll::Ready(Err(error
+                        .take()
+                        .unwrap_or_else(|| "auth future polled after completion".into())));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,269 @@
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use blueprint_core::{BoxError, ConnectionId, InvalidOrigin, Origin, TokenSource};
+use http::header::{AUTHORIZATION, HOST};
+use http::uri::Authority;
+use http::{HeaderValue, Request};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::error::{ForeignOriginError, TokenSourceError};
+use crate::future::ResponseFuture;
+
+/// What to do with a request for another origin than the configured one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ForeignOrigin {
+    /// Fail with [`ForeignOriginError`] and send nothing (the default).
+    #[default]
+    Reject,
+    /// Send it as it is, without credentials.
+    SendWithoutCredentials,
+}
+
+/// What to do when a request already has an `Authorization` header.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ExistingAuthorization {
+    /// Send the caller's header and do not ask for a token (the default).
+    #[default]
+    Keep,
+    /// Replace it with the connection's token.
+    Override,
+}
+
+#[derive(Debug, Clone)]
+struct Config {
+    origin: Origin,
+    foreign: ForeignOrigin,
+    existing: ExistingAuthorization,
+}
+
+/// Layer that applies [`AddAuthorization`]; see the [crate docs](crate).
+#[derive(Debug)]
+pub struct AuthLayer<T> {
+    source: Arc<T>,
+    config: Config,
+}
+
+impl<T> Clone for AuthLayer<T> {
+    fn clone(&self) -> Self {
+        AuthLayer {
+            source: Arc::clone(&self.source),
+            config: self.config.clone(),
+        }
+    }
+}
+
+impl<T: TokenSource> AuthLayer<T> {
+    /// Sends tokens from `source` to `origin` (e.g. `"https://api.intercom.io"`) only.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidOrigin`] when `origin` is not an absolute `http(s)` URL.
+    pub fn new(origin: &str, source: T) -> Result<Self, InvalidOrigin> {
+        Ok(Self::for_origin(Origin::parse(origin)?, source))
+    }
+
+    /// Like [`AuthLayer::new`], from an origin already parsed.
+    pub fn for_origin(origin: Origin, source: T) -> Self {
+        AuthLayer {
+            source: Arc::new(source),
+            config: Config {
+                origin,
+                foreign: ForeignOrigin::default(),
+                existing: ExistingAuthorization::default(),
+            },
+        }
+    }
+
+    /// Lets requests for other origins through, without credentials, instead of refusing them.
+    #[must_use]
+    pub fn send_foreign_without_credentials(self) -> Self {
+        self.on_foreign_origin(ForeignOrigin::SendWithoutCredentials)
+    }
+
+    /// Sets what happens to requests for other origins.
+    #[must_use]
+    pub fn on_foreign_origin(mut self, foreign: ForeignOrigin) -> Self {
+        self.config.foreign = foreign;
+        self
+    }
+
+    /// Replaces a caller's own `Authorization` header instead of keeping it.
+    #[must_use]
+    pub fn override_existing(self) -> Self {
+        self.existing_authorization(ExistingAuthorization::Override)
+    }
+
+    /// Sets what happens to a caller's own `Authorization` header.
+    #[must_use]
+    pub fn existing_authorization(mut self, existing: ExistingAuthorization) -> Self {
+        self.config.existing = existing;
+        self
+    }
+
+    /// The token source.
+    pub fn source(&self) -> &T {
+        &self.source
+    }
+
+    /// The origin tokens are sent to.
+    pub fn origin(&self) -> &Origin {
+        &self.config.origin
+    }
+}
+
+impl<S, T> Layer<S> for AuthLayer<T> {
+    type Service = AddAuthorization<S, T>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AddAuthorization {
+            inner,
+            source: Arc::clone(&self.source),
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// Middleware that sets `Authorization: Bearer …` from a [`TokenSource`]; see the
+/// [crate docs](crate).
+#[derive(Debug)]
+pub struct AddAuthorization<S, T> {
+    inner: S,
+    source: Arc<T>,
+    config: Config,
+}
+
+impl<S: Clone, T> Clone for AddAuthorization<S, T> {
+    fn clone(&self) -> Self {
+        AddAuthorization {
+            inner: self.inner.clone(),
+            source: Arc::clone(&self.source),
+            config: self.config.clone(),
+        }
+    }
+}
+
+impl<S, T: TokenSource> AddAuthorization<S, T> {
+    /// Wraps `inner`; see [`AuthLayer::new`].
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidOrigin`] when `origin` is not an absolute `http(s)` URL.
+    pub fn new(inner: S, origin: &str, source: T) -> Result<Self, InvalidOrigin> {
+        Ok(AuthLayer::new(origin, source)?.layer(inner))
+    }
+
+    /// A layer that wraps services in this middleware.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidOrigin`] when `origin` is not an absolute `http(s)` URL.
+    pub fn layer(origin: &str, source: T) -> Result<AuthLayer<T>, InvalidOrigin> {
+        AuthLayer::new(origin, source)
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// Whether the request is for the configured origin. A relative URI is, unless its
+    /// `Host` header names another authority.
+    fn is_for_origin<B>(&self, request: &Request<B>) -> bool {
+        let uri = request.uri();
+        if uri.scheme().is_some() || uri.authority().is_some() {
+            return self.config.origin.matches(uri);
+        }
+        match request.headers().get(HOST) {
+            None => true,
+            Some(host) => host_matches(host, &self.config.origin),
+        }
+    }
+}
+
+fn host_matches(host: &HeaderValue, origin: &Origin) -> bool {
+    let Ok(authority) = Authority::try_from(host.as_bytes()) else {
+        return false;
+    };
+    authority.host().eq_ignore_ascii_case(origin.host())
+        && authority.port_u16().unwrap_or(origin.port()) == origin.port()
+}
+
+fn describe_target<B>(request: &Request<B>) -> String {
+    let uri = request.uri();
+    match (uri.scheme_str(), uri.host()) {
+        (Some(scheme), Some(host)) => match uri.port_u16() {
+            Some(port) => format!("{scheme}://{host}:{port}"),
+            None => format!("{scheme}://{host}"),
+        },
+        _ => match request.headers().get(HOST).and_then(|h| h.to_str().ok()) {
+            Some(host) => format!("host `{host}`"),
+            None => String::from("a relative URI"),
+        },
+    }
+}
+
+impl<S, T, B> Service<Request<B>> for AddAuthorization<S, T>
+where
+    S: Service<Request<B>> + Clone,
+    S::Error: Into<BoxError>,
+    T: TokenSource,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        if !self.is_for_origin(&request) {
+            return match self.config.foreign {
+                ForeignOrigin::SendWithoutCredentials => {
+                    ResponseFuture::called(self.inner.call(request))
+                }
+                ForeignOrigin::Reject => ResponseFuture::failed(ForeignOriginError {
+                    connection: ConnectionId::of(&request),
+                    requested: describe_target(&request),
+                    allowed: self.config.origin.clone(),
+                }),
+            };
+        }
+        if self.config.existing == ExistingAuthorization::Keep
+            && request.headers().contains_key(AUTHORIZATION)
+        {
+            return ResponseFuture::called(self.inner.call(request));
+        }
+
+        let connection = ConnectionId::of(&request);
+        let mut token = self.source.token(&connection);
+        match token.take_ready() {
+            Some(Ok(token)) => {
+                request
+                    .headers_mut()
+                    .insert(AUTHORIZATION, token.bearer_header().clone());
+                ResponseFuture::called(self.inner.call(request))
+            }
+            Some(Err(source)) => ResponseFuture::failed(TokenSourceError { connection, source }),
+            None => {
+                // The token comes later: the future keeps the service that was polled
+                // ready, and a clone takes its place here.
+                let clone = self.inner.clone();
+                let ready = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::waiting(token, request, ready, connection)
+            }
+        }
+    }
+}

@@ -1,0 +1,246 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use blueprint_core::{AccessToken, BoxError, ConnectionId, TokenError, TokenErrorKind};
+use http::header::{AUTHORIZATION, HOST};
+use http::{HeaderValue, Request, Response};
+use tower::limit::ConcurrencyLimitLayer;
+use tower::{ServiceBuilder, ServiceExt, service_fn};
+
+use crate::{AuthLayer, ForeignOriginError, StaticToken, TokenMap, TokenSourceError, from_fn};
+
+type Echo = Response<Option<HeaderValue>>;
+
+/// A client double that answers with the Authorization header it received and counts calls.
+fn echo(
+    calls: Arc<AtomicUsize>,
+) -> impl tower::Service<
+    Request<()>,
+    Response = Echo,
+    Error = BoxError,
+    Future = impl Future<Output = Result<Echo, BoxError>> + Send,
+> + Clone {
+    service_fn(move |req: Request<()>| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        let auth = req.headers().get(AUTHORIZATION).cloned();
+        async move { Ok::<_, BoxError>(Response::new(auth)) }
+    })
+}
+
+fn token(s: &str) -> AccessToken {
+    AccessToken::new(s).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn get(uri: &str) -> Request<()> {
+    Request::get(uri).body(()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn layer<T: blueprint_core::TokenSource>(source: T) -> AuthLayer<T> {
+    AuthLayer::new("https://api.example.com", source).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test]
+async fn sets_bearer_marked_sensitive_for_the_origin_and_relative_uris() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = layer(StaticToken::from(token("abc"))).layer_on(echo(calls.clone()));
+    for uri in [
+        "https://api.example.com/me",
+        "https://API.example.com:443/x",
+        "/contacts",
+    ] {
+        let res = svc
+            .clone()
+            .oneshot(get(uri))
+            .await
+            .unwrap_or_else(|e| panic!("{uri}: {e}"));
+        let auth = res
+            .body()
+            .clone()
+            .unwrap_or_else(|| panic!("{uri}: no header"));
+        assert_eq!(auth, "Bearer abc", "{uri}");
+        assert!(auth.is_sensitive(), "{uri}: header not marked sensitive");
+    }
+}
+
+#[tokio::test]
+async fn foreign_origins_are_refused_and_nothing_is_sent() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = layer(StaticToken::from(token("abc"))).layer_on(echo(calls.clone()));
+    for uri in [
+        "http://api.example.com/me",
+        "https://api.example.com:8443/me",
+        "https://api.example.com.evil.net/me",
+        "https://evil.net/?u=https://api.example.com",
+    ] {
+        let err = svc.clone().oneshot(get(uri)).await.err();
+        let err = err.unwrap_or_else(|| panic!("{uri} was sent"));
+        let foreign = err
+            .downcast_ref::<ForeignOriginError>()
+            .unwrap_or_else(|| panic!("{uri}: wrong error {err}"));
+        assert_eq!(foreign.connection().as_str(), "default");
+        assert_eq!(foreign.allowed().to_string(), "https://api.example.com");
+    }
+    // A relative URI whose Host header names another host is foreign too.
+    let mut req = get("/me");
+    req.headers_mut()
+        .insert(HOST, HeaderValue::from_static("evil.net"));
+    assert!(svc.clone().oneshot(req).await.is_err());
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn foreign_origins_pass_without_credentials_when_allowed() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = layer(StaticToken::from(token("abc")))
+        .send_foreign_without_credentials()
+        .layer_on(echo(calls.clone()));
+    let res = svc.oneshot(get("https://other.example.com/")).await;
+    let res = res.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(res.body(), &None);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn callers_header_is_kept_unless_overridden() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut req = get("https://api.example.com/");
+    req.headers_mut()
+        .insert(AUTHORIZATION, HeaderValue::from_static("Basic mine"));
+    let kept = layer(StaticToken::from(token("abc")))
+        .layer_on(echo(calls.clone()))
+        .oneshot(req)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        kept.body().as_ref().map(|v| v.as_bytes()),
+        Some(&b"Basic mine"[..])
+    );
+
+    let mut req = get("https://api.example.com/");
+    req.headers_mut()
+        .insert(AUTHORIZATION, HeaderValue::from_static("Basic mine"));
+    let replaced = layer(StaticToken::from(token("abc")))
+        .override_existing()
+        .layer_on(echo(calls))
+        .oneshot(req)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        replaced.body().as_ref().map(|v| v.as_bytes()),
+        Some(&b"Bearer abc"[..])
+    );
+}
+
+#[tokio::test]
+async fn per_connection_tokens_and_missing_connection_error() {
+    let map: TokenMap = [
+        (ConnectionId::new("a"), token("token-a")),
+        (ConnectionId::new("b"), token("token-b")),
+    ]
+    .into_iter()
+    .collect();
+    let svc = layer(map.clone()).layer_on(echo(Arc::default()));
+    for id in ["a", "b"] {
+        let mut req = get("/x");
+        req.extensions_mut().insert(ConnectionId::new(id));
+        let res = svc
+            .clone()
+            .oneshot(req)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            res.body().as_ref().map(|v| v.as_bytes().to_vec()),
+            Some(format!("Bearer token-{id}").into_bytes())
+        );
+    }
+    let mut req = get("/x");
+    req.extensions_mut().insert(ConnectionId::new("nobody"));
+    let err = svc
+        .clone()
+        .oneshot(req)
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("sent"));
+    let err = err
+        .downcast_ref::<TokenSourceError>()
+        .unwrap_or_else(|| panic!("wrong error: {err}"));
+    assert_eq!(err.connection().as_str(), "nobody");
+    assert_eq!(err.token_error().kind(), TokenErrorKind::NotFound);
+    assert!(format!("{map:?}").contains("\"a\"") && !format!("{map:?}").contains("token-a"));
+}
+
+#[tokio::test]
+async fn failing_source_error_names_the_connection_never_the_secret() {
+    let source = from_fn(|_c: ConnectionId| async {
+        tokio::task::yield_now().await;
+        Err(TokenError::new(
+            TokenErrorKind::NeedsReauthorization,
+            "refresh token was revoked",
+        ))
+    });
+    let mut req = get("/x");
+    req.extensions_mut().insert(ConnectionId::new("acme"));
+    let err = layer(source)
+        .layer_on(echo(Arc::default()))
+        .oneshot(req)
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("sent"));
+    let text = err.to_string();
+    assert!(
+        text.contains("`acme`") && text.contains("revoked"),
+        "{text}"
+    );
+    let typed = err.downcast_ref::<TokenSourceError>();
+    assert!(typed.is_some_and(TokenSourceError::needs_reauthorization));
+}
+
+/// The token source answers later, and the inner service only accepts a call on the very
+/// instance that was polled ready (`ConcurrencyLimit` panics otherwise): the layer must
+/// move the ready service into its future and leave a clone behind.
+#[tokio::test]
+async fn pending_source_keeps_poll_ready_discipline() {
+    let source = from_fn(|_c: ConnectionId| async {
+        tokio::task::yield_now().await;
+        AccessToken::new("late").map_err(|e| TokenError::new(TokenErrorKind::Other, e.to_string()))
+    });
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = ServiceBuilder::new()
+        .layer(layer(source))
+        .layer(ConcurrencyLimitLayer::new(4))
+        .service(echo(calls.clone()));
+
+    let mut handles = Vec::new();
+    for _ in 0..32 {
+        let svc = svc.clone();
+        handles.push(tokio::spawn(async move { svc.oneshot(get("/x")).await }));
+    }
+    for h in handles {
+        let res = h
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            res.body().as_ref().map(|v| v.as_bytes()),
+            Some(&b"Bearer late"[..])
+        );
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 32);
+}
+
+#[test]
+fn bad_origin_is_a_typed_error() {
+    assert!(AuthLayer::new("api.example.com", StaticToken::from(token("x"))).is_err());
+}
+
+trait LayerOn<S> {
+    type Service;
+    fn layer_on(self, inner: S) -> Self::Service;
+}
+
+impl<S, L: tower::Layer<S>> LayerOn<S> for L {
+    type Service = L::Service;
+    fn layer_on(self, inner: S) -> L::Service {
+        self.layer(inner)
+    }
+}

@@ -1,0 +1,49 @@
+//! The vocabulary shared by the Blueprint layers.
+//!
+//! Each Blueprint layer (auth-injection, token-refresh, rate-limit-detect, retry-timeout,
+//! logging) is its own crate, and no layer crate depends on another. They cooperate only
+//! through the small types defined here, carried in request and response extensions:
+//!
+//! - [`ConnectionId`] (request extension): whose credentials and budget a request uses;
+//!   absent means [`ConnectionId::default`].
+//! - [`AccessToken`]: a bearer token whose `Debug` and `Display` never show the secret.
+//! - [`Origin`]: scheme, host and port; credentials are only sent to the configured one.
+//! - [`TokenSource`]: where the auth layer gets a connection's token, and where a token found
+//!   stale is reported.
+//!
+//! # Example
+//!
+//! A token source that always hands out one token:
+//!
+//! ```
+//! use blueprint_core::{AccessToken, ConnectionId, TokenFuture, TokenSource};
+//!
+//! struct OneToken(AccessToken);
+//!
+//! impl TokenSource for OneToken {
+//!     fn token(&self, _connection: &ConnectionId) -> TokenFuture {
+//!         TokenFuture::ready(Ok(self.0.clone()))
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let source = OneToken(AccessToken::new("s3cr3t")?);
+//! let token = source.token(&ConnectionId::default()).await?;
+//! assert_eq!(token.secret(), "s3cr3t");
+//! assert_eq!(format!("{token:?}"), "AccessToken(<redacted>)");
+//! # Ok(())
+//! # }
+//! ```
+
+mod connection;
+mod origin;
+mod token;
+
+pub use connection::ConnectionId;
+pub use origin::{InvalidOrigin, Origin};
+pub use token::{AccessToken, InvalidToken, TokenError, TokenErrorKind, TokenFuture, TokenSource};
+
+/// The error type the Blueprint layers return: a boxed error to downcast to the typed
+/// errors each layer documents (the same convention as `tower`).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,0 +1,116 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http::Response;
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+use tracing::{Level, Span, field};
+
+use crate::layer::Levels;
+use crate::redact::{Redaction, Shown};
+
+pin_project! {
+    /// Response future of [`Trace`](crate::Trace).
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        span: Span,
+        start: Instant,
+        levels: Levels,
+        response_headers: Option<Redaction>,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(
+        inner: F,
+        span: Span,
+        levels: Levels,
+        response_headers: Option<Redaction>,
+    ) -> Self {
+        ResponseFuture {
+            inner,
+            span,
+            start: Instant::now(),
+            levels,
+            response_headers,
+        }
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("span", &self.span)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Emits an event at a level chosen at run time.
+macro_rules! event_at {
+    ($level:expr, $($rest:tt)+) => {
+        match $level {
+            Level::ERROR => tracing::event!(Level::ERROR, $($rest)+),
+            Level::WARN => tracing::event!(Level::WARN, $($rest)+),
+            Level::INFO => tracing::event!(Level::INFO, $($rest)+),
+            Level::DEBUG => tracing::event!(Level::DEBUG, $($rest)+),
+            _ => tracing::event!(Level::TRACE, $($rest)+),
+        }
+    };
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: fmt::Display,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        let result = ready!(this.inner.poll(cx));
+        let elapsed = this.start.elapsed();
+        let duration_ms = elapsed.as_secs_f64() * 1000.0;
+        let span = &*this.span;
+        span.record("duration_ms", duration_ms);
+
+        match &result {
+            Ok(response) => {
+                let status = response.status();
+                span.record("http.response.status_code", status.as_u16());
+                if let Some(redaction) = this.response_headers {
+                    let headers = redaction.headers(response.headers());
+                    span.record("http.response.headers", field::debug(Shown(&headers)));
+                }
+                let level = if status.is_server_error() {
+                    span.record("error.type", status.as_str());
+                    this.levels.server_error
+                } else if status.is_client_error() {
+                    span.record("error.type", status.as_str());
+                    this.levels.client_error
+                } else {
+                    this.levels.success
+                };
+                event_at!(
+                    level,
+                    http.response.status_code = status.as_u16(),
+                    duration_ms,
+                    "request finished"
+                );
+            }
+            Err(error) => {
+                span.record("error.type", "_OTHER");
+                event_at!(
+                    this.levels.failure,
+                    error = %error,
+                    duration_ms,
+                    "request failed"
+                );
+            }
+        }
+        Poll::Ready(result)
+    }
+}
