@@ -73,7 +73,9 @@ where
         let _entered = this.span.enter();
         let result = ready!(this.inner.poll(cx));
         let elapsed = this.start.elapsed();
-        let duration_ms = elapsed.as_secs_f64() * 1000.0;
+        // Whole microseconds, so the field prints without float noise.
+        #[allow(clippy::cast_precision_loss)]
+        let duration_ms = elapsed.as_micros() as f64 / 1000.0;
         let span = &*this.span;
         span.record("duration_ms", duration_ms);
 
