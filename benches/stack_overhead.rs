@@ -11,7 +11,9 @@
 #![allow(missing_docs)]
 
 use std::convert::Infallible;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use blueprint_auth::{AuthLayer, StaticToken};
 use blueprint_trace::TraceLayer;
@@ -29,7 +31,9 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 const CONCURRENCY: usize = 32;
 
 /// Every Blueprint layer built so far, in the order of DESIGN.md.
-fn full_stack(origin: &str) -> ServiceBuilder<Stack<AuthLayer<StaticToken>, Stack<TraceLayer, Identity>>> {
+fn full_stack(
+    origin: &str,
+) -> ServiceBuilder<Stack<AuthLayer<StaticToken>, Stack<TraceLayer, Identity>>> {
     let token = StaticToken::new("bench-token").unwrap_or_else(|e| panic!("{e}"));
     ServiceBuilder::new()
         .layer(TraceLayer::new())
@@ -59,8 +63,15 @@ where
     S: Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>>,
     S::Error: std::fmt::Debug,
 {
-    let req = Request::get(uri).body(Full::default()).unwrap_or_else(|e| panic!("{e}"));
-    let res = svc.ready().await.unwrap_or_else(|e| panic!("{e:?}")).call(req).await;
+    let req = Request::get(uri)
+        .body(Full::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let res = svc
+        .ready()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .call(req)
+        .await;
     std::hint::black_box(res.unwrap_or_else(|e| panic!("{e:?}")));
 }
 
@@ -97,10 +108,16 @@ where
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..CONCURRENCY {
             let svc = svc.clone();
-            let req = Request::get(uri).body(Full::default()).unwrap_or_else(|e| panic!("{e}"));
+            let req = Request::get(uri)
+                .body(Full::default())
+                .unwrap_or_else(|e| panic!("{e}"));
             set.spawn(async move {
                 let res = svc.oneshot(req).await.unwrap_or_else(|e| panic!("{e:?}"));
-                let body = res.into_body().collect().await.unwrap_or_else(|e| panic!("{e}"));
+                let body = res
+                    .into_body()
+                    .collect()
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
                 std::hint::black_box(body.to_bytes());
             });
         }
@@ -121,7 +138,9 @@ async fn start_server() -> String {
                 let svc = hyper::service::service_fn(|_req| async {
                     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{}"))))
                 });
-                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
             });
         }
     });

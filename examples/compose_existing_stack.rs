@@ -55,13 +55,15 @@ async fn main() -> Result<(), BoxError> {
         ))
         .service(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
 
-    let mut request = Request::get(format!("{base}/contacts?per_page=2"))
-        .body(Full::default())?;
+    let mut request = Request::get(format!("{base}/contacts?per_page=2")).body(Full::default())?;
     request.extensions_mut().insert(ConnectionId::new("acme"));
     let response = stack.clone().oneshot(request).await?;
     let status = response.status();
     let body = response.into_body().collect().await?.to_bytes();
-    println!("GET /contacts -> {status}: {}", String::from_utf8_lossy(&body));
+    println!(
+        "GET /contacts -> {status}: {}",
+        String::from_utf8_lossy(&body)
+    );
 
     // The token is never sent anywhere else.
     let foreign = Request::get("http://example.com/").body(Full::default())?;

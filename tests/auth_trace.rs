@@ -68,7 +68,10 @@ async fn closed_port() -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let port = listener.local_addr().map(|a| a.port()).unwrap_or_else(|e| panic!("{e}"));
+    let port = listener
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"));
     drop(listener);
     port
 }
@@ -91,12 +94,22 @@ async fn the_token_never_reaches_the_logs() {
             .insert_header("set-cookie", format!("session={TOKEN}").as_str())
             .insert_header("x-echo", "plain")
     };
-    Mock::given(method("GET")).and(path("/ok")).and(header_exists("authorization"))
-        .respond_with(echo(200)).mount(&server).await;
-    Mock::given(method("GET")).and(path("/unauthorized"))
-        .respond_with(echo(401)).mount(&server).await;
-    Mock::given(method("GET")).and(path("/boom"))
-        .respond_with(echo(500)).mount(&server).await;
+    Mock::given(method("GET"))
+        .and(path("/ok"))
+        .and(header_exists("authorization"))
+        .respond_with(echo(200))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/unauthorized"))
+        .respond_with(echo(401))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/boom"))
+        .respond_with(echo(500))
+        .mount(&server)
+        .await;
 
     let trace = TraceLayer::new()
         .span_level(tracing::Level::TRACE)
@@ -109,8 +122,13 @@ async fn the_token_never_reaches_the_logs() {
     let stack = |origin: &str| {
         ServiceBuilder::new()
             .layer(trace.clone())
-            .layer(AuthLayer::new(origin, StaticToken::new(TOKEN).unwrap_or_else(|e| panic!("{e}")))
-                .unwrap_or_else(|e| panic!("{e}")))
+            .layer(
+                AuthLayer::new(
+                    origin,
+                    StaticToken::new(TOKEN).unwrap_or_else(|e| panic!("{e}")),
+                )
+                .unwrap_or_else(|e| panic!("{e}")),
+            )
             .layer(trace.clone())
             .service(client())
     };
@@ -121,12 +139,20 @@ async fn the_token_never_reaches_the_logs() {
     for p in ["/ok", "/unauthorized", "/boom"] {
         // The caller also puts the token in the query: it must be redacted there too.
         let uri = format!("{base}{p}?page=2&access_token={TOKEN}");
-        let res = svc.clone().oneshot(get(&uri)).await.unwrap_or_else(|e| panic!("{p}: {e}"));
+        let res = svc
+            .clone()
+            .oneshot(get(&uri))
+            .await
+            .unwrap_or_else(|e| panic!("{p}: {e}"));
         statuses.push(res.status());
     }
     assert_eq!(
         statuses,
-        [StatusCode::OK, StatusCode::UNAUTHORIZED, StatusCode::INTERNAL_SERVER_ERROR]
+        [
+            StatusCode::OK,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::INTERNAL_SERVER_ERROR
+        ]
     );
 
     // A transport error, with the token attached to the request that failed.
@@ -149,20 +175,32 @@ async fn the_token_never_reaches_the_logs() {
         "page=2&access_token=[redacted]",
         "url.path=\"/unauthorized\"",
     ] {
-        assert!(logs.contains(expected), "`{expected}` missing from the logs:\n{logs}");
+        assert!(
+            logs.contains(expected),
+            "`{expected}` missing from the logs:\n{logs}"
+        );
     }
 }
 
 #[tokio::test]
 async fn a_foreign_origin_never_gets_the_token() {
     let foreign = MockServer::start().await;
-    Mock::given(method("GET")).respond_with(ResponseTemplate::new(200)).mount(&foreign).await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&foreign)
+        .await;
     let token = || StaticToken::new(TOKEN).unwrap_or_else(|e| panic!("{e}"));
     let uri = format!("{}/me", foreign.uri());
 
     // Default: refused, nothing sent.
-    let refuse = AuthLayer::new("https://api.intercom.io", token()).unwrap_or_else(|e| panic!("{e}"));
-    let err = ServiceBuilder::new().layer(refuse).service(client()).oneshot(get(&uri)).await.err();
+    let refuse =
+        AuthLayer::new("https://api.intercom.io", token()).unwrap_or_else(|e| panic!("{e}"));
+    let err = ServiceBuilder::new()
+        .layer(refuse)
+        .service(client())
+        .oneshot(get(&uri))
+        .await
+        .err();
     assert!(err.is_some_and(|e| e.is::<blueprint_auth::ForeignOriginError>()));
     assert_eq!(foreign.received_requests().await.map(|r| r.len()), Some(0));
 
@@ -170,7 +208,11 @@ async fn a_foreign_origin_never_gets_the_token() {
     let pass = AuthLayer::new("https://api.intercom.io", token())
         .unwrap_or_else(|e| panic!("{e}"))
         .send_foreign_without_credentials();
-    let res = ServiceBuilder::new().layer(pass).service(client()).oneshot(get(&uri)).await;
+    let res = ServiceBuilder::new()
+        .layer(pass)
+        .service(client())
+        .oneshot(get(&uri))
+        .await;
     assert_eq!(res.map(|r| r.status()).ok(), Some(StatusCode::OK));
     let received = foreign.received_requests().await.unwrap_or_default();
     assert_eq!(received.len(), 1);
@@ -185,7 +227,10 @@ async fn a_thousand_concurrent_requests_through_clones_of_one_stack() -> Result<
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path("/contacts"))
-        .and(wiremock::matchers::header("authorization", format!("Bearer {TOKEN}").as_str()))
+        .and(wiremock::matchers::header(
+            "authorization",
+            format!("Bearer {TOKEN}").as_str(),
+        ))
         .respond_with(ResponseTemplate::new(200))
         .mount(&server)
         .await;
@@ -198,7 +243,8 @@ async fn a_thousand_concurrent_requests_through_clones_of_one_stack() -> Result<
     for i in 0..1000 {
         let svc = svc.clone();
         let mut req = get(&format!("{}/contacts", server.uri()));
-        req.extensions_mut().insert(ConnectionId::new(format!("c{}", i % 7)));
+        req.extensions_mut()
+            .insert(ConnectionId::new(format!("c{}", i % 7)));
         tasks.spawn(async move { svc.oneshot(req).await.map(|r| r.status()) });
     }
     let mut ok = 0;
@@ -207,6 +253,9 @@ async fn a_thousand_concurrent_requests_through_clones_of_one_stack() -> Result<
         ok += 1;
     }
     assert_eq!(ok, 1000);
-    assert_eq!(server.received_requests().await.map(|r| r.len()), Some(1000));
+    assert_eq!(
+        server.received_requests().await.map(|r| r.len()),
+        Some(1000)
+    );
     Ok(())
 }

@@ -112,7 +112,7 @@ async fn callers_header_is_kept_unless_overridden() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        kept.body().as_ref().map(|v| v.as_bytes()),
+        kept.body().as_ref().map(HeaderValue::as_bytes),
         Some(&b"Basic mine"[..])
     );
 
@@ -126,7 +126,7 @@ async fn callers_header_is_kept_unless_overridden() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        replaced.body().as_ref().map(|v| v.as_bytes()),
+        replaced.body().as_ref().map(HeaderValue::as_bytes),
         Some(&b"Bearer abc"[..])
     );
 }
@@ -221,7 +221,7 @@ async fn pending_source_keeps_poll_ready_discipline() {
             .unwrap_or_else(|e| panic!("{e}"))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            res.body().as_ref().map(|v| v.as_bytes()),
+            res.body().as_ref().map(HeaderValue::as_bytes),
             Some(&b"Bearer late"[..])
         );
     }

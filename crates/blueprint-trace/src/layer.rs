@@ -142,7 +142,7 @@ impl TraceLayer {
         self.edit(|c| {
             c.redaction
                 .query_params
-                .extend(params.into_iter().map(Into::into))
+                .extend(params.into_iter().map(Into::into));
         })
     }
 
