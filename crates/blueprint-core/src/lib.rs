@@ -8,6 +8,11 @@
 //!   absent means [`ConnectionId::default`].
 //! - [`AccessToken`]: a bearer token whose `Debug` and `Display` never show the secret.
 //! - [`Origin`]: scheme, host and port; credentials are only sent to the configured one.
+//! - [`Deadline`] (request): when the whole call must be done; [`Attempt`] (request and
+//!   response): which attempt this is, or how many were made; [`RetrySafe`] (request): the
+//!   caller's word that a non-idempotent request may be resent.
+//! - [`RateLimit`] (response): what the server said about its rate limit.
+//! - [`ReplayBody`]: a request body kept so that it can be sent again.
 //! - [`TokenSource`]: where the auth layer gets a connection's token, and where a token found
 //!   stale is reported.
 //!
@@ -36,9 +41,14 @@
 //! # }
 //! ```
 
+mod call;
 mod connection;
 mod origin;
+mod replay;
 mod token;
+
+pub use call::{Attempt, Deadline, NeedsReauthorization, RateLimit, RetrySafe};
+pub use replay::{BodyLargerThanHint, Buffer, DEFAULT_REPLAY_CAP, ReplayBody};
 
 pub use connection::ConnectionId;
 pub use origin::{InvalidOrigin, Origin};

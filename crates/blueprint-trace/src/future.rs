@@ -87,6 +87,9 @@ where
                     let headers = redaction.headers(response.headers());
                     span.record("http.response.headers", field::debug(Shown(&headers)));
                 }
+                if let Some(attempt) = response.extensions().get::<blueprint_core::Attempt>() {
+                    span.record("http.request.resend_count", attempt.resends());
+                }
                 let level = if status.is_server_error() {
                     span.record("error.type", status.as_str());
                     this.levels.server_error

@@ -1,0 +1,234 @@
+//! Extensions that describe one logical call as it crosses the layers.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The instant by which the whole call (every attempt and every wait) must be done.
+///
+/// The retry layer sets it on the request from its total time budget; the layers below read
+/// it so that none of them starts a wait it could not finish in time. Times come from
+/// `tokio::time`, so tests with a paused clock see consistent deadlines.
+///
+/// ```
+/// use std::time::Duration;
+/// use blueprint_core::Deadline;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mut request = http::Request::new(());
+/// request.extensions_mut().insert(Deadline::after(Duration::from_secs(30)));
+/// let deadline = Deadline::of(&request).unwrap();
+/// assert!(!deadline.is_expired());
+/// assert!(deadline.remaining() <= Duration::from_secs(30));
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Deadline(Instant);
+
+impl Deadline {
+    /// A deadline at `instant`.
+    pub fn at(instant: Instant) -> Self {
+        Deadline(instant)
+    }
+
+    /// A deadline `budget` from now.
+    pub fn after(budget: Duration) -> Self {
+        let now = Instant::now();
+        Deadline(now.checked_add(budget).unwrap_or_else(|| far_future(now)))
+    }
+
+    /// The instant itself.
+    pub fn instant(self) -> Instant {
+        self.0
+    }
+
+    /// The time left, zero once passed.
+    pub fn remaining(self) -> Duration {
+        self.0.saturating_duration_since(Instant::now())
+    }
+
+    /// Whether the deadline has passed.
+    pub fn is_expired(self) -> bool {
+        Instant::now() >= self.0
+    }
+
+    /// Whether something that ends at `instant` would finish in time.
+    pub fn allows(self, instant: Instant) -> bool {
+        instant <= self.0
+    }
+
+    /// The deadline a request carries, if any.
+    pub fn of<B>(request: &http::Request<B>) -> Option<Deadline> {
+        request.extensions().get::<Deadline>().copied()
+    }
+
+    /// The earlier of this deadline and the one already in `extensions`, stored there.
+    /// A layer that sets a deadline uses this so it never extends a caller's tighter one.
+    pub fn tighten(self, extensions: &mut http::Extensions) -> Deadline {
+        let tightest = match extensions.get::<Deadline>() {
+            Some(existing) if *existing < self => *existing,
+            _ => self,
+        };
+        extensions.insert(tightest);
+        tightest
+    }
+}
+
+/// About a hundred years from `now`: "no deadline" without overflow.
+fn far_future(now: Instant) -> Instant {
+    now + Duration::from_secs(100 * 365 * 24 * 3600)
+}
+
+/// Which attempt of a call this is (1 for the first), and, on the final response, how many
+/// attempts were made.
+///
+/// The retry layer sets it on every attempt's request and on the response it returns; the
+/// logging layer records `http.request.resend_count` from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Attempt(NonZeroU32);
+
+impl Attempt {
+    /// The first attempt.
+    pub const FIRST: Attempt = Attempt(NonZeroU32::MIN);
+
+    /// Attempt number `n` (1-based); `None` for 0.
+    pub fn new(n: u32) -> Option<Attempt> {
+        NonZeroU32::new(n).map(Attempt)
+    }
+
+    /// The attempt number, from 1.
+    pub fn number(self) -> u32 {
+        self.0.get()
+    }
+
+    /// How many times the request was sent again: `number() - 1`.
+    pub fn resends(self) -> u32 {
+        self.0.get() - 1
+    }
+
+    /// The attempt after this one.
+    #[must_use]
+    pub fn next(self) -> Attempt {
+        Attempt(self.0.saturating_add(1))
+    }
+}
+
+impl Default for Attempt {
+    fn default() -> Self {
+        Attempt::FIRST
+    }
+}
+
+/// A caller's word that this request may be sent again even though its method is not
+/// idempotent (an upsert `POST`, a `PATCH` that sets absolute values).
+///
+/// Put it in the request's extensions; the retry layer then treats the request like a `PUT`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetrySafe;
+
+/// Marks a response (a 401) after which the connection's credentials cannot be refreshed:
+/// a person has to authorize the connection again.
+///
+/// The token-refresh layer puts it in the response's extensions; the engine and the proxy
+/// turn it into their own "needs re-authorization" errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeedsReauthorization {
+    /// The connection whose credentials were refused.
+    pub connection: crate::ConnectionId,
+}
+
+/// What a response said about the server's rate limit, parsed by the rate-limit layer and
+/// put in the response's extensions.
+///
+/// Instants come from `tokio::time`; a reset given as wall-clock time has been turned into
+/// one with the rate-limit layer's (injectable) clock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Requests allowed per window, if the server said.
+    pub limit: Option<u64>,
+    /// Requests left in the current window, if the server said.
+    pub remaining: Option<u64>,
+    /// When the window resets, if the server said (and it was not in the past).
+    pub reset: Option<Instant>,
+    /// When the server asked to be called again (`Retry-After`), if it did.
+    pub retry_after: Option<Instant>,
+    /// Whether the response was a 429 Too Many Requests.
+    pub limited: bool,
+}
+
+impl RateLimit {
+    /// When the server says a new request may succeed, if it says so: its `Retry-After`,
+    /// else, when the response was a 429 or the budget is spent, the window's reset.
+    /// `None` when the server named no instant (or the budget is not spent).
+    pub fn retry_at(&self) -> Option<Instant> {
+        if self.retry_after.is_some() {
+            return self.retry_after;
+        }
+        if self.limited || self.remaining == Some(0) {
+            return self.reset;
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn deadlines_follow_paused_time() {
+        let deadline = Deadline::after(Duration::from_secs(5));
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert_eq!(deadline.remaining(), Duration::from_secs(2));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(deadline.is_expired());
+        assert_eq!(deadline.remaining(), Duration::ZERO);
+        // Far budgets saturate instead of overflowing.
+        assert!(!Deadline::after(Duration::MAX).is_expired());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tighten_keeps_the_earlier_deadline() {
+        let mut ext = http::Extensions::new();
+        let early = Deadline::after(Duration::from_secs(1));
+        let late = Deadline::after(Duration::from_secs(9));
+        assert_eq!(late.tighten(&mut ext), late);
+        assert_eq!(early.tighten(&mut ext), early);
+        assert_eq!(late.tighten(&mut ext), early);
+        assert_eq!(ext.get::<Deadline>(), Some(&early));
+    }
+
+    #[test]
+    fn attempts_count_from_one() {
+        assert_eq!(Attempt::FIRST.number(), 1);
+        assert_eq!(Attempt::FIRST.resends(), 0);
+        assert_eq!(Attempt::FIRST.next().next().resends(), 2);
+        assert_eq!(Attempt::new(0), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_at_prefers_retry_after_then_reset_when_spent() {
+        let now = Instant::now();
+        let reset = now + Duration::from_secs(10);
+        let after = now + Duration::from_secs(3);
+        let open = RateLimit {
+            remaining: Some(5),
+            reset: Some(reset),
+            ..RateLimit::default()
+        };
+        assert_eq!(open.retry_at(), None);
+        let spent = RateLimit {
+            remaining: Some(0),
+            ..open
+        };
+        assert_eq!(spent.retry_at(), Some(reset));
+        let limited = RateLimit {
+            limited: true,
+            retry_after: Some(after),
+            ..open
+        };
+        assert_eq!(limited.retry_at(), Some(after));
+    }
+}
