@@ -16,6 +16,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use blueprint_auth::{AuthLayer, StaticToken};
+use blueprint_core::ReplayBody;
+use blueprint_retry::{AttemptTimeoutLayer, RetryLayer};
 use blueprint_trace::TraceLayer;
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -45,8 +47,11 @@ fn in_memory(c: &mut Criterion) {
     let bare = tower::service_fn(|_req: Request<Full<Bytes>>| async {
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
     });
+    let bare_replay = tower::service_fn(|_req: Request<ReplayBody<Full<Bytes>>>| async {
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+    });
     let origin = "http://api.example.com";
-    let wrapped = full_stack(origin).service(bare);
+    let wrapped = full_stack(origin).service(bare_replay);
 
     let mut group = c.benchmark_group("in_memory");
     group.bench_function("bare", |b| {
@@ -79,7 +84,8 @@ fn loopback(c: &mut Criterion) {
     let rt = runtime();
     let base = rt.block_on(start_server());
     let bare = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let wrapped = full_stack(&base).service(bare.clone());
+    let inner = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Full<Bytes>>>();
+    let wrapped = full_stack(&base).service(inner);
     let uri = format!("{base}/contacts");
 
     let mut group = c.benchmark_group("loopback_32");

@@ -43,6 +43,7 @@
 
 mod call;
 mod connection;
+mod headers;
 mod origin;
 mod replay;
 mod token;
@@ -51,6 +52,7 @@ pub use call::{Attempt, Deadline, NeedsReauthorization, RateLimit, RetrySafe};
 pub use replay::{BodyLargerThanHint, Buffer, DEFAULT_REPLAY_CAP, ReplayBody};
 
 pub use connection::ConnectionId;
+pub use headers::parse_retry_after;
 pub use origin::{InvalidOrigin, Origin};
 pub use token::{AccessToken, InvalidToken, TokenError, TokenErrorKind, TokenFuture, TokenSource};
 

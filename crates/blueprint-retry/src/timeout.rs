@@ -1,0 +1,167 @@
+//! The attempt timeout: bounds one network attempt.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use blueprint_core::BoxError;
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// One attempt took longer than the attempt timeout. Distinct from
+/// [`DeadlineExceeded`](crate::DeadlineExceeded), which ends the whole call: after this
+/// error the retry layer may try again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptTimeoutError {
+    after: Duration,
+}
+
+impl AttemptTimeoutError {
+    /// The error for an attempt cut after `after`.
+    pub fn new(after: Duration) -> Self {
+        AttemptTimeoutError { after }
+    }
+
+    /// The timeout that was reached.
+    pub fn after(&self) -> Duration {
+        self.after
+    }
+}
+
+impl fmt::Display for AttemptTimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the attempt got no response within {} ms",
+            self.after.as_millis()
+        )
+    }
+}
+
+impl std::error::Error for AttemptTimeoutError {}
+
+/// Layer that applies [`AttemptTimeout`].
+///
+/// Place it low in the stack, right above the HTTP client, so that only the network
+/// attempt counts: waits for a rate-limit budget or a token refresh above it do not.
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptTimeoutLayer {
+    timeout: Duration,
+}
+
+impl AttemptTimeoutLayer {
+    /// Bounds each attempt to `timeout`.
+    pub fn new(timeout: Duration) -> Self {
+        AttemptTimeoutLayer { timeout }
+    }
+}
+
+impl<S> Layer<S> for AttemptTimeoutLayer {
+    type Service = AttemptTimeout<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AttemptTimeout {
+            inner,
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// Fails an attempt with [`AttemptTimeoutError`] when the inner service takes longer than
+/// the timeout to answer (to produce the response head; the body is not bounded).
+#[derive(Debug, Clone)]
+pub struct AttemptTimeout<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+impl<S> AttemptTimeout<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, timeout: Duration) -> Self {
+        AttemptTimeout { inner, timeout }
+    }
+
+    /// A layer that wraps services in this middleware.
+    pub fn layer(timeout: Duration) -> AttemptTimeoutLayer {
+        AttemptTimeoutLayer::new(timeout)
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, R> Service<R> for AttemptTimeout<S>
+where
+    S: Service<R>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = TimeoutFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        TimeoutFuture {
+            inner: self.inner.call(request),
+            sleep: tokio::time::sleep(self.timeout),
+            after: self.timeout,
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`AttemptTimeout`].
+    pub struct TimeoutFuture<F> {
+        #[pin]
+        inner: F,
+        #[pin]
+        sleep: Sleep,
+        after: Duration,
+    }
+}
+
+impl<F> fmt::Debug for TimeoutFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TimeoutFuture")
+            .field("after", &self.after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, T, E> Future for TimeoutFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(result) = this.inner.poll(cx) {
+            return Poll::Ready(result.map_err(Into::into));
+        }
+        match this.sleep.poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(AttemptTimeoutError::new(*this.after).into())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
