@@ -32,14 +32,19 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 
 const CONCURRENCY: usize = 32;
 
+type Layers = Stack<
+    AttemptTimeoutLayer,
+    Stack<AuthLayer<StaticToken>, Stack<RetryLayer, Stack<TraceLayer, Identity>>>,
+>;
+
 /// Every Blueprint layer built so far, in the order of DESIGN.md.
-fn full_stack(
-    origin: &str,
-) -> ServiceBuilder<Stack<AuthLayer<StaticToken>, Stack<TraceLayer, Identity>>> {
+fn full_stack(origin: &str) -> ServiceBuilder<Layers> {
     let token = StaticToken::new("bench-token").unwrap_or_else(|e| panic!("{e}"));
     ServiceBuilder::new()
         .layer(TraceLayer::new())
+        .layer(RetryLayer::new())
         .layer(AuthLayer::new(origin, token).unwrap_or_else(|e| panic!("{e}")))
+        .layer(AttemptTimeoutLayer::new(Duration::from_secs(30)))
 }
 
 fn in_memory(c: &mut Criterion) {
