@@ -28,7 +28,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::runtime::Runtime;
 use tower::layer::util::{Identity, Stack};
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 const CONCURRENCY: usize = 32;
 
@@ -64,6 +64,19 @@ fn in_memory(c: &mut Criterion) {
     });
     group.bench_function("stack", |b| {
         b.iter(|| rt.block_on(one(wrapped.clone(), "http://api.example.com/contacts")));
+    });
+    // Each layer alone, to see where the stack's cost goes.
+    let uri = "http://api.example.com/contacts";
+    let trace = TraceLayer::new().layer(bare);
+    group.bench_function("trace_only", |b| b.iter(|| rt.block_on(one(trace.clone(), uri))));
+    let token = StaticToken::new("bench-token").unwrap_or_else(|e| panic!("{e}"));
+    let auth = AuthLayer::new(origin, token).unwrap_or_else(|e| panic!("{e}")).layer(bare);
+    group.bench_function("auth_only", |b| b.iter(|| rt.block_on(one(auth.clone(), uri))));
+    let retry = RetryLayer::new().layer(bare_replay);
+    group.bench_function("retry_only", |b| b.iter(|| rt.block_on(one(retry.clone(), uri))));
+    let timeout = AttemptTimeoutLayer::new(Duration::from_secs(30)).layer(bare);
+    group.bench_function("attempt_timeout_only", |b| {
+        b.iter(|| rt.block_on(one(timeout.clone(), uri)));
     });
     group.finish();
 }

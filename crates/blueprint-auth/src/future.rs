@@ -23,10 +23,9 @@ pin_project! {
     #[project = StateProj]
     enum State<F, S, B> {
         // Waiting for the token source; holds the request and the service polled ready.
+        // Boxed: this is the slow path, and it keeps the future small for the fast one.
         Token {
-            token: TokenFuture,
-            pending: Option<(Request<B>, S)>,
-            connection: ConnectionId,
+            pending: Box<Pending<S, B>>,
         },
         Called {
             #[pin]
@@ -36,6 +35,12 @@ pin_project! {
             error: Option<BoxError>,
         },
     }
+}
+
+struct Pending<S, B> {
+    token: TokenFuture,
+    call: Option<(Request<B>, S)>,
+    connection: ConnectionId,
 }
 
 impl<F, S, B> ResponseFuture<F, S, B> {
@@ -61,9 +66,11 @@ impl<F, S, B> ResponseFuture<F, S, B> {
     ) -> Self {
         ResponseFuture {
             state: State::Token {
-                token,
-                pending: Some((request, service)),
-                connection,
+                pending: Box::new(Pending {
+                    token,
+                    call: Some((request, service)),
+                    connection,
+                }),
             },
         }
     }
@@ -94,11 +101,12 @@ where
         loop {
             let mut this = self.as_mut().project();
             match this.state.as_mut().project() {
-                StateProj::Token {
-                    token,
-                    pending,
-                    connection,
-                } => {
+                StateProj::Token { pending } => {
+                    let Pending {
+                        token,
+                        call,
+                        connection,
+                    } = &mut **pending;
                     let result = ready!(Pin::new(token).poll(cx));
                     let token = match result {
                         Ok(token) => token,
@@ -110,7 +118,7 @@ where
                             );
                         }
                     };
-                    let Some((mut request, mut service)) = pending.take() else {
+                    let Some((mut request, mut service)) = call.take() else {
                         return Poll::Ready(Err("auth future polled after completion".into()));
                     };
                     request

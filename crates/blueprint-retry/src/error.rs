@@ -26,7 +26,11 @@ impl fmt::Display for DeadlineExceeded {
         if self.attempts == 0 {
             f.write_str("the call's deadline had passed before it started; nothing was sent")?;
         } else {
-            write!(f, "the call's deadline passed during attempt {}", self.attempts)?;
+            write!(
+                f,
+                "the call's deadline passed during attempt {}",
+                self.attempts
+            )?;
         }
         if let Some(budget) = self.budget {
             write!(f, " (time budget {} ms)", budget.as_millis())?;

@@ -26,9 +26,10 @@ pin_project! {
     pub struct ResponseFuture<F, S, B, P> {
         #[pin]
         state: State<F, B>,
-        // Fires when the call's deadline passes; only set when there is a deadline.
-        #[pin]
-        deadline_timer: Option<Sleep>,
+        // Fires when the call's deadline passes; only set when there is a deadline. Boxed,
+        // like the other rarely used states, to keep the future small: it is moved on
+        // every call and nested in every layer above.
+        deadline_timer: Option<Pin<Box<Sleep>>>,
         service: S,
         shared: Arc<Shared<P>>,
         // The request head and body to send again; `None` once no retry is possible.
@@ -41,9 +42,9 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<F, B> {
-        Buffering { buffer: Buffer<B> },
+        Buffering { buffer: Box<Buffer<B>> },
         Calling { #[pin] future: F },
-        Waiting { #[pin] sleep: Sleep },
+        Waiting { sleep: Pin<Box<Sleep>> },
         Readying,
         Failed { error: Option<BoxError> },
     }
@@ -68,7 +69,7 @@ where
     ) -> Self {
         ResponseFuture {
             state,
-            deadline_timer: deadline.map(|d| tokio::time::sleep_until(d.instant())),
+            deadline_timer: deadline.map(|d| Box::pin(tokio::time::sleep_until(d.instant()))),
             service,
             shared,
             parts,
@@ -99,7 +100,9 @@ where
         deadline: Option<Deadline>,
     ) -> Self {
         Self::with_state(
-            State::Buffering { buffer },
+            State::Buffering {
+                buffer: Box::new(buffer),
+            },
             service,
             shared,
             Some(parts),
@@ -185,15 +188,15 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        if let Some(timer) = this.deadline_timer.as_mut().as_pin_mut() {
-            if timer.poll(cx).is_ready() {
+        if let Some(timer) = this.deadline_timer.as_mut() {
+            if timer.as_mut().poll(cx).is_ready() {
                 // Waits are only started when they end before the deadline, so reaching it
                 // means an attempt (or the body, or the service's readiness) outlived it.
                 let attempts = match this.state.as_ref().get_ref() {
                     State::Buffering { .. } => 0,
                     _ => this.attempt.number(),
                 };
-                this.deadline_timer.set(None);
+                *this.deadline_timer = None;
                 this.state.set(State::Failed { error: None });
                 return Poll::Ready(Err(DeadlineExceeded {
                     attempts,
@@ -205,7 +208,7 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Buffering { buffer } => {
-                    let body = match ready!(Pin::new(buffer).poll(cx)) {
+                    let body = match ready!(Pin::new(&mut **buffer).poll(cx)) {
                         Ok(body) => body,
                         Err(error) => {
                             this.state.set(State::Failed { error: None });
@@ -236,7 +239,7 @@ where
                     ) {
                         Decision::Return(mut result) => {
                             this.state.set(State::Failed { error: None });
-                            this.deadline_timer.set(None);
+                            *this.deadline_timer = None;
                             if this.attempt.number() > 1 {
                                 if let Ok(response) = &mut result {
                                     response.extensions_mut().insert(*this.attempt);
@@ -247,13 +250,13 @@ where
                         Decision::RetryAfter(wait) => {
                             *this.attempt = this.attempt.next();
                             this.state.set(State::Waiting {
-                                sleep: tokio::time::sleep(wait),
+                                sleep: Box::pin(tokio::time::sleep(wait)),
                             });
                         }
                     }
                 }
                 StateProj::Waiting { sleep } => {
-                    ready!(sleep.poll(cx));
+                    ready!(sleep.as_mut().poll(cx));
                     this.state.set(State::Readying);
                 }
                 StateProj::Readying => {

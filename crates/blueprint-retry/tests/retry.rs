@@ -2,7 +2,12 @@
 //! a timer must run during an attempt, against in-process services. Time is paused in
 //! every test: no test sleeps for real.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::type_complexity)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::type_complexity
+)]
 
 use std::convert::Infallible;
 use std::pin::Pin;

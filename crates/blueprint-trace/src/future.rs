@@ -10,6 +10,7 @@ use tracing::{Level, Span, field};
 
 use crate::layer::Levels;
 use crate::redact::{Redaction, Shown};
+use std::sync::Arc;
 
 pin_project! {
     /// Response future of [`Trace`](crate::Trace).
@@ -19,7 +20,8 @@ pin_project! {
         span: Span,
         start: Instant,
         levels: Levels,
-        response_headers: Option<Redaction>,
+        // Only set when response headers are logged.
+        response_headers: Option<Arc<Redaction>>,
     }
 }
 
@@ -28,7 +30,7 @@ impl<F> ResponseFuture<F> {
         inner: F,
         span: Span,
         levels: Levels,
-        response_headers: Option<Redaction>,
+        response_headers: Option<Arc<Redaction>>,
     ) -> Self {
         ResponseFuture {
             inner,

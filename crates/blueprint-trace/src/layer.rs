@@ -38,7 +38,7 @@ impl Default for Levels {
 struct Config {
     span_level: Level,
     levels: Levels,
-    redaction: Redaction,
+    redaction: Arc<Redaction>,
     request_headers: bool,
     response_headers: bool,
     server_address: Option<Arc<str>>,
@@ -64,7 +64,7 @@ impl TraceLayer {
             config: Arc::new(Config {
                 span_level: Level::INFO,
                 levels: Levels::default(),
-                redaction: Redaction::default(),
+                redaction: Arc::default(),
                 request_headers: false,
                 response_headers: false,
                 server_address: None,
@@ -128,7 +128,7 @@ impl TraceLayer {
     /// Hides the value of one more header, e.g. `x-api-key`, when headers are logged.
     #[must_use]
     pub fn redact_header(self, name: HeaderName) -> Self {
-        self.edit(|c| c.redaction.extra_headers.push(name))
+        self.edit(|c| Arc::make_mut(&mut c.redaction).extra_headers.push(name))
     }
 
     /// Shows the values of these query parameters (as `url.query`); the values of all
@@ -140,7 +140,7 @@ impl TraceLayer {
         P: Into<String>,
     {
         self.edit(|c| {
-            c.redaction
+            Arc::make_mut(&mut c.redaction)
                 .query_params
                 .extend(params.into_iter().map(Into::into));
         })
@@ -280,7 +280,7 @@ where
         let response_headers = self
             .config
             .response_headers
-            .then(|| self.config.redaction.clone());
+            .then(|| Arc::clone(&self.config.redaction));
         ResponseFuture::new(future, span, self.config.levels, response_headers)
     }
 }
