@@ -95,7 +95,9 @@ impl BaseUrl {
             return Err(InvalidPath::new("a backslash is not allowed in a path"));
         }
         if target.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-            return Err(InvalidPath::new("control characters and spaces are not allowed"));
+            return Err(InvalidPath::new(
+                "control characters and spaces are not allowed",
+            ));
         }
         let mut joined = String::with_capacity(self.prefix.len() + target.len() + 1);
         joined.push_str(&self.prefix);
@@ -149,7 +151,9 @@ fn decode_dots(segment: &str) -> Result<Segment<'_>, InvalidPath> {
     }
     let lower = segment.to_ascii_lowercase();
     if lower.contains("%2f") || lower.contains("%5c") {
-        return Err(InvalidPath::new("an encoded slash or backslash is not allowed in a path"));
+        return Err(InvalidPath::new(
+            "an encoded slash or backslash is not allowed in a path",
+        ));
     }
     match lower.replace("%2e", ".").as_str() {
         "." => Ok(Segment::Dot),
@@ -367,8 +371,14 @@ mod tests {
         assert_eq!(ok("/me").unwrap(), "https://api.example.com/v2/me");
         assert_eq!(ok("me/").unwrap(), "https://api.example.com/v2/me/");
         assert_eq!(ok("").unwrap(), "https://api.example.com/v2/");
-        assert_eq!(ok("/a/b/../c?x=1&y=..").unwrap(), "https://api.example.com/v2/a/c?x=1&y=..");
-        assert_eq!(ok("//evil.com/x").unwrap(), "https://api.example.com/v2/evil.com/x");
+        assert_eq!(
+            ok("/a/b/../c?x=1&y=..").unwrap(),
+            "https://api.example.com/v2/a/c?x=1&y=.."
+        );
+        assert_eq!(
+            ok("//evil.com/x").unwrap(),
+            "https://api.example.com/v2/evil.com/x"
+        );
         assert_eq!(ok("/a/%2E/b").unwrap(), "https://api.example.com/v2/a/b");
         assert_eq!(ok("/a/..").unwrap(), "https://api.example.com/v2/");
         for bad in [

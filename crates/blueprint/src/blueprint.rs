@@ -198,7 +198,8 @@ impl Blueprint {
         Ok(Blueprint {
             name: name.into(),
             version: version.into(),
-            base_url: BaseUrl::parse(base_url).map_err(|e| BlueprintError::base_url("base_url", e))?,
+            base_url: BaseUrl::parse(base_url)
+                .map_err(|e| BlueprintError::base_url("base_url", &e))?,
             regions: Vec::new(),
             default_headers: HeaderMap::new(),
             oauth: None,
@@ -266,7 +267,7 @@ impl Blueprint {
     /// [`BlueprintError`] when it is not a plain `http(s)` URL.
     pub fn with_base_url(mut self, base_url: &str) -> Result<Self, BlueprintError> {
         self.base_url =
-            BaseUrl::parse(base_url).map_err(|e| BlueprintError::base_url("base_url", e))?;
+            BaseUrl::parse(base_url).map_err(|e| BlueprintError::base_url("base_url", &e))?;
         Ok(self)
     }
 
@@ -284,16 +285,24 @@ impl Blueprint {
     ///
     /// [`BlueprintError`] when the blueprint has no such region, naming the ones it has.
     pub fn in_region(mut self, name: &str) -> Result<Self, BlueprintError> {
-        let Some(region) = self.regions.iter().find(|r| r.name.eq_ignore_ascii_case(name)).cloned()
+        let Some(region) = self
+            .regions
+            .iter()
+            .find(|r| r.name.eq_ignore_ascii_case(name))
+            .cloned()
         else {
             let known: Vec<&str> = self.regions.iter().map(|r| r.name.as_str()).collect();
             return Err(BlueprintError::new(
                 "region",
-                format!("`{name}` is not a region of {} (known: {})", self.id(), known.join(", ")),
+                format!(
+                    "`{name}` is not a region of {} (known: {})",
+                    self.id(),
+                    known.join(", ")
+                ),
             ));
         };
-        self.base_url = BaseUrl::parse(&region.base_url)
-            .map_err(|e| BlueprintError::base_url("region", e))?;
+        self.base_url =
+            BaseUrl::parse(&region.base_url).map_err(|e| BlueprintError::base_url("region", &e))?;
         if let Some(oauth) = &mut self.oauth {
             if let Some(url) = region.authorization_url {
                 oauth.authorization_url = url;
@@ -311,10 +320,14 @@ impl Blueprint {
     ///
     /// [`BlueprintError`] when the name or value is not a valid header.
     pub fn default_header(mut self, name: &str, value: &str) -> Result<Self, BlueprintError> {
-        let header = HeaderName::try_from(name)
-            .map_err(|_| BlueprintError::new("headers", format!("`{name}` is not a header name")))?;
+        let header = HeaderName::try_from(name).map_err(|_| {
+            BlueprintError::new("headers", format!("`{name}` is not a header name"))
+        })?;
         let value = HeaderValue::try_from(value).map_err(|_| {
-            BlueprintError::new("headers", format!("the value of `{name}` is not a header value"))
+            BlueprintError::new(
+                "headers",
+                format!("the value of `{name}` is not a header value"),
+            )
         })?;
         self.default_headers.insert(header, value);
         Ok(self)
@@ -391,7 +404,7 @@ impl BlueprintError {
         BlueprintError { key, message }
     }
 
-    fn base_url(key: &'static str, error: InvalidBaseUrl) -> Self {
+    fn base_url(key: &'static str, error: &InvalidBaseUrl) -> Self {
         BlueprintError::new(key, error.to_string())
     }
 
@@ -414,7 +427,11 @@ mod tests {
     use super::*;
 
     fn rule(method: Method, path: &str, safe: bool) -> RetryRule {
-        RetryRule { method, path: path.into(), retry_safe: safe }
+        RetryRule {
+            method,
+            path: path.into(),
+            retry_safe: safe,
+        }
     }
 
     #[test]
@@ -435,7 +452,8 @@ mod tests {
 
     #[test]
     fn regions_switch_hosts_and_unknown_ones_are_named() {
-        let bp = Blueprint::new("x", "v0", "https://api.x.test").unwrap()
+        let bp = Blueprint::new("x", "v0", "https://api.x.test")
+            .unwrap()
             .with_oauth(OAuthSettings {
                 authorization_url: "https://app.x.test/oauth".into(),
                 token_url: "https://api.x.test/token".into(),
@@ -452,7 +470,10 @@ mod tests {
             });
         let eu = bp.clone().in_region("EU").unwrap();
         assert_eq!(eu.base_url().to_string(), "https://api.eu.x.test/");
-        assert_eq!(eu.oauth().unwrap().authorization_url, "https://app.eu.x.test/oauth");
+        assert_eq!(
+            eu.oauth().unwrap().authorization_url,
+            "https://app.eu.x.test/oauth"
+        );
         assert_eq!(eu.oauth().unwrap().token_url, "https://api.x.test/token");
         let err = bp.in_region("mars").unwrap_err();
         assert_eq!(err.key(), "region");

@@ -1,0 +1,332 @@
+//! A small YAML tree that remembers where each node, key and value starts.
+//!
+//! `saphyr-parser` hands out events with spans; this module folds them into [`Node`]s so the
+//! loader can name the line and column of every key and value, including after `${VAR}`
+//! substitution (which runs on the parsed values, not on the text).
+
+use std::collections::HashMap;
+
+use saphyr_parser::{Event, Parser, ScalarStyle, Span, StrInput};
+
+/// Deeper nesting than this is refused (the format needs five levels).
+const MAX_DEPTH: usize = 64;
+/// More nodes than this (aliases included) are refused, so an alias bomb cannot exhaust
+/// memory.
+const MAX_NODES: usize = 100_000;
+
+/// A position in the file: line and column, both counted from 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Pos {
+    pub(crate) line: usize,
+    pub(crate) column: usize,
+}
+
+impl Pos {
+    fn of(span: &Span) -> Self {
+        Pos {
+            line: span.start.line(),
+            column: span.start.col() + 1,
+        }
+    }
+}
+
+/// A node and where it starts.
+#[derive(Clone)]
+pub(crate) struct Node {
+    pub(crate) pos: Pos,
+    pub(crate) value: Value,
+}
+
+/// What a node holds.
+#[derive(Clone)]
+pub(crate) enum Value {
+    /// Text; `plain` when it was written without quotes or block markers (only a plain
+    /// scalar can be `null` or empty-as-null).
+    Scalar { text: String, plain: bool },
+    /// A list.
+    Seq(Vec<Node>),
+    /// A mapping, entries in file order (duplicates kept: the loader reports them).
+    Map(Vec<(Key, Node)>),
+}
+
+/// A mapping key and where it starts.
+#[derive(Clone)]
+pub(crate) struct Key {
+    pub(crate) text: String,
+    pub(crate) pos: Pos,
+}
+
+impl Node {
+    /// Whether the node is YAML's null (`~`, `null`, or nothing at all).
+    pub(crate) fn is_null(&self) -> bool {
+        matches!(&self.value, Value::Scalar { text, plain: true }
+            if matches!(text.as_str(), "" | "~" | "null" | "Null" | "NULL"))
+    }
+
+    /// What kind of node this is, for error messages.
+    pub(crate) fn kind(&self) -> &'static str {
+        if self.is_null() {
+            return "nothing";
+        }
+        match self.value {
+            Value::Scalar { .. } => "text",
+            Value::Seq(_) => "a list",
+            Value::Map(_) => "a mapping",
+        }
+    }
+}
+
+/// The file is not YAML this loader takes.
+#[derive(Debug)]
+pub(crate) struct SyntaxError {
+    pub(crate) pos: Pos,
+    pub(crate) message: String,
+}
+
+impl SyntaxError {
+    fn at(span: &Span, message: impl Into<String>) -> Self {
+        SyntaxError {
+            pos: Pos::of(span),
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses one YAML document; `None` when the text holds none (empty, or only comments).
+pub(crate) fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
+    let mut builder = Builder {
+        parser: Parser::new_from_str(text),
+        anchors: HashMap::new(),
+        nodes: 0,
+    };
+    builder.document()
+}
+
+struct Builder<'a> {
+    parser: Parser<'a, StrInput<'a>>,
+    anchors: HashMap<usize, Node>,
+    nodes: usize,
+}
+
+impl<'a> Builder<'a> {
+    fn next(&mut self) -> Result<(Event<'a>, Span), SyntaxError> {
+        match self.parser.next_event() {
+            Some(Ok(event)) => Ok(event),
+            Some(Err(e)) => Err(SyntaxError {
+                pos: Pos {
+                    line: e.marker().line(),
+                    column: e.marker().col() + 1,
+                },
+                message: e.info().to_owned(),
+            }),
+            // The parser ends every stream with `StreamEnd`; running out means it stopped
+            // early, which only a malformed input can cause.
+            None => Err(SyntaxError {
+                pos: Pos { line: 1, column: 1 },
+                message: "the YAML ends unexpectedly".to_owned(),
+            }),
+        }
+    }
+
+    fn document(&mut self) -> Result<Option<Node>, SyntaxError> {
+        let mut root = None;
+        loop {
+            let (event, span) = self.next()?;
+            match event {
+                Event::StreamStart | Event::DocumentEnd | Event::Nothing => {}
+                Event::StreamEnd => return Ok(root),
+                Event::DocumentStart(_) if root.is_some() => {
+                    return Err(SyntaxError::at(
+                        &span,
+                        "a second YAML document (`---`); the file must hold one",
+                    ));
+                }
+                Event::DocumentStart(_) => {
+                    let (event, span) = self.next()?;
+                    root = Some(self.node(event, span, 0)?);
+                }
+                _ => return Err(SyntaxError::at(&span, "unexpected YAML structure")),
+            }
+        }
+    }
+
+    fn node(&mut self, event: Event<'a>, span: Span, depth: usize) -> Result<Node, SyntaxError> {
+        if depth > MAX_DEPTH {
+            return Err(SyntaxError::at(&span, "nested too deeply"));
+        }
+        self.nodes += 1;
+        if self.nodes > MAX_NODES {
+            return Err(SyntaxError::at(&span, "too many values (aliases included)"));
+        }
+        let pos = Pos::of(&span);
+        let (node, anchor) = match event {
+            Event::Scalar(text, style, anchor, tag) => {
+                check_tag(tag.as_deref(), &span)?;
+                let value = Value::Scalar {
+                    text: text.into_owned(),
+                    plain: style == ScalarStyle::Plain,
+                };
+                (Node { pos, value }, anchor)
+            }
+            Event::SequenceStart(anchor, tag) => {
+                check_tag(tag.as_deref(), &span)?;
+                let mut items = Vec::new();
+                loop {
+                    let (event, span) = self.next()?;
+                    if matches!(event, Event::SequenceEnd) {
+                        break;
+                    }
+                    items.push(self.node(event, span, depth + 1)?);
+                }
+                let value = Value::Seq(items);
+                (Node { pos, value }, anchor)
+            }
+            Event::MappingStart(anchor, tag) => {
+                check_tag(tag.as_deref(), &span)?;
+                let mut entries = Vec::new();
+                loop {
+                    let (event, span) = self.next()?;
+                    let key = match event {
+                        Event::MappingEnd => break,
+                        Event::Scalar(text, ..) => Key {
+                            text: text.into_owned(),
+                            pos: Pos::of(&span),
+                        },
+                        Event::Alias(_) => {
+                            return Err(SyntaxError::at(&span, "an alias cannot be a key"));
+                        }
+                        _ => {
+                            return Err(SyntaxError::at(&span, "a key must be text"));
+                        }
+                    };
+                    let (event, span) = self.next()?;
+                    let mut value = self.node(event, span, depth + 1)?;
+                    if matches!(&value.value, Value::Scalar { text, plain: true } if text.is_empty())
+                    {
+                        // Nothing after the colon: point at the key, not past it.
+                        value.pos = key.pos;
+                    }
+                    entries.push((key, value));
+                }
+                let value = Value::Map(entries);
+                (Node { pos, value }, anchor)
+            }
+            Event::Alias(id) => {
+                let Some(node) = self.anchors.get(&id) else {
+                    return Err(SyntaxError::at(&span, "an alias to an unknown anchor"));
+                };
+                self.nodes += count(node);
+                if self.nodes > MAX_NODES {
+                    return Err(SyntaxError::at(&span, "too many values (aliases included)"));
+                }
+                return Ok(node.clone());
+            }
+            _ => return Err(SyntaxError::at(&span, "unexpected YAML structure")),
+        };
+        if anchor != 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        Ok(node)
+    }
+}
+
+/// Core-schema tags (`!!str`) are accepted and ignored; others have no meaning here.
+fn check_tag(tag: Option<&saphyr_parser::Tag>, span: &Span) -> Result<(), SyntaxError> {
+    match tag {
+        Some(tag) if !tag.is_yaml_core_schema() => Err(SyntaxError::at(
+            span,
+            format!("the tag `{tag}` is not supported"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn count(node: &Node) -> usize {
+    match &node.value {
+        Value::Scalar { .. } => 1,
+        Value::Seq(items) => 1 + items.iter().map(count).sum::<usize>(),
+        Value::Map(entries) => 1 + entries.iter().map(|(_, v)| count(v)).sum::<usize>(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(node: &Node) -> (usize, usize) {
+        (node.pos.line, node.pos.column)
+    }
+
+    #[test]
+    fn keys_and_values_know_their_line_and_column() {
+        let root = parse("a:\n  b: [x, 'y']\n  c: { d: e }\n")
+            .unwrap()
+            .unwrap();
+        let Value::Map(top) = &root.value else {
+            panic!()
+        };
+        assert_eq!((top[0].0.pos.line, top[0].0.pos.column), (1, 1));
+        let Value::Map(inner) = &top[0].1.value else {
+            panic!()
+        };
+        assert_eq!((inner[0].0.pos.line, inner[0].0.pos.column), (2, 3));
+        let Value::Seq(items) = &inner[0].1.value else {
+            panic!()
+        };
+        assert_eq!(at(&items[0]), (2, 7));
+        assert_eq!(at(&items[1]), (2, 10));
+        assert!(matches!(
+            &items[1].value,
+            Value::Scalar { plain: false, .. }
+        ));
+        let Value::Map(flow) = &inner[1].1.value else {
+            panic!()
+        };
+        assert_eq!(at(&flow[0].1), (3, 11));
+    }
+
+    #[test]
+    fn empty_text_is_no_document_and_nulls_are_recognised() {
+        assert!(parse("").unwrap().is_none());
+        assert!(parse("# only a comment\n").unwrap().is_none());
+        let root = parse("a:\nb: ~\nc: 'null'\n").unwrap().unwrap();
+        let Value::Map(entries) = &root.value else {
+            panic!()
+        };
+        assert!(entries[0].1.is_null());
+        assert!(entries[1].1.is_null());
+        assert!(!entries[2].1.is_null());
+    }
+
+    #[test]
+    fn aliases_copy_their_anchor_and_bombs_are_refused() {
+        let root = parse("a: &x [1, 2]\nb: *x\n").unwrap().unwrap();
+        let Value::Map(entries) = &root.value else {
+            panic!()
+        };
+        assert!(matches!(&entries[1].1.value, Value::Seq(items) if items.len() == 2));
+
+        let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..8 {
+            let p = i - 1;
+            bomb.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
+        }
+        let err = parse(&bomb).err().unwrap();
+        assert!(err.message.contains("too many"), "{}", err.message);
+    }
+
+    #[test]
+    fn syntax_errors_second_documents_and_tags_have_positions() {
+        let err = parse("a: [1, 2\n").err().unwrap();
+        assert!(err.pos.line >= 1);
+        let err = parse("a: 1\n---\nb: 2\n").err().unwrap();
+        assert_eq!(err.pos.line, 2);
+        let err = parse("a: !custom x\n").err().unwrap();
+        assert_eq!((err.pos.line, err.pos.column), (1, 4));
+        assert!(parse("a: !!str 2.11\n").is_ok());
+        let deep = format!("a: {}{}\n", "[".repeat(100), "]".repeat(100));
+        assert!(parse(&deep).err().unwrap().message.contains("deeply"));
+    }
+}
