@@ -135,7 +135,15 @@ impl DefaultPolicy {
 
 impl RetryPolicy for DefaultPolicy {
     fn classify(&self, request: &RequestInfo<'_>, outcome: &Outcome<'_>) -> Option<RetryReason> {
-        let idempotent = request.is_idempotent();
+        self.classify_as(request.is_idempotent(), outcome)
+    }
+}
+
+impl DefaultPolicy {
+    /// The default decision for a request known to be idempotent (safe to send twice) or
+    /// not; for policies that decide idempotency themselves (per-path rules) and defer the
+    /// rest to the default.
+    pub fn classify_as(&self, idempotent: bool, outcome: &Outcome<'_>) -> Option<RetryReason> {
         match outcome {
             Outcome::Response { status, .. } => {
                 let retryable = if idempotent {

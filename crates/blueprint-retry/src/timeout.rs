@@ -50,13 +50,23 @@ impl std::error::Error for AttemptTimeoutError {}
 /// attempt counts: waits for a rate-limit budget or a token refresh above it do not.
 #[derive(Debug, Clone, Copy)]
 pub struct AttemptTimeoutLayer {
-    timeout: Duration,
+    timeout: Option<Duration>,
 }
 
 impl AttemptTimeoutLayer {
     /// Bounds each attempt to `timeout`.
     pub fn new(timeout: Duration) -> Self {
-        AttemptTimeoutLayer { timeout }
+        AttemptTimeoutLayer {
+            timeout: Some(timeout),
+        }
+    }
+
+    /// Bounds nothing: the layer passes calls through. For stacks where a place for the
+    /// layer is fixed but no timeout is wanted (long polls), and for tests that talk to a
+    /// real socket with tokio's clock paused (a pending timer would make the paused clock
+    /// jump to it while the socket is read).
+    pub fn disabled() -> Self {
+        AttemptTimeoutLayer { timeout: None }
     }
 }
 
@@ -76,13 +86,16 @@ impl<S> Layer<S> for AttemptTimeoutLayer {
 #[derive(Debug, Clone)]
 pub struct AttemptTimeout<S> {
     inner: S,
-    timeout: Duration,
+    timeout: Option<Duration>,
 }
 
 impl<S> AttemptTimeout<S> {
     /// Wraps `inner`.
     pub fn new(inner: S, timeout: Duration) -> Self {
-        AttemptTimeout { inner, timeout }
+        AttemptTimeout {
+            inner,
+            timeout: Some(timeout),
+        }
     }
 
     /// A layer that wraps services in this middleware.
@@ -122,8 +135,8 @@ where
     fn call(&mut self, request: R) -> Self::Future {
         TimeoutFuture {
             inner: self.inner.call(request),
-            sleep: tokio::time::sleep(self.timeout),
-            after: self.timeout,
+            sleep: self.timeout.map(tokio::time::sleep),
+            after: self.timeout.unwrap_or_default(),
         }
     }
 }
@@ -134,7 +147,7 @@ pin_project! {
         #[pin]
         inner: F,
         #[pin]
-        sleep: Sleep,
+        sleep: Option<Sleep>,
         after: Duration,
     }
 }
@@ -159,9 +172,9 @@ where
         if let Poll::Ready(result) = this.inner.poll(cx) {
             return Poll::Ready(result.map_err(Into::into));
         }
-        match this.sleep.poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(AttemptTimeoutError::new(*this.after).into())),
-            Poll::Pending => Poll::Pending,
+        match this.sleep.as_pin_mut().map(|sleep| sleep.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Err(AttemptTimeoutError::new(*this.after).into())),
+            Some(Poll::Pending) | None => Poll::Pending,
         }
     }
 }

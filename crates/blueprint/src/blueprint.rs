@@ -120,8 +120,8 @@ pub struct RetrySettings {
     pub max_delay: Duration,
     /// The time budget of a whole call, retries and waits included.
     pub deadline: Option<Duration>,
-    /// The longest one network attempt may take.
-    pub attempt_timeout: Duration,
+    /// The longest one network attempt may take; `None` for no limit.
+    pub attempt_timeout: Option<Duration>,
     /// The longest server-directed wait to sit through.
     pub max_server_wait: Duration,
     /// Per method and path exceptions to the default policy.
@@ -135,7 +135,7 @@ impl Default for RetrySettings {
             base_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(10),
             deadline: Some(Duration::from_secs(60)),
-            attempt_timeout: Duration::from_secs(30),
+            attempt_timeout: Some(Duration::from_secs(30)),
             max_server_wait: Duration::from_secs(60),
             rules: Vec::new(),
         }

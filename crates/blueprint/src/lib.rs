@@ -1,11 +1,44 @@
-//! The Blueprint engine.
+//! The Blueprint engine: describe an API as data, and get the whole stack of Blueprint
+//! layers around any HTTP service in one call.
 //!
-//! (Being written: see the crate's modules.)
+//! - [`Blueprint`]: an API as data — base URL and regions, default headers, OAuth2
+//!   endpoints, rate-limit headers, retry settings and per-path retry rules, whether tokens
+//!   expire.
+//! - [`StackBuilder`]: composes logging, retry, rate-limit pacing, token refresh, auth
+//!   injection, attempt timeout and base URL (in that order, outermost first) around a
+//!   hyper-util client, an axum `Router` or a test double. The result is a `Clone + Send`
+//!   tower service whose [`Error`] has predicates (`is_timeout()`, `is_rate_limited()`,
+//!   `retry_after()`, `needs_reauthorization()`, …).
+//! - [`default_client`]: hyper-util with rustls (ring, webpki roots), HTTP/1.1 and HTTP/2.
+//! - [`Integrations`] and [`Registry`]: `integrations.yaml`, the configuration format
+//!   Nango users know, with `${VAR}` expansion and errors that name file, line and column.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use blueprint::{Blueprint, StackBuilder, StackBody, default_client};
+//! use blueprint_auth::StaticToken;
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use tower::ServiceExt;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let api = Blueprint::new("acme", "v1", "https://api.acme.test")?
+//!     .default_header("accept", "application/json")?;
+//! let client = StackBuilder::new(api, StaticToken::new(std::env::var("ACME_TOKEN")?)?)
+//!     .service(default_client::<StackBody<Full<Bytes>>>()?)?;
+//! let response = client.oneshot(http::Request::get("/me").body(Full::default())?).await?;
+//! println!("{}", response.status());
+//! # Ok(())
+//! # }
+//! ```
 
 mod base_url;
 mod blueprint;
 mod client;
 mod config;
+mod error;
+mod stack;
 
 pub use base_url::{BaseUrl, BaseUrlFuture, BaseUrlLayer, InvalidBaseUrl, InvalidPath, SetBaseUrl};
 pub use blueprint::{
@@ -14,3 +47,8 @@ pub use blueprint::{
 };
 pub use client::{ClientError, HttpsClient, default_client};
 pub use config::{ClientSecret, ConfigError, ConfigErrorKind, Integration, Integrations, Registry};
+pub use error::Error;
+pub use stack::{
+    BlueprintLayer, BlueprintPolicy, BlueprintService, ResponseFuture, SharedTokenSource,
+    StackBody, StackBuilder,
+};

@@ -223,7 +223,7 @@ integrations:
     assert_eq!(retry.base_delay, Duration::from_millis(50));
     assert_eq!(retry.max_delay, Duration::from_secs(1));
     assert_eq!(retry.deadline, None);
-    assert_eq!(retry.attempt_timeout, Duration::from_secs(2));
+    assert_eq!(retry.attempt_timeout, Some(Duration::from_secs(2)));
     assert_eq!(retry.max_server_wait, Duration::ZERO);
     // The file's rule is checked before the blueprint's, so it wins.
     assert_eq!(retry.rules.len(), 2);

@@ -738,13 +738,17 @@ impl Loader<'_> {
             };
         }
         if let Some((n, k)) = get("attempt_timeout_ms") {
-            let (timeout, pos) = self.millis(n, &k)?;
-            if timeout.is_zero() {
-                return Err(self
-                    .invalid(pos, &k, "an attempt timeout of 0 lets no attempt finish")
-                    .hint("give a number of milliseconds, such as 30000"));
-            }
-            retry.attempt_timeout = timeout;
+            retry.attempt_timeout = if n.is_null() {
+                None
+            } else {
+                let (timeout, pos) = self.millis(n, &k)?;
+                if timeout.is_zero() {
+                    return Err(self
+                        .invalid(pos, &k, "an attempt timeout of 0 lets no attempt finish")
+                        .hint("give a number of milliseconds, such as 30000, or `null` for none"));
+                }
+                Some(timeout)
+            };
         }
         if let Some((n, k)) = get("max_server_wait_ms") {
             retry.max_server_wait = self.millis(n, &k)?.0;

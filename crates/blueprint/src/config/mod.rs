@@ -55,7 +55,7 @@ use crate::Blueprint;
 /// | `oauth_client_auth` | `body` (form fields) or `basic` (HTTP Basic) |
 /// | `oauth_authorization_params` | mapping of extra authorization-URL parameters, merged over the blueprint's |
 /// | `rate_limit_headers` | `{limit, remaining, reset, reset_format}`; format `epoch_seconds`, `epoch_millis` or `delta_seconds`; keys left out keep the blueprint's |
-/// | `retry` | `{max_attempts, base_delay_ms, max_delay_ms, deadline_ms, attempt_timeout_ms, max_server_wait_ms, rules}`; `deadline_ms: null` removes the deadline; `rules` is a list of `{method, path, retry_safe}` checked before the blueprint's own |
+/// | `retry` | `{max_attempts, base_delay_ms, max_delay_ms, deadline_ms, attempt_timeout_ms, max_server_wait_ms, rules}`; `deadline_ms: null` removes the deadline, `attempt_timeout_ms: null` the attempt timeout; `rules` is a list of `{method, path, retry_safe}` checked before the blueprint's own |
 /// | `tokens_expire` | `true` or `false` |
 ///
 /// `${NAME}` in any text value (also in list items and mapping values, never in keys) is

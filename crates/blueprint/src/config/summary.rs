@@ -93,10 +93,14 @@ impl fmt::Display for Integration {
             Some(deadline) => write!(f, "{}", deadline.as_millis())?,
             None => f.write_str("none")?,
         }
+        f.write_str(", attempt_timeout_ms ")?;
+        match retry.attempt_timeout {
+            Some(timeout) => write!(f, "{}", timeout.as_millis())?,
+            None => f.write_str("none")?,
+        }
         writeln!(
             f,
-            ", attempt_timeout_ms {}, max_server_wait_ms {}",
-            retry.attempt_timeout.as_millis(),
+            ", max_server_wait_ms {}",
             retry.max_server_wait.as_millis()
         )?;
         for rule in &retry.rules {

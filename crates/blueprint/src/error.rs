@@ -1,0 +1,167 @@
+//! The error of a Blueprint stack, with predicates over every layer's typed errors.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::time::Duration;
+
+use blueprint_auth::{ForeignOriginError, TokenSourceError};
+use blueprint_core::{BoxError, ConnectionId};
+use blueprint_ratelimit::RateLimitedError;
+use blueprint_refresh::TokenUnavailableError;
+use blueprint_retry::{AttemptTimeoutError, DeadlineExceeded, RetryReason, classify_error};
+
+use crate::base_url::InvalidPath;
+
+/// Why a call through a Blueprint stack failed without a response.
+///
+/// It wraps the error a layer returned; the predicates look through it (and its sources)
+/// for the typed errors of every layer, so callers never downcast by hand:
+///
+/// - [`is_timeout`](Error::is_timeout): the deadline passed or the last attempt timed out;
+/// - [`is_rate_limited`](Error::is_rate_limited) and [`retry_after`](Error::retry_after):
+///   the rate-limit layer held the request back, nothing was sent;
+/// - [`needs_reauthorization`](Error::needs_reauthorization): the connection's credentials
+///   were refused for good;
+/// - [`is_connect`](Error::is_connect) / [`is_transport`](Error::is_transport): no answer.
+///
+/// A response with an error status is not an `Error`: the stack hands it back as received.
+pub struct Error {
+    inner: BoxError,
+}
+
+impl Error {
+    /// Wraps a layer's error.
+    pub fn new(inner: impl Into<BoxError>) -> Self {
+        Error {
+            inner: inner.into(),
+        }
+    }
+
+    /// The first error of type `T` in the chain of sources.
+    pub fn find<T: StdError + 'static>(&self) -> Option<&T> {
+        let mut current: Option<&(dyn StdError + 'static)> = Some(&*self.inner);
+        while let Some(error) = current {
+            if let Some(found) = error.downcast_ref::<T>() {
+                return Some(found);
+            }
+            current = error.source();
+        }
+        None
+    }
+
+    /// The call's deadline passed, or the last attempt timed out.
+    pub fn is_timeout(&self) -> bool {
+        self.is_deadline() || self.find::<AttemptTimeoutError>().is_some()
+    }
+
+    /// The call's deadline passed.
+    pub fn is_deadline(&self) -> bool {
+        self.find::<DeadlineExceeded>().is_some()
+    }
+
+    /// The rate-limit layer held the request back because the budget would not free up in
+    /// time; nothing was sent.
+    pub fn is_rate_limited(&self) -> bool {
+        self.find::<RateLimitedError>().is_some()
+    }
+
+    /// When to come back, for a rate-limited call.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.find::<RateLimitedError>()
+            .map(RateLimitedError::retry_after)
+            .or_else(|| {
+                self.find::<TokenUnavailableError>()
+                    .and_then(TokenUnavailableError::retry_after)
+            })
+    }
+
+    /// The connection's credentials were refused for good: a person must authorize it again.
+    pub fn needs_reauthorization(&self) -> bool {
+        self.find::<TokenUnavailableError>()
+            .is_some_and(TokenUnavailableError::needs_reauthorization)
+            || self
+                .find::<TokenSourceError>()
+                .is_some_and(TokenSourceError::needs_reauthorization)
+    }
+
+    /// No token could be had for the connection (any reason); nothing was sent.
+    pub fn is_token_unavailable(&self) -> bool {
+        self.find::<TokenUnavailableError>().is_some() || self.find::<TokenSourceError>().is_some()
+    }
+
+    /// The request was for another origin than the API's; nothing was sent.
+    pub fn is_foreign_origin(&self) -> bool {
+        self.find::<ForeignOriginError>().is_some()
+    }
+
+    /// The request's path would leave the API's base URL; nothing was sent.
+    pub fn is_invalid_path(&self) -> bool {
+        self.find::<InvalidPath>().is_some()
+    }
+
+    /// The connection could not be made; the request was not sent.
+    pub fn is_connect(&self) -> bool {
+        classify_error(&*self.inner) == Some(RetryReason::ConnectFailed)
+    }
+
+    /// The request got no answer (connection failed, reset, protocol error).
+    pub fn is_transport(&self) -> bool {
+        matches!(
+            classify_error(&*self.inner),
+            Some(RetryReason::ConnectFailed | RetryReason::Transport)
+        )
+    }
+
+    /// The connection the failing layer named, if it named one.
+    pub fn connection(&self) -> Option<&ConnectionId> {
+        if let Some(e) = self.find::<TokenUnavailableError>() {
+            return Some(e.connection());
+        }
+        if let Some(e) = self.find::<TokenSourceError>() {
+            return Some(e.connection());
+        }
+        if let Some(e) = self.find::<RateLimitedError>() {
+            return Some(e.connection());
+        }
+        self.find::<ForeignOriginError>()
+            .map(ForeignOriginError::connection)
+    }
+
+    /// The wrapped error.
+    pub fn get_ref(&self) -> &(dyn StdError + Send + Sync + 'static) {
+        &*self.inner
+    }
+
+    /// Unwraps the error.
+    pub fn into_inner(self) -> BoxError {
+        self.inner
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Error").field(&self.inner).finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.inner, f)
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.inner)
+    }
+}
+
+impl From<BoxError> for Error {
+    fn from(inner: BoxError) -> Self {
+        // Do not wrap an `Error` in an `Error`.
+        match inner.downcast::<Error>() {
+            Ok(error) => *error,
+            Err(inner) => Error { inner },
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! The whole stack, built from a blueprint, around a real hyper-util client (wiremock as
+//! the API), an axum `Router`, and in-process doubles where time must pass mid-call.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use blueprint::{Blueprint, RetryRule, StackBody, StackBuilder, default_client};
+use blueprint_auth::{StaticToken, TokenMap, from_fn};
+use blueprint_core::{AccessToken, BoxError, ConnectionId, Deadline, TokenError, TokenErrorKind};
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+fn api(base: &str) -> Blueprint {
+    Blueprint::new("acme", "v1", base)
+        .unwrap()
+        .default_header("accept", "application/json")
+        .unwrap()
+        .default_header("acme-version", "7")
+        .unwrap()
+        .map_retry(|r| {
+            r.rules = vec![RetryRule {
+                method: Method::POST,
+                path: "/companies".into(),
+                retry_safe: true,
+            }];
+        })
+}
+
+/// For tests on a real socket with the clock paused: no timer may be pending while the
+/// socket is read, or the paused clock jumps to it.
+fn no_timers(bp: Blueprint) -> Blueprint {
+    bp.map_retry(|r| {
+        r.deadline = None;
+        r.attempt_timeout = None;
+    })
+}
+
+fn req(method: Method, uri: &str) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Full::from("{}"))
+        .unwrap()
+}
+
+fn assert_clone_send<T: Clone + Send + Sync + 'static>(_: &T) {}
+
+#[tokio::test(start_paused = true)]
+async fn relative_paths_reach_the_base_url_with_headers_and_token() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/contacts"))
+        .and(header("authorization", "Bearer tok-a"))
+        .and(header("accept", "application/json"))
+        .and(header("acme-version", "8"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("[]"))
+        .mount(&server)
+        .await;
+    let tokens: TokenMap = [(ConnectionId::new("a"), AccessToken::new("tok-a").unwrap())]
+        .into_iter()
+        .collect();
+    let stack = StackBuilder::new(no_timers(api(&format!("{}/v1", server.uri()))), tokens)
+        .service(default_client::<StackBody<Full<Bytes>>>().unwrap())
+        .unwrap();
+    assert_clone_send(&stack);
+
+    let mut request = req(Method::GET, "/contacts");
+    request.extensions_mut().insert(ConnectionId::new("a"));
+    // A request's own header wins over the blueprint's default.
+    request
+        .headers_mut()
+        .insert("acme-version", "8".parse().unwrap());
+    let response = stack.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "[]"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn posts_are_retried_only_where_the_blueprint_says() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    let stack = StackBuilder::new(
+        no_timers(api(&server.uri())),
+        StaticToken::new("t").unwrap(),
+    )
+    .service(default_client::<StackBody<Full<Bytes>>>().unwrap())
+    .unwrap();
+    let upsert = stack
+        .clone()
+        .oneshot(req(Method::POST, "/companies"))
+        .await
+        .unwrap();
+    assert_eq!(upsert.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let create = stack
+        .oneshot(req(Method::POST, "/conversations"))
+        .await
+        .unwrap();
+    assert_eq!(create.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let requests = server.received_requests().await.unwrap();
+    let count = |p: &str| requests.iter().filter(|r| r.url.path() == p).count();
+    assert_eq!(count("/companies"), 3, "the upsert is retried (3 attempts)");
+    assert_eq!(count("/conversations"), 1, "a create is never sent twice");
+}
+
+#[tokio::test]
+async fn an_axum_router_can_be_the_inner_service() {
+    let app = axum::Router::new().route(
+        "/me",
+        axum::routing::get(|headers: http::HeaderMap| async move {
+            headers["authorization"]
+                .to_str()
+                .unwrap_or_default()
+                .to_owned()
+        }),
+    );
+    let stack = ServiceBuilder::new()
+        .layer(
+            StackBuilder::new(
+                api("https://api.acme.test"),
+                StaticToken::new("t0k").unwrap(),
+            )
+            .layer()
+            .unwrap(),
+        )
+        .service(app);
+    let response = stack.oneshot(req(Method::GET, "/me")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "Bearer t0k");
+}
+
+/// An in-process API that answers after `delay` and counts calls.
+fn slow(
+    delay: Duration,
+    calls: Arc<AtomicUsize>,
+) -> impl Service<
+    Request<StackBody<Full<Bytes>>>,
+    Response = Response<Full<Bytes>>,
+    Error = BoxError,
+    Future = impl Future<Output = Result<Response<Full<Bytes>>, BoxError>> + Send,
+> + Clone {
+    service_fn(move |_req| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        async move {
+            tokio::time::sleep(delay).await;
+            Ok::<_, BoxError>(Response::new(Full::default()))
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn errors_say_what_happened() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let bp = api("https://api.acme.test").map_retry(|r| {
+        r.attempt_timeout = Some(Duration::from_secs(2));
+        r.deadline = Some(Duration::from_secs(5));
+    });
+
+    // Slow upstream: attempts time out, then the deadline passes.
+    let stack = StackBuilder::new(bp.clone(), StaticToken::new("t").unwrap())
+        .service(slow(Duration::from_secs(60), calls.clone()))
+        .unwrap();
+    let err = stack.oneshot(req(Method::GET, "/slow")).await.unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(!err.is_rate_limited() && !err.needs_reauthorization());
+
+    // A revoked connection.
+    let revoked = from_fn(|_c: ConnectionId| async {
+        Err(TokenError::new(
+            TokenErrorKind::NeedsReauthorization,
+            "the refresh token was revoked",
+        ))
+    });
+    let stack = StackBuilder::new(bp.clone(), revoked)
+        .service(slow(Duration::ZERO, calls.clone()))
+        .unwrap();
+    let mut request = req(Method::GET, "/me");
+    request
+        .extensions_mut()
+        .insert(ConnectionId::new("acme-eu"));
+    let err = stack.oneshot(request).await.unwrap_err();
+    assert!(err.needs_reauthorization(), "{err}");
+    assert_eq!(err.connection().map(ConnectionId::as_str), Some("acme-eu"));
+
+    // A path that would leave the base URL; an absolute URL for another host.
+    let stack = StackBuilder::new(bp.clone(), StaticToken::new("t").unwrap())
+        .service(slow(Duration::ZERO, calls.clone()))
+        .unwrap();
+    let err = stack
+        .clone()
+        .oneshot(req(Method::GET, "/a/../../admin"))
+        .await
+        .unwrap_err();
+    assert!(err.is_invalid_path(), "{err}");
+    let err = stack
+        .oneshot(req(Method::GET, "https://evil.test/"))
+        .await
+        .unwrap_err();
+    assert!(err.is_foreign_origin(), "{err}");
+
+    // An expired deadline: nothing is sent.
+    let before = calls.load(Ordering::SeqCst);
+    let stack = StackBuilder::new(bp, StaticToken::new("t").unwrap())
+        .service(slow(Duration::ZERO, calls.clone()))
+        .unwrap();
+    let mut request = req(Method::GET, "/me");
+    request
+        .extensions_mut()
+        .insert(Deadline::after(Duration::ZERO));
+    let err = stack.oneshot(request).await.unwrap_err();
+    assert!(err.is_deadline(), "{err}");
+    assert_eq!(calls.load(Ordering::SeqCst), before);
+}
+
+#[tokio::test]
+async fn a_closed_port_is_a_connect_error() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let stack = StackBuilder::new(api(&base), StaticToken::new("t").unwrap())
+        .map_blueprint(|bp| bp.map_retry(|r| r.max_attempts = 1))
+        .service(default_client::<StackBody<Full<Bytes>>>().unwrap())
+        .unwrap();
+    let err = stack.oneshot(req(Method::GET, "/me")).await.unwrap_err();
+    assert!(err.is_connect() && err.is_transport(), "{err}");
+    assert!(!err.is_timeout());
+}
