@@ -1,0 +1,373 @@
+//! The authorization-code flow: send a person to the provider, take the callback,
+//! exchange the code and store the credentials.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use blueprint_core::ConnectionId;
+use oauth2::{CsrfToken, PkceCodeChallenge, PkceCodeVerifier};
+use tokio::time::Instant;
+
+use crate::provider::{Granted, ProviderConfigError, TokenEndpointError};
+use crate::store::{StoreError, TokenRecord, TokenStatus};
+use crate::{OAuth2TokenSource, Secret};
+
+/// How long a person has to complete an authorization, by default: 10 minutes.
+pub const DEFAULT_PENDING_TTL: Duration = Duration::from_secs(600);
+
+/// The authorization-code flow of one integration; stores what it gets through an
+/// [`OAuth2TokenSource`], which starts using it at once.
+///
+/// 1. [`AuthorizationFlow::authorize`] makes the URL to send the person to, with a random
+///    `state` (CSRF) and, when the provider is configured for it, a PKCE S256 challenge.
+/// 2. The provider sends the person back with `code` and `state` (or `error`):
+///    [`AuthorizationFlow::callback`] checks the state (known, not expired, not used
+///    before), exchanges the code and stores the credentials.
+#[derive(Debug)]
+pub struct AuthorizationFlow {
+    source: OAuth2TokenSource,
+    pending: PendingAuthorizations,
+}
+
+/// Where to send the person, and the state that will come back.
+#[derive(Debug, Clone)]
+pub struct AuthorizationRequest {
+    /// The provider's authorization URL with every parameter set.
+    pub url: String,
+    /// The random `state` in the URL.
+    pub state: String,
+}
+
+/// The query parameters of a callback.
+///
+/// `Debug` shows the code as `<redacted>`.
+#[derive(Debug, Clone, Default)]
+pub struct CallbackParams {
+    /// `code`.
+    pub code: Option<Secret>,
+    /// `state`.
+    pub state: Option<String>,
+    /// `error`, when the provider (or the person) refused.
+    pub error: Option<String>,
+    /// `error_description`.
+    pub error_description: Option<String>,
+}
+
+impl CallbackParams {
+    /// Reads the parameters from a query string (`code=…&state=…`, without the `?`).
+    pub fn from_query(query: &str) -> Self {
+        let mut params = CallbackParams::default();
+        for (name, value) in oauth2::url::form_urlencoded::parse(query.as_bytes()) {
+            match &*name {
+                "code" => params.code = Some(Secret::new(value.into_owned())),
+                "state" => params.state = Some(value.into_owned()),
+                "error" => params.error = Some(value.into_owned()),
+                "error_description" => params.error_description = Some(value.into_owned()),
+                _ => {}
+            }
+        }
+        params
+    }
+}
+
+/// A connection authorized by [`AuthorizationFlow::callback`].
+#[derive(Debug, Clone)]
+pub struct Authorized {
+    /// The connection.
+    pub connection: ConnectionId,
+    /// When its access token expires, if it does.
+    pub expires_at: Option<SystemTime>,
+    /// Whether a refresh token came with it.
+    pub refreshable: bool,
+    /// The scopes granted (or asked for, if the provider did not say).
+    pub scopes: Vec<String>,
+}
+
+impl AuthorizationFlow {
+    /// A flow whose authorizations expire after [`DEFAULT_PENDING_TTL`].
+    pub fn new(source: OAuth2TokenSource) -> Self {
+        Self::with_pending(source, PendingAuthorizations::new(DEFAULT_PENDING_TTL))
+    }
+
+    /// A flow that keeps its pending authorizations in `pending`.
+    pub fn with_pending(source: OAuth2TokenSource, pending: PendingAuthorizations) -> Self {
+        AuthorizationFlow { source, pending }
+    }
+
+    /// The token source the credentials go to.
+    pub fn source(&self) -> &OAuth2TokenSource {
+        &self.source
+    }
+
+    /// The pending authorizations.
+    pub fn pending(&self) -> &PendingAuthorizations {
+        &self.pending
+    }
+
+    /// Starts authorizing `connection`: the URL to send the person to.
+    ///
+    /// # Errors
+    ///
+    /// [`ProviderConfigError`] when the provider has no `auth_url`.
+    pub fn authorize(
+        &self,
+        connection: ConnectionId,
+    ) -> Result<AuthorizationRequest, ProviderConfigError> {
+        let provider = self.source.provider();
+        let state = CsrfToken::new_random();
+        let (challenge, verifier) = if provider.uses_pkce() {
+            let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+            (Some(challenge), Some(verifier))
+        } else {
+            (None, None)
+        };
+        let url = provider.authorize_url(state.clone(), challenge)?;
+        let state = state.secret().clone();
+        self.pending.insert(state.clone(), connection, verifier);
+        Ok(AuthorizationRequest {
+            url: url.into(),
+            state,
+        })
+    }
+
+    /// Completes an authorization from its callback: checks the state, exchanges the code,
+    /// stores the credentials.
+    ///
+    /// # Errors
+    ///
+    /// [`CallbackError`]: the state is missing, unknown, expired or used already; the
+    /// provider sent an error; the code exchange or the store failed.
+    pub async fn callback(&self, params: CallbackParams) -> Result<Authorized, CallbackError> {
+        let state = params.state.ok_or(CallbackError::MissingState)?;
+        // Taken (used up) even when the provider sent an error: a state works once.
+        let pending = self.pending.take(&state)?;
+        if let Some(code) = params.error {
+            return Err(CallbackError::Provider {
+                code: printable(&code, 64),
+                description: params.error_description.map(|d| printable(&d, 200)),
+            });
+        }
+        let code = params.code.ok_or(CallbackError::MissingCode)?;
+        let provider = self.source.provider();
+        let granted = provider
+            .exchange_code(self.source.http_client(), &code, pending.verifier)
+            .await
+            .map_err(CallbackError::Exchange)?;
+        let Granted {
+            access_token,
+            refresh_token,
+            expires_in,
+            token_type,
+            scopes,
+        } = granted;
+        let now = self.source.clock().now();
+        let record = TokenRecord {
+            access_token,
+            refresh_token,
+            expires_at: expires_in.map(|d| now + d),
+            token_type,
+            scopes: scopes.unwrap_or_else(|| provider.scopes().to_vec()),
+            status: TokenStatus::Ok,
+            last_error: None,
+            updated_at: now,
+            lease: None,
+        };
+        let authorized = Authorized {
+            connection: pending.connection.clone(),
+            expires_at: record.expires_at,
+            refreshable: record.refresh_token.is_some(),
+            scopes: record.scopes.clone(),
+        };
+        self.source
+            .put_credentials(&pending.connection, record)
+            .await
+            .map_err(CallbackError::Store)?;
+        Ok(authorized)
+    }
+}
+
+/// Text from outside, cut to `max` characters, control characters dropped.
+fn printable(text: &str, max: usize) -> String {
+    text.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
+/// Authorizations started and not yet completed: each expires (default 10 minutes) and
+/// can be completed once.
+///
+/// A state that was used stays known until it would have expired, so that a replayed
+/// callback is told apart from a forged one.
+pub struct PendingAuthorizations {
+    ttl: Duration,
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+enum Entry {
+    Pending {
+        connection: ConnectionId,
+        verifier: Option<PkceCodeVerifier>,
+        expires: Instant,
+    },
+    Used {
+        forget_at: Instant,
+        expired: bool,
+    },
+}
+
+/// A pending authorization, taken by its state.
+#[derive(Debug)]
+pub struct Pending {
+    /// The connection being authorized.
+    pub connection: ConnectionId,
+    verifier: Option<PkceCodeVerifier>,
+}
+
+impl PendingAuthorizations {
+    /// Authorizations that expire `ttl` after they start.
+    pub fn new(ttl: Duration) -> Self {
+        PendingAuthorizations {
+            ttl,
+            entries: Mutex::default(),
+        }
+    }
+
+    /// How many states are remembered (pending or used).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn insert(&self, state: String, connection: ConnectionId, verifier: Option<PkceCodeVerifier>) {
+        let now = Instant::now();
+        let mut entries = self.lock();
+        // Forget what can no longer be reported on: used states past their expiry, and
+        // expired states one more ttl later.
+        let ttl = self.ttl;
+        entries.retain(|_, entry| match entry {
+            Entry::Pending { expires, .. } => now < *expires + ttl,
+            Entry::Used { forget_at, .. } => now < *forget_at,
+        });
+        entries.insert(
+            state,
+            Entry::Pending {
+                connection,
+                verifier,
+                expires: now + self.ttl,
+            },
+        );
+    }
+
+    /// Takes the authorization of `state`, which cannot be taken again.
+    ///
+    /// # Errors
+    ///
+    /// [`CallbackError::UnknownState`], [`CallbackError::Expired`] or
+    /// [`CallbackError::Reused`].
+    pub fn take(&self, state: &str) -> Result<Pending, CallbackError> {
+        let now = Instant::now();
+        let mut entries = self.lock();
+        let Some(entry) = entries.get_mut(state) else {
+            return Err(CallbackError::UnknownState);
+        };
+        let expires = match entry {
+            Entry::Used { expired: true, .. } => {
+                return Err(CallbackError::Expired { ttl: self.ttl });
+            }
+            Entry::Used { expired: false, .. } => return Err(CallbackError::Reused),
+            Entry::Pending { expires, .. } => *expires,
+        };
+        let taken = std::mem::replace(
+            entry,
+            Entry::Used {
+                forget_at: expires.max(now) + self.ttl,
+                expired: now >= expires,
+            },
+        );
+        if now >= expires {
+            return Err(CallbackError::Expired { ttl: self.ttl });
+        }
+        match taken {
+            Entry::Pending {
+                connection,
+                verifier,
+                ..
+            } => Ok(Pending {
+                connection,
+                verifier,
+            }),
+            Entry::Used { .. } => Err(CallbackError::Reused),
+        }
+    }
+}
+
+impl Default for PendingAuthorizations {
+    fn default() -> Self {
+        Self::new(DEFAULT_PENDING_TTL)
+    }
+}
+
+impl fmt::Debug for PendingAuthorizations {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingAuthorizations")
+            .field("ttl", &self.ttl)
+            .field("remembered", &self.len())
+            .finish()
+    }
+}
+
+/// A callback that does not complete an authorization. Never contains the code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallbackError {
+    /// The callback has no `state`.
+    #[error("the callback has no `state` parameter; start the authorization again")]
+    MissingState,
+    /// No authorization was started with this state here (forged, or the process restarted).
+    #[error(
+        "the callback's `state` matches no authorization started here (forged, or started before a restart); start the authorization again"
+    )]
+    UnknownState,
+    /// The authorization was started too long ago.
+    #[error(
+        "the authorization expired: it must be completed within {} s of starting; start it again",
+        .ttl.as_secs()
+    )]
+    Expired {
+        /// How long authorizations last.
+        ttl: Duration,
+    },
+    /// The callback was already used.
+    #[error(
+        "this authorization was already completed: a callback works once; start the authorization again"
+    )]
+    Reused,
+    /// The provider (or the person) refused.
+    #[error(
+        "the provider refused the authorization (`{code}`{})",
+        .description.as_ref().map(|d| format!(": {d}")).unwrap_or_default()
+    )]
+    Provider {
+        /// The `error` parameter.
+        code: String,
+        /// The `error_description` parameter, if any.
+        description: Option<String>,
+    },
+    /// The callback has a state but no `code`.
+    #[error("the callback has no `code` parameter; start the authorization again")]
+    MissingCode,
+    /// The token endpoint did not give tokens for the code.
+    #[error("could not exchange the authorization code: {0}")]
+    Exchange(TokenEndpointError),
+    /// The credentials could not be stored.
+    #[error("could not store the new credentials: {0}")]
+    Store(StoreError),
+}
