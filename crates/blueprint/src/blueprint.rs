@@ -400,8 +400,12 @@ pub struct BlueprintError {
 }
 
 impl BlueprintError {
-    pub(crate) fn new(key: &'static str, message: String) -> Self {
-        BlueprintError { key, message }
+    /// An error about the setting `key`.
+    pub fn new(key: &'static str, message: impl Into<String>) -> Self {
+        BlueprintError {
+            key,
+            message: message.into(),
+        }
     }
 
     fn base_url(key: &'static str, error: &InvalidBaseUrl) -> Self {

@@ -77,7 +77,10 @@ pub fn intercom() -> Result<Blueprint, BlueprintError> {
     let mut blueprint = Blueprint::new("intercom", "v0", US_BASE_URL)?
         .default_header("accept", "application/json")?
         .default_header("intercom-version", API_VERSION)?
-        .default_header("user-agent", concat!("blueprint-intercom/", env!("CARGO_PKG_VERSION")))?
+        .default_header(
+            "user-agent",
+            concat!("blueprint-intercom/", env!("CARGO_PKG_VERSION")),
+        )?
         .with_oauth(OAuthSettings {
             authorization_url: format!("{}/oauth", IntercomRegion::Us.app_host()),
             token_url: format!("{US_BASE_URL}/auth/eagle/token"),
@@ -131,7 +134,10 @@ mod tests {
         assert_eq!(eu.base_url().to_string(), "https://api.eu.intercom.io/");
         let oauth = eu.oauth().unwrap();
         assert_eq!(oauth.authorization_url, "https://app.eu.intercom.com/oauth");
-        assert_eq!(oauth.token_url, "https://api.eu.intercom.io/auth/eagle/token");
+        assert_eq!(
+            oauth.token_url,
+            "https://api.eu.intercom.io/auth/eagle/token"
+        );
     }
 
     #[test]

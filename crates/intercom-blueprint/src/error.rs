@@ -131,6 +131,9 @@ pub enum IntercomError {
     Timeout(BoxError),
     /// The request never got an answer: connection refused, reset, TLS failure.
     Transport(BoxError),
+    /// No token could be had for the connection for now (the token endpoint is failing and
+    /// a cooldown runs, or no credentials are stored); nothing was sent.
+    TokenUnavailable(BoxError),
     /// The request could not be built (a path leaving the base URL, a body that does not
     /// serialize, no token for the connection).
     InvalidRequest(BoxError),
@@ -171,9 +174,8 @@ impl IntercomError {
     pub fn status(&self) -> Option<StatusCode> {
         match self {
             IntercomError::Api(api) => Some(api.status),
-            IntercomError::RateLimited { api, .. } | IntercomError::NeedsReauthorization { api, .. } => {
-                api.as_ref().map(|a| a.status)
-            }
+            IntercomError::RateLimited { api, .. }
+            | IntercomError::NeedsReauthorization { api, .. } => api.as_ref().map(|a| a.status),
             IntercomError::Decode { status, .. } => Some(*status),
             _ => None,
         }
@@ -183,7 +185,8 @@ impl IntercomError {
     pub fn request_id(&self) -> Option<&str> {
         match self {
             IntercomError::Api(api) => api.request_id.as_deref(),
-            IntercomError::RateLimited { api, .. } | IntercomError::NeedsReauthorization { api, .. } => {
+            IntercomError::RateLimited { api, .. }
+            | IntercomError::NeedsReauthorization { api, .. } => {
                 api.as_ref().and_then(|a| a.request_id.as_deref())
             }
             _ => None,
@@ -194,9 +197,8 @@ impl IntercomError {
     pub fn api(&self) -> Option<&ApiError> {
         match self {
             IntercomError::Api(api) => Some(api),
-            IntercomError::RateLimited { api, .. } | IntercomError::NeedsReauthorization { api, .. } => {
-                api.as_ref()
-            }
+            IntercomError::RateLimited { api, .. }
+            | IntercomError::NeedsReauthorization { api, .. } => api.as_ref(),
             _ => None,
         }
     }
@@ -206,7 +208,11 @@ impl fmt::Display for IntercomError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             IntercomError::Api(api) => api.fmt(f),
-            IntercomError::RateLimited { retry_after, sent, api } => {
+            IntercomError::RateLimited {
+                retry_after,
+                sent,
+                api,
+            } => {
                 f.write_str(if *sent {
                     "Intercom's rate limit is exceeded (429)"
                 } else {
@@ -233,6 +239,7 @@ impl fmt::Display for IntercomError {
             IntercomError::Timeout(e) => write!(f, "the call to Intercom timed out: {e}"),
             IntercomError::Transport(e) => write!(f, "could not reach Intercom: {e}"),
             IntercomError::InvalidRequest(e) => write!(f, "invalid request: {e}"),
+            IntercomError::TokenUnavailable(e) => write!(f, "no access token: {e}"),
             IntercomError::Decode { status, message } => write!(
                 f,
                 "Intercom answered {status} with a body that is not the JSON expected: {message}"
@@ -244,9 +251,10 @@ impl fmt::Display for IntercomError {
 impl std::error::Error for IntercomError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            IntercomError::Timeout(e) | IntercomError::Transport(e) | IntercomError::InvalidRequest(e) => {
-                Some(&**e)
-            }
+            IntercomError::Timeout(e)
+            | IntercomError::Transport(e)
+            | IntercomError::InvalidRequest(e)
+            | IntercomError::TokenUnavailable(e) => Some(&**e),
             _ => None,
         }
     }
@@ -264,7 +272,10 @@ mod tests {
         assert_eq!(api.request_id.as_deref(), Some("b3a2c8e0-1"));
         assert_eq!(api.errors[0].field.as_deref(), Some("email"));
         let text = api.to_string();
-        assert!(text.contains("Email is invalid (parameter_invalid) [field `email`]"), "{text}");
+        assert!(
+            text.contains("Email is invalid (parameter_invalid) [field `email`]"),
+            "{text}"
+        );
         assert!(text.contains("b3a2c8e0-1"), "{text}");
     }
 
@@ -273,11 +284,20 @@ mod tests {
         let html = b"<html><body><h1>504 Gateway Time-out</h1></body></html>";
         let api = ApiError::parse(StatusCode::GATEWAY_TIMEOUT, html);
         assert!(api.errors.is_empty());
-        assert!(api.body.as_deref().is_some_and(|b| b.contains("504 Gateway")));
+        assert!(
+            api.body
+                .as_deref()
+                .is_some_and(|b| b.contains("504 Gateway"))
+        );
         assert!(api.to_string().contains("not an Intercom error"));
         let empty = ApiError::parse(StatusCode::BAD_GATEWAY, b"");
         assert_eq!(empty.body, None);
         let long = vec![b'x'; 5000];
-        assert_eq!(ApiError::parse(StatusCode::BAD_GATEWAY, &long).body.map(|b| b.len()), Some(512));
+        assert_eq!(
+            ApiError::parse(StatusCode::BAD_GATEWAY, &long)
+                .body
+                .map(|b| b.len()),
+            Some(512)
+        );
     }
 }

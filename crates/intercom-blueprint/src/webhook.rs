@@ -182,19 +182,20 @@ impl<S, B, RB> Service<Request<B>> for VerifyWebhook<S>
 where
     S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
     S::Future: Send,
-    S::Error: Into<BoxError>,
     B: Body + From<Bytes> + Send + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
     RB: From<Bytes>,
 {
     type Response = Response<RB>;
-    type Error = BoxError;
+    // The inner service's own error: refusals are responses, so an infallible axum route
+    // stays infallible.
+    type Error = S::Error;
     // Boxed: a webhook receiver is not a hot path, and reading the body is async.
-    type Future = BoxFuture<Result<Response<RB>, BoxError>>;
+    type Future = BoxFuture<Result<Response<RB>, S::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
@@ -222,10 +223,7 @@ where
                     "missing or invalid X-Hub-Signature",
                 ));
             }
-            inner
-                .call(Request::from_parts(parts, B::from(bytes)))
-                .await
-                .map_err(Into::into)
+            inner.call(Request::from_parts(parts, B::from(bytes))).await
         })
     }
 }
@@ -250,7 +248,11 @@ mod tests {
         let signature = sign(b"s3cret", body);
         assert!(signature.starts_with("sha1=") && signature.len() == 45);
         assert!(verify_signature(b"s3cret", body, &signature));
-        assert!(verify_signature(b"s3cret", body, &signature.to_uppercase().replacen("SHA1", "sha1", 1)));
+        assert!(verify_signature(
+            b"s3cret",
+            body,
+            &signature.to_uppercase().replacen("SHA1", "sha1", 1)
+        ));
         assert!(!verify_signature(b"other", body, &signature));
         assert!(!verify_signature(b"s3cret", b"{}", &signature));
         assert!(!verify_signature(b"s3cret", body, &signature[..44]));
