@@ -1,22 +1,28 @@
 //! What the Blueprint layers cost per request, against the bare inner service in the same run.
 //!
 //! Two groups:
-//! - `in_memory`: the inner service answers at once, so the difference is the layers' own
-//!   CPU time per request.
+//! - `in_memory`: the inner service answers at once, so the difference from `bare` is the
+//!   layers' own CPU time per request: the whole engine stack, then each layer alone.
 //! - `loopback_32`: a hyper-util client against a hyper server on 127.0.0.1, 32 requests in
 //!   flight per iteration; the ratio of the two times is the throughput the stack keeps.
 //!
+//! The stack is the engine's (`StackBuilder`): trace, retry (60 s deadline, 3 attempts,
+//! budget), rate-limit pacing (no limit reached), token refresh, auth injection, attempt
+//! timeout (30 s), base URL and default headers — the settings a user gets by default.
+//!
 //! `cargo bench --bench stack_overhead`
 
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::semicolon_if_nothing_returned)]
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
+use blueprint::{Blueprint, BlueprintLayer, StackBody, StackBuilder};
 use blueprint_auth::{AuthLayer, StaticToken};
 use blueprint_core::ReplayBody;
+use blueprint_ratelimit::RateLimitLayer;
+use blueprint_refresh::RefreshLayer;
 use blueprint_retry::{AttemptTimeoutLayer, RetryLayer};
 use blueprint_trace::TraceLayer;
 use bytes::Bytes;
@@ -27,56 +33,69 @@ use hyper::server::conn::http1;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::runtime::Runtime;
-use tower::layer::util::{Identity, Stack};
-use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt};
 
 const CONCURRENCY: usize = 32;
 
-type Layers = Stack<
-    AttemptTimeoutLayer,
-    Stack<AuthLayer<StaticToken>, Stack<RetryLayer, Stack<TraceLayer, Identity>>>,
->;
+fn token() -> StaticToken {
+    StaticToken::new("bench-token").unwrap_or_else(|e| panic!("{e}"))
+}
 
-/// Every Blueprint layer built so far, in the order of DESIGN.md.
-fn full_stack(origin: &str) -> ServiceBuilder<Layers> {
-    let token = StaticToken::new("bench-token").unwrap_or_else(|e| panic!("{e}"));
-    ServiceBuilder::new()
-        .layer(TraceLayer::new())
-        .layer(RetryLayer::new())
-        .layer(AuthLayer::new(origin, token).unwrap_or_else(|e| panic!("{e}")))
-        .layer(AttemptTimeoutLayer::new(Duration::from_secs(30)))
+/// The engine's whole stack for an API at `origin`, with its default settings.
+fn full_stack(origin: &str) -> BlueprintLayer {
+    let api = Blueprint::new("bench", "v1", origin)
+        .and_then(|bp| bp.default_header("accept", "application/json"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    StackBuilder::new(api, token())
+        .layer()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn ok<B>(_req: Request<B>) -> std::future::Ready<Result<Response<Full<Bytes>>, Infallible>> {
+    std::future::ready(Ok(Response::new(Full::new(Bytes::from_static(b"ok")))))
 }
 
 fn in_memory(c: &mut Criterion) {
     let rt = runtime();
-    let bare = tower::service_fn(|_req: Request<Full<Bytes>>| async {
-        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-    });
-    let bare_replay = tower::service_fn(|_req: Request<ReplayBody<Full<Bytes>>>| async {
-        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-    });
     let origin = "http://api.example.com";
-    let wrapped = full_stack(origin).service(bare_replay);
+    let absolute = "http://api.example.com/contacts";
+    let bare = tower::service_fn(ok::<Full<Bytes>>);
+    let stack = full_stack(origin).layer(tower::service_fn(ok::<StackBody<Full<Bytes>>>));
 
     let mut group = c.benchmark_group("in_memory");
-    group.bench_function("bare", |b| {
-        b.iter(|| rt.block_on(one(bare, "http://api.example.com/contacts")));
-    });
+    group.bench_function("bare", |b| b.iter(|| rt.block_on(one(bare, absolute))));
     group.bench_function("stack", |b| {
-        b.iter(|| rt.block_on(one(wrapped.clone(), "http://api.example.com/contacts")));
+        b.iter(|| rt.block_on(one(stack.clone(), "/contacts")))
     });
+
     // Each layer alone, to see where the stack's cost goes.
-    let uri = "http://api.example.com/contacts";
     let trace = TraceLayer::new().layer(bare);
-    group.bench_function("trace_only", |b| b.iter(|| rt.block_on(one(trace.clone(), uri))));
-    let token = StaticToken::new("bench-token").unwrap_or_else(|e| panic!("{e}"));
-    let auth = AuthLayer::new(origin, token).unwrap_or_else(|e| panic!("{e}")).layer(bare);
-    group.bench_function("auth_only", |b| b.iter(|| rt.block_on(one(auth.clone(), uri))));
-    let retry = RetryLayer::new().layer(bare_replay);
-    group.bench_function("retry_only", |b| b.iter(|| rt.block_on(one(retry.clone(), uri))));
+    group.bench_function("trace_only", |b| {
+        b.iter(|| rt.block_on(one(trace.clone(), absolute)))
+    });
+    let retry = RetryLayer::new().layer(tower::service_fn(ok::<ReplayBody<Full<Bytes>>>));
+    group.bench_function("retry_only", |b| {
+        b.iter(|| rt.block_on(one(retry.clone(), absolute)))
+    });
+    let ratelimit = RateLimitLayer::intercom().layer(bare);
+    group.bench_function("ratelimit_only", |b| {
+        b.iter(|| rt.block_on(one(ratelimit.clone(), absolute)));
+    });
+    let refresh =
+        RefreshLayer::new(token()).layer(tower::service_fn(ok::<ReplayBody<Full<Bytes>>>));
+    group.bench_function("refresh_only", |b| {
+        b.iter(|| rt.block_on(one(refresh.clone(), absolute)))
+    });
+    let auth = AuthLayer::new(origin, token())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .layer(bare);
+    group.bench_function("auth_only", |b| {
+        b.iter(|| rt.block_on(one(auth.clone(), absolute)))
+    });
     let timeout = AttemptTimeoutLayer::new(Duration::from_secs(30)).layer(bare);
     group.bench_function("attempt_timeout_only", |b| {
-        b.iter(|| rt.block_on(one(timeout.clone(), uri)));
+        b.iter(|| rt.block_on(one(timeout.clone(), absolute)));
     });
     group.finish();
 }
@@ -102,23 +121,25 @@ fn loopback(c: &mut Criterion) {
     let rt = runtime();
     let base = rt.block_on(start_server());
     let bare = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let inner = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Full<Bytes>>>();
-    let wrapped = full_stack(&base).service(inner);
-    let uri = format!("{base}/contacts");
+    let inner = Client::builder(TokioExecutor::new()).build_http::<StackBody<Full<Bytes>>>();
+    let stack = full_stack(&base).layer(inner);
+    let absolute = format!("{base}/contacts");
 
     let mut group = c.benchmark_group("loopback_32");
     group.measurement_time(Duration::from_secs(8));
     group.bench_function("bare_hyper_util", |b| {
-        b.iter_custom(|iters| rt.block_on(batches(bare.clone(), &uri, iters)));
+        b.iter_custom(|iters| {
+            rt.block_on(batches(bare.clone(), Arc::from(absolute.as_str()), iters))
+        });
     });
     group.bench_function("blueprint_stack", |b| {
-        b.iter_custom(|iters| rt.block_on(batches(wrapped.clone(), &uri, iters)));
+        b.iter_custom(|iters| rt.block_on(batches(stack.clone(), Arc::from("/contacts"), iters)));
     });
     group.finish();
 }
 
 /// `iters` rounds of CONCURRENCY requests in flight at once.
-async fn batches<S>(svc: S, uri: &str, iters: u64) -> Duration
+async fn batches<S>(svc: S, uri: Arc<str>, iters: u64) -> Duration
 where
     S: Service<Request<Full<Bytes>>, Response = Response<hyper::body::Incoming>>
         + Clone
@@ -132,7 +153,7 @@ where
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..CONCURRENCY {
             let svc = svc.clone();
-            let req = Request::get(uri)
+            let req = Request::get(&*uri)
                 .body(Full::default())
                 .unwrap_or_else(|e| panic!("{e}"));
             set.spawn(async move {

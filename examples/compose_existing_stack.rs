@@ -1,5 +1,6 @@
-//! Our auth and logging layers in an ordinary `tower::ServiceBuilder`, next to tower-http
-//! and tower layers, around a hyper-util client.
+//! Every Blueprint layer, one by one, in an ordinary `tower::ServiceBuilder`, next to
+//! tower-http and tower layers, around a hyper-util client — for teams that compose their
+//! own stack rather than take the engine's `StackBuilder`.
 //!
 //! The example starts its own server on loopback, so it runs offline:
 //!
@@ -11,8 +12,14 @@
 
 use std::convert::Infallible;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use blueprint_auth::{AuthLayer, StaticToken};
-use blueprint_core::{BoxError, ConnectionId};
+use blueprint_core::{BoxError, ConnectionId, Origin, ReplayBody};
+use blueprint_ratelimit::RateLimitLayer;
+use blueprint_refresh::RefreshLayer;
+use blueprint_retry::{AttemptTimeoutLayer, RetryLayer};
 use blueprint_trace::TraceLayer;
 use bytes::Bytes;
 use http::header::{ACCEPT, AUTHORIZATION, USER_AGENT};
@@ -37,13 +44,30 @@ async fn main() -> Result<(), BoxError> {
 
     let base = start_server().await?;
 
+    // One token source shared by the refresh and auth layers.
+    let tokens = Arc::new(StaticToken::new("example-token")?);
     let stack = ServiceBuilder::new()
         // Ours: one span and one event per call, secrets redacted.
         .layer(TraceLayer::new().show_query_params(["per_page"]))
+        // Ours: retries that never duplicate a POST, with a budget and a 10 s deadline.
+        .layer(
+            RetryLayer::builder()
+                .deadline(Duration::from_secs(10))
+                .build()?,
+        )
         // tower: at most 8 calls in flight.
         .layer(ConcurrencyLimitLayer::new(8))
+        // Ours: paces requests by the server's X-RateLimit-* headers.
+        .layer(RateLimitLayer::intercom().origin_url(&base)?)
+        // Ours: on a 401, refresh the token once and replay.
+        .layer(RefreshLayer::from_arc(Arc::clone(&tokens)))
         // Ours: the bearer token, only ever for `base`.
-        .layer(AuthLayer::new(&base, StaticToken::new("example-token")?)?)
+        .layer(AuthLayer::for_origin(
+            Origin::parse(&base)?,
+            Arc::clone(&tokens),
+        ))
+        // Ours: bounds each network attempt.
+        .layer(AttemptTimeoutLayer::new(Duration::from_secs(5)))
         // tower-http: headers every call carries.
         .layer(SetRequestHeaderLayer::if_not_present(
             USER_AGENT,
@@ -53,7 +77,10 @@ async fn main() -> Result<(), BoxError> {
             ACCEPT,
             HeaderValue::from_static("application/json"),
         ))
-        .service(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
+        .service(
+            Client::builder(TokioExecutor::new())
+                .build_http::<ReplayBody<ReplayBody<Full<Bytes>>>>(),
+        );
 
     let mut request = Request::get(format!("{base}/contacts?per_page=2")).body(Full::default())?;
     request.extensions_mut().insert(ConnectionId::new("acme"));

@@ -1,7 +1,6 @@
 //! Streams over Intercom's paginated endpoints.
 
-use futures_core::Stream;
-use futures_util::stream::{self, StreamExt};
+use futures_util::stream::{self, BoxStream, StreamExt};
 use http::Method;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -102,8 +101,9 @@ impl Paginate {
         self
     }
 
-    /// The pages, as Intercom sent them.
-    pub fn pages(self) -> impl Stream<Item = Result<Value, IntercomError>> + Send + 'static {
+    /// The pages, as Intercom sent them. The stream is boxed (once per listing) so it is
+    /// `Unpin`: `.next().await` works on it directly.
+    pub fn pages(self) -> BoxStream<'static, Result<Value, IntercomError>> {
         stream::unfold(Some(Cursor::Start), move |cursor| {
             let this = self.clone();
             async move {
@@ -122,10 +122,11 @@ impl Paginate {
                 }
             }
         })
+        .boxed()
     }
 
     /// The items of every page, parsed as `T`.
-    pub fn items<T>(self) -> impl Stream<Item = Result<T, IntercomError>> + Send + 'static
+    pub fn items<T>(self) -> BoxStream<'static, Result<T, IntercomError>>
     where
         T: DeserializeOwned + Send + 'static,
     {
@@ -147,6 +148,7 @@ impl Paginate {
                 stream::iter(items)
             })
             .flatten()
+            .boxed()
     }
 
     fn call_for(&self, cursor: &Cursor) -> Result<Call, IntercomError> {
