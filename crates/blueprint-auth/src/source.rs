@@ -34,6 +34,11 @@ impl TokenSource for StaticToken {
     fn token(&self, _connection: &ConnectionId) -> TokenFuture {
         TokenFuture::ready(Ok(self.0.clone()))
     }
+
+    /// Never: the token is fixed, so a 401 cannot be cured by asking again.
+    fn can_refresh(&self, _connection: &ConnectionId) -> bool {
+        false
+    }
 }
 
 /// A token per connection, which can be changed while in use.

@@ -113,6 +113,15 @@ pub trait TokenSource: Send + Sync + 'static {
     fn invalidate(&self, connection: &ConnectionId, stale: &AccessToken) {
         let _ = (connection, stale);
     }
+
+    /// Whether a token refused with a 401 could be replaced by another one (by a refresh,
+    /// or by someone storing new credentials). `true` by default. Sources of fixed tokens
+    /// answer `false`, so the token-refresh layer need not keep a copy of every request for
+    /// a replay that could never succeed.
+    fn can_refresh(&self, connection: &ConnectionId) -> bool {
+        let _ = connection;
+        true
+    }
 }
 
 impl<T: TokenSource + ?Sized> TokenSource for Arc<T> {
@@ -122,6 +131,9 @@ impl<T: TokenSource + ?Sized> TokenSource for Arc<T> {
     fn invalidate(&self, connection: &ConnectionId, stale: &AccessToken) {
         (**self).invalidate(connection, stale);
     }
+    fn can_refresh(&self, connection: &ConnectionId) -> bool {
+        (**self).can_refresh(connection)
+    }
 }
 
 impl<T: TokenSource + ?Sized> TokenSource for Box<T> {
@@ -130,6 +142,9 @@ impl<T: TokenSource + ?Sized> TokenSource for Box<T> {
     }
     fn invalidate(&self, connection: &ConnectionId, stale: &AccessToken) {
         (**self).invalidate(connection, stale);
+    }
+    fn can_refresh(&self, connection: &ConnectionId) -> bool {
+        (**self).can_refresh(connection)
     }
 }
 

@@ -26,6 +26,8 @@ pin_project! {
         ctx: Ctx<B>,
         // The service for the replay (and, when the first call had to wait, for that too).
         service: Option<S>,
+        // Where the replay's service is cloned from when `service` is empty.
+        spare: Option<Arc<S>>,
         // The 401 kept while a fresh token is fetched, returned if no replay happens.
         held: Option<S::Response>,
     }
@@ -118,12 +120,13 @@ impl<B> Ctx<B> {
         head: Request<()>,
         token: AccessToken,
         body: ReplayBody<B>,
+        keep_copy: bool,
     ) -> S::Future
     where
         S: Service<Request<ReplayBody<B>>>,
     {
         self.used = Some(token);
-        if let Some(copy) = body.try_clone() {
+        if let Some(copy) = body.try_clone().filter(|_| keep_copy) {
             self.replay_head = Some(copy_head(&head));
             self.replay_body = Some(copy);
         }
@@ -147,11 +150,12 @@ impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<ReplayBody<B>>>,
 {
-    pub(crate) fn called(future: S::Future, ctx: Ctx<B>, replay_service: Option<S>) -> Self {
+    pub(crate) fn called(future: S::Future, ctx: Ctx<B>, spare: Option<Arc<S>>) -> Self {
         ResponseFuture {
             state: State::First { future },
             ctx,
-            service: replay_service,
+            service: None,
+            spare,
             held: None,
         }
     }
@@ -161,6 +165,7 @@ where
             state: State::Preparing { prep },
             ctx,
             service: Some(ready_service),
+            spare: None,
             held: None,
         }
     }
@@ -172,6 +177,7 @@ where
             },
             ctx: Ctx::empty(),
             service: None,
+            spare: None,
             held: None,
         }
     }
@@ -204,7 +210,7 @@ fn gone() -> BoxError {
 
 impl<S, B, R> Future for ResponseFuture<S, B>
 where
-    S: Service<Request<ReplayBody<B>>, Response = Response<R>>,
+    S: Service<Request<ReplayBody<B>>, Response = Response<R>> + Clone,
     S::Error: Into<BoxError>,
     B: Body + Unpin,
     B::Error: Into<BoxError>,
@@ -253,7 +259,7 @@ where
                         this.state.set(State::Done);
                         return Poll::Ready(Err(gone()));
                     };
-                    let future = ctx.first_call(service, head, token, body);
+                    let future = ctx.first_call(service, head, token, body, true);
                     this.state.set(State::First { future });
                 }
                 StateProj::First { future } => {
@@ -313,6 +319,9 @@ where
                         this.state.set(State::Done);
                         return Poll::Ready(Ok(held));
                     };
+                    if this.service.is_none() {
+                        *this.service = this.spare.take().map(|spare| S::clone(&spare));
+                    }
                     if ctx.replay_body.is_none() || this.service.is_none() {
                         // The body was not kept: the 401 as it came; the next call has the
                         // fresh token.

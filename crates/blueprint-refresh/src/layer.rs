@@ -60,11 +60,12 @@ impl<T: TokenSource> RefreshLayer<T> {
     }
 }
 
-impl<S, T> Layer<S> for RefreshLayer<T> {
+impl<S: Clone, T> Layer<S> for RefreshLayer<T> {
     type Service = Refresh<S, T>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Refresh {
+            spare: Arc::new(inner.clone()),
             inner,
             source: Arc::clone(&self.source),
             replay_cap: self.replay_cap,
@@ -77,6 +78,9 @@ impl<S, T> Layer<S> for RefreshLayer<T> {
 #[derive(Debug)]
 pub struct Refresh<S, T> {
     inner: S,
+    // A clone of `inner` for replays, shared by every call: the common call (no 401) pays
+    // a reference count instead of a clone of the stack below.
+    spare: Arc<S>,
     source: Arc<T>,
     replay_cap: usize,
 }
@@ -85,13 +89,14 @@ impl<S: Clone, T> Clone for Refresh<S, T> {
     fn clone(&self) -> Self {
         Refresh {
             inner: self.inner.clone(),
+            spare: Arc::clone(&self.spare),
             source: Arc::clone(&self.source),
             replay_cap: self.replay_cap,
         }
     }
 }
 
-impl<S, T: TokenSource> Refresh<S, T> {
+impl<S: Clone, T: TokenSource> Refresh<S, T> {
     /// Wraps `inner`; see [`RefreshLayer::new`].
     pub fn new(inner: S, source: T) -> Self {
         RefreshLayer::new(source).layer(inner)
@@ -136,6 +141,7 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let connection = ConnectionId::of(&request);
+        let can_refresh = self.source.can_refresh(&connection);
         let mut token = self.source.token(&connection);
         let ready_token = match token.take_ready() {
             Some(Ok(token)) => Some(token),
@@ -159,10 +165,12 @@ where
 
         match (ready_token, body) {
             (Some(token), Some(body)) => {
-                // Fast path: the inner service was polled ready by our caller.
-                let replay_service = body.is_replayable().then(|| self.inner.clone());
-                let future = ctx.first_call(&mut self.inner, head, token, body);
-                ResponseFuture::called(future, ctx, replay_service)
+                // Fast path: the inner service was polled ready by our caller. A replay is
+                // prepared for only when one could help: a replayable body and a source
+                // that can produce another token.
+                let replay = body.is_replayable() && can_refresh;
+                let future = ctx.first_call(&mut self.inner, head, token, body, replay);
+                ResponseFuture::called(future, ctx, replay.then(|| Arc::clone(&self.spare)))
             }
             (token_ready, body) => {
                 let clone = self.inner.clone();

@@ -30,7 +30,12 @@ pin_project! {
         // like the other rarely used states, to keep the future small: it is moved on
         // every call and nested in every layer above.
         deadline_timer: Option<Pin<Box<Sleep>>>,
-        service: S,
+        // The service of the next call: the one polled ready by our caller while the body is
+        // read, else made from `spare` when a retry comes.
+        service: Option<S>,
+        // A clone of the inner service made when the layer was applied: a retry clones it,
+        // so the common call (no retry) pays one reference count, not a clone of the stack.
+        spare: Arc<S>,
         shared: Arc<Shared<P>>,
         // The request head and body to send again; `None` once no retry is possible.
         parts: Option<Parts>,
@@ -57,20 +62,25 @@ enum Decision<T> {
 
 impl<F, S, B, P> ResponseFuture<F, S, B, P>
 where
-    S: Service<Request<ReplayBody<B>>, Future = F>,
+    S: Service<Request<ReplayBody<B>>, Future = F> + Clone,
     B: Body,
 {
     fn with_state(
         state: State<F, B>,
-        service: S,
+        service: Option<S>,
+        spare: Arc<S>,
         shared: Arc<Shared<P>>,
         parts: Option<Parts>,
         deadline: Option<Deadline>,
     ) -> Self {
+        let timer = shared.deadline_timer;
         ResponseFuture {
             state,
-            deadline_timer: deadline.map(|d| Box::pin(tokio::time::sleep_until(d.instant()))),
+            deadline_timer: deadline
+                .filter(|_| timer)
+                .map(|d| Box::pin(tokio::time::sleep_until(d.instant()))),
             service,
+            spare,
             shared,
             parts,
             template: None,
@@ -78,22 +88,26 @@ where
         }
     }
 
+    /// Sends the first attempt on `ready`, the service our caller polled ready.
     pub(crate) fn start(
-        service: S,
+        ready: &mut S,
+        spare: Arc<S>,
         shared: Arc<Shared<P>>,
         parts: Parts,
         body: ReplayBody<B>,
         deadline: Option<Deadline>,
     ) -> Self {
-        let mut future = Self::with_state(State::Readying, service, shared, None, deadline);
+        let mut future = Self::with_state(State::Readying, None, spare, shared, None, deadline);
         let request = future.first_request(parts, body);
-        let call = future.service.call(request);
+        let call = ready.call(request);
         future.state = State::Calling { future: call };
         future
     }
 
+    /// Reads the body first; `ready` is the service our caller polled ready, moved here.
     pub(crate) fn buffering(
-        service: S,
+        ready: S,
+        spare: Arc<S>,
         shared: Arc<Shared<P>>,
         parts: Parts,
         buffer: Buffer<B>,
@@ -103,14 +117,15 @@ where
             State::Buffering {
                 buffer: Box::new(buffer),
             },
-            service,
+            Some(ready),
+            spare,
             shared,
             Some(parts),
             deadline,
         )
     }
 
-    pub(crate) fn expired(service: S, shared: Arc<Shared<P>>, deadline: Option<Deadline>) -> Self {
+    pub(crate) fn expired(spare: Arc<S>, shared: Arc<Shared<P>>) -> Self {
         let error = DeadlineExceeded {
             attempts: 0,
             budget: shared.total,
@@ -118,7 +133,7 @@ where
         let state = State::Failed {
             error: Some(error.into()),
         };
-        let mut future = Self::with_state(state, service, shared, None, deadline);
+        let mut future = Self::with_state(state, None, spare, shared, None, None);
         future.deadline_timer = None;
         future
     }
@@ -178,7 +193,7 @@ impl<F, S, B, P> fmt::Debug for ResponseFuture<F, S, B, P> {
 impl<F, S, B, P, ResB, E> Future for ResponseFuture<F, S, B, P>
 where
     F: Future<Output = Result<Response<ResB>, E>>,
-    S: Service<Request<ReplayBody<B>>, Response = Response<ResB>, Error = E, Future = F>,
+    S: Service<Request<ReplayBody<B>>, Response = Response<ResB>, Error = E, Future = F> + Clone,
     E: Into<BoxError>,
     B: Body + Unpin,
     B::Error: Into<BoxError>,
@@ -225,7 +240,10 @@ where
                         this.parts,
                         this.template,
                     );
-                    let future = this.service.call(request);
+                    let Some(service) = this.service.as_mut() else {
+                        return Poll::Ready(Err(polled_after_completion()));
+                    };
+                    let future = service.call(request);
                     this.state.set(State::Calling { future });
                 }
                 StateProj::Calling { future } => {
@@ -249,6 +267,11 @@ where
                         }
                         Decision::RetryAfter(wait) => {
                             *this.attempt = this.attempt.next();
+                            // The service that made the last attempt must be polled ready
+                            // again; a fresh clone is as good.
+                            if this.service.is_none() {
+                                *this.service = Some(S::clone(this.spare));
+                            }
                             this.state.set(State::Waiting {
                                 sleep: Box::pin(tokio::time::sleep(wait)),
                             });
@@ -260,7 +283,10 @@ where
                     this.state.set(State::Readying);
                 }
                 StateProj::Readying => {
-                    if let Err(error) = ready!(this.service.poll_ready(cx)) {
+                    let Some(service) = this.service.as_mut() else {
+                        return Poll::Ready(Err(polled_after_completion()));
+                    };
+                    if let Err(error) = ready!(service.poll_ready(cx)) {
                         this.state.set(State::Failed { error: None });
                         return Poll::Ready(Err(error.into()));
                     }
@@ -278,7 +304,7 @@ where
                         return Poll::Ready(Err(polled_after_completion()));
                     };
                     parts.extensions.insert(*this.attempt);
-                    let future = this.service.call(Request::from_parts(parts, body));
+                    let future = service.call(Request::from_parts(parts, body));
                     this.state.set(State::Calling { future });
                 }
                 StateProj::Failed { error } => {

@@ -24,6 +24,7 @@ pub(crate) struct Shared<P> {
     pub(crate) total: Option<Duration>,
     pub(crate) max_server_wait: Duration,
     pub(crate) replay_cap: usize,
+    pub(crate) deadline_timer: bool,
 }
 
 /// Builds a [`RetryLayer`]; see [`RetryLayer::builder`].
@@ -40,6 +41,7 @@ pub struct RetryBuilder<P = DefaultPolicy> {
     total: Option<Duration>,
     max_server_wait: Duration,
     replay_cap: usize,
+    deadline_timer: bool,
 }
 
 impl Default for RetryBuilder {
@@ -56,6 +58,7 @@ impl Default for RetryBuilder {
             total: None,
             max_server_wait: Duration::from_secs(60),
             replay_cap: DEFAULT_REPLAY_CAP,
+            deadline_timer: true,
         }
     }
 }
@@ -75,6 +78,7 @@ impl<P: RetryPolicy> RetryBuilder<P> {
             total: self.total,
             max_server_wait: self.max_server_wait,
             replay_cap: self.replay_cap,
+            deadline_timer: self.deadline_timer,
         }
     }
 
@@ -153,6 +157,18 @@ impl<P: RetryPolicy> RetryBuilder<P> {
         self
     }
 
+    /// Whether the layer runs a timer that fails the call when the deadline passes during
+    /// an attempt (default on). Turn it off when an [`AttemptTimeoutLayer`] sits below: it
+    /// bounds each attempt by the earlier of its timeout and the request's `Deadline`, so
+    /// one timer per attempt does both jobs (the engine's stack does this).
+    ///
+    /// [`AttemptTimeoutLayer`]: crate::AttemptTimeoutLayer
+    #[must_use]
+    pub fn deadline_timer(mut self, on: bool) -> Self {
+        self.deadline_timer = on;
+        self
+    }
+
     /// Checks the settings and builds the layer.
     ///
     /// # Errors
@@ -187,6 +203,7 @@ impl<P: RetryPolicy> RetryBuilder<P> {
                 total: self.total,
                 max_server_wait: self.max_server_wait,
                 replay_cap: self.replay_cap,
+                deadline_timer: self.deadline_timer,
             }),
         })
     }
@@ -220,6 +237,7 @@ impl RetryLayer {
                 total: None,
                 max_server_wait: Duration::from_secs(60),
                 replay_cap: DEFAULT_REPLAY_CAP,
+                deadline_timer: true,
             }),
         }
     }
@@ -243,11 +261,12 @@ impl<P> RetryLayer<P> {
     }
 }
 
-impl<S, P> Layer<S> for RetryLayer<P> {
+impl<S: Clone, P> Layer<S> for RetryLayer<P> {
     type Service = Retry<S, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Retry {
+            template: Arc::new(inner.clone()),
             inner,
             shared: Arc::clone(&self.shared),
         }
@@ -260,6 +279,8 @@ impl<S, P> Layer<S> for RetryLayer<P> {
 #[derive(Debug)]
 pub struct Retry<S, P = DefaultPolicy> {
     inner: S,
+    // A clone of `inner` for retries, shared by every call and every clone of this service.
+    template: Arc<S>,
     shared: Arc<Shared<P>>,
 }
 
@@ -267,12 +288,13 @@ impl<S: Clone, P> Clone for Retry<S, P> {
     fn clone(&self) -> Self {
         Retry {
             inner: self.inner.clone(),
+            template: Arc::clone(&self.template),
             shared: Arc::clone(&self.shared),
         }
     }
 }
 
-impl<S> Retry<S> {
+impl<S: Clone> Retry<S> {
     /// Wraps `inner` with the default settings.
     pub fn new(inner: S) -> Self {
         RetryLayer::new().layer(inner)
@@ -325,17 +347,26 @@ where
             Some(total) => Some(Deadline::after(total).tighten(&mut parts.extensions)),
             None => parts.extensions.get::<Deadline>().copied(),
         };
-        // The future keeps the service that was polled ready; a clone takes its place.
-        let clone = self.inner.clone();
-        let service = std::mem::replace(&mut self.inner, clone);
+        let template = Arc::clone(&self.template);
         if deadline.is_some_and(Deadline::is_expired) {
-            return ResponseFuture::expired(service, shared, deadline);
+            return ResponseFuture::expired(template, shared);
         }
         if body.is_end_stream() {
             let empty = ReplayBody::from_bytes(Bytes::new());
-            return ResponseFuture::start(service, shared, parts, empty, deadline);
+            return ResponseFuture::start(
+                &mut self.inner,
+                template,
+                shared,
+                parts,
+                empty,
+                deadline,
+            );
         }
+        // The body is read before the first attempt: the future keeps the service that was
+        // polled ready, and a clone takes its place.
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
         let buffer = ReplayBody::buffer(body, shared.replay_cap);
-        ResponseFuture::buffering(service, shared, parts, buffer, deadline)
+        ResponseFuture::buffering(ready, template, shared, parts, buffer, deadline)
     }
 }

@@ -6,9 +6,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use blueprint_core::BoxError;
+use blueprint_core::{Attempt, BoxError, Deadline};
+use http::Request;
 use pin_project_lite::pin_project;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep, sleep_until};
+
+use crate::error::DeadlineExceeded;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -82,7 +85,8 @@ impl<S> Layer<S> for AttemptTimeoutLayer {
 }
 
 /// Fails an attempt with [`AttemptTimeoutError`] when the inner service takes longer than
-/// the timeout to answer (to produce the response head; the body is not bounded).
+/// the timeout to answer (to produce the response head; the body is not bounded), or with
+/// [`DeadlineExceeded`] when the request's [`Deadline`] comes first.
 #[derive(Debug, Clone)]
 pub struct AttemptTimeout<S> {
     inner: S,
@@ -119,9 +123,9 @@ impl<S> AttemptTimeout<S> {
     }
 }
 
-impl<S, R> Service<R> for AttemptTimeout<S>
+impl<S, B> Service<Request<B>> for AttemptTimeout<S>
 where
-    S: Service<R>,
+    S: Service<Request<B>>,
     S::Error: Into<BoxError>,
 {
     type Response = S::Response;
@@ -132,11 +136,32 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, request: R) -> Self::Future {
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        // One timer for both limits: whichever of the timeout and the call's deadline
+        // comes first.
+        let deadline = Deadline::of(&request);
+        let (sleep, cut) = match (self.timeout, deadline) {
+            (Some(after), Some(deadline)) => {
+                let timeout_at = Instant::now() + after;
+                if deadline.instant() < timeout_at {
+                    (Some(sleep_until(deadline.instant())), Cut::Deadline)
+                } else {
+                    (Some(sleep_until(timeout_at)), Cut::Timeout(after))
+                }
+            }
+            (Some(after), None) => (Some(tokio::time::sleep(after)), Cut::Timeout(after)),
+            (None, Some(deadline)) => (Some(sleep_until(deadline.instant())), Cut::Deadline),
+            (None, None) => (None, Cut::Deadline),
+        };
+        let attempt = request
+            .extensions()
+            .get::<Attempt>()
+            .map_or(1, |a| a.number());
         TimeoutFuture {
             inner: self.inner.call(request),
-            sleep: self.timeout.map(tokio::time::sleep),
-            after: self.timeout.unwrap_or_default(),
+            sleep,
+            cut,
+            attempt,
         }
     }
 }
@@ -148,14 +173,22 @@ pin_project! {
         inner: F,
         #[pin]
         sleep: Option<Sleep>,
-        after: Duration,
+        cut: Cut,
+        attempt: u32,
     }
+}
+
+/// What the timer of a [`TimeoutFuture`] stands for.
+#[derive(Debug, Clone, Copy)]
+enum Cut {
+    Timeout(Duration),
+    Deadline,
 }
 
 impl<F> fmt::Debug for TimeoutFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TimeoutFuture")
-            .field("after", &self.after)
+            .field("cut", &self.cut)
             .finish_non_exhaustive()
     }
 }
@@ -173,7 +206,14 @@ where
             return Poll::Ready(result.map_err(Into::into));
         }
         match this.sleep.as_pin_mut().map(|sleep| sleep.poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(Err(AttemptTimeoutError::new(*this.after).into())),
+            Some(Poll::Ready(())) => Poll::Ready(Err(match *this.cut {
+                Cut::Timeout(after) => AttemptTimeoutError::new(after).into(),
+                Cut::Deadline => DeadlineExceeded {
+                    attempts: *this.attempt,
+                    budget: None,
+                }
+                .into(),
+            })),
             Some(Poll::Pending) | None => Poll::Pending,
         }
     }

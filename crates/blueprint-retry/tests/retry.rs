@@ -561,3 +561,34 @@ impl<S, L: tower::Layer<S>> LayerOn<S> for L {
         self.layer(inner)
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_attempt_timeout_enforces_an_earlier_deadline_with_one_timer() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let slow = scripted(vec![(200, None, Duration::from_secs(60))], calls.clone());
+    let svc = ServiceBuilder::new()
+        .layer(
+            RetryLayer::builder()
+                .deadline(Duration::from_secs(5))
+                .deadline_timer(false)
+                .build()
+                .unwrap(),
+        )
+        .layer(AttemptTimeoutLayer::new(Duration::from_secs(30)))
+        .service(slow);
+    let start = Instant::now();
+    let err = svc
+        .oneshot(request(Method::GET, "/x", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(start.elapsed(), Duration::from_secs(5));
+    let deadline = err
+        .downcast_ref::<DeadlineExceeded>()
+        .expect("a DeadlineExceeded");
+    assert_eq!(deadline.attempts(), 1);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "no retry after the deadline"
+    );
+}

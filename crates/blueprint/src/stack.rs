@@ -219,7 +219,9 @@ impl StackBuilder {
             .base_delay(settings.base_delay)
             .max_delay(settings.max_delay)
             .max_server_wait(settings.max_server_wait)
-            .replay_cap(self.replay_cap);
+            .replay_cap(self.replay_cap)
+            // The attempt-timeout layer below bounds every attempt by the deadline too.
+            .deadline_timer(false);
         if let Some(deadline) = settings.deadline {
             retry = retry.deadline(deadline);
         }
@@ -265,7 +267,7 @@ impl StackBuilder {
     /// # Errors
     ///
     /// As [`StackBuilder::layer`].
-    pub fn service<S>(&self, inner: S) -> Result<BlueprintService<S>, BlueprintError> {
+    pub fn service<S: Clone>(&self, inner: S) -> Result<BlueprintService<S>, BlueprintError> {
         Ok(self.layer()?.layer(inner))
     }
 }
@@ -290,7 +292,7 @@ impl fmt::Debug for BlueprintLayer {
     }
 }
 
-impl<S> Layer<S> for BlueprintLayer {
+impl<S: Clone> Layer<S> for BlueprintLayer {
     type Service = BlueprintService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {

@@ -238,3 +238,34 @@ async fn a_closed_port_is_a_connect_error() {
     assert!(err.is_connect() && err.is_transport(), "{err}");
     assert!(!err.is_timeout());
 }
+
+#[tokio::test]
+async fn a_401_with_a_fixed_token_is_marked_for_reauthorization_and_sent_once() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let upstream = service_fn({
+        let calls = calls.clone();
+        move |_req: Request<StackBody<Full<Bytes>>>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let mut response = Response::new(Full::<Bytes>::default());
+                *response.status_mut() = StatusCode::UNAUTHORIZED;
+                Ok::<_, BoxError>(response)
+            }
+        }
+    });
+    let stack = StackBuilder::new(
+        api("https://api.acme.test"),
+        StaticToken::new("revoked").unwrap(),
+    )
+    .service(upstream)
+    .unwrap();
+    let mut request = req(Method::POST, "/contacts");
+    request.extensions_mut().insert(ConnectionId::new("acme"));
+    let response = stack.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let marker = response
+        .extensions()
+        .get::<blueprint_core::NeedsReauthorization>();
+    assert_eq!(marker.map(|m| m.connection.as_str()), Some("acme"));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}

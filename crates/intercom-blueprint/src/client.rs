@@ -211,7 +211,7 @@ impl IntercomLayer {
     }
 }
 
-impl<S> Layer<S> for IntercomLayer {
+impl<S: Clone> Layer<S> for IntercomLayer {
     type Service = BlueprintService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
