@@ -119,8 +119,10 @@ impl<S, T> Layer<S> for AuthLayer<T> {
     fn layer(&self, inner: S) -> Self::Service {
         AddAuthorization {
             inner,
-            source: Arc::clone(&self.source),
-            config: self.config.clone(),
+            shared: Arc::new(Shared {
+                source: Arc::clone(&self.source),
+                config: self.config.clone(),
+            }),
         }
     }
 }
@@ -130,6 +132,12 @@ impl<S, T> Layer<S> for AuthLayer<T> {
 #[derive(Debug)]
 pub struct AddAuthorization<S, T> {
     inner: S,
+    // The source and the settings in one allocation: a clone costs one reference count.
+    shared: Arc<Shared<T>>,
+}
+
+#[derive(Debug)]
+struct Shared<T> {
     source: Arc<T>,
     config: Config,
 }
@@ -138,8 +146,7 @@ impl<S: Clone, T> Clone for AddAuthorization<S, T> {
     fn clone(&self) -> Self {
         AddAuthorization {
             inner: self.inner.clone(),
-            source: Arc::clone(&self.source),
-            config: self.config.clone(),
+            shared: Arc::clone(&self.shared),
         }
     }
 }
@@ -183,11 +190,11 @@ impl<S, T: TokenSource> AddAuthorization<S, T> {
     fn is_for_origin<B>(&self, request: &Request<B>) -> bool {
         let uri = request.uri();
         if uri.scheme().is_some() || uri.authority().is_some() {
-            return self.config.origin.matches(uri);
+            return self.shared.config.origin.matches(uri);
         }
         match request.headers().get(HOST) {
             None => true,
-            Some(host) => host_matches(host, &self.config.origin),
+            Some(host) => host_matches(host, &self.shared.config.origin),
         }
     }
 }
@@ -229,26 +236,27 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let shared = &*self.shared;
         if !self.is_for_origin(&request) {
-            return match self.config.foreign {
+            return match shared.config.foreign {
                 ForeignOrigin::SendWithoutCredentials => {
                     ResponseFuture::called(self.inner.call(request))
                 }
                 ForeignOrigin::Reject => ResponseFuture::failed(ForeignOriginError {
                     connection: ConnectionId::of(&request),
                     requested: describe_target(&request),
-                    allowed: self.config.origin.clone(),
+                    allowed: shared.config.origin.clone(),
                 }),
             };
         }
-        if self.config.existing == ExistingAuthorization::Keep
+        if shared.config.existing == ExistingAuthorization::Keep
             && request.headers().contains_key(AUTHORIZATION)
         {
             return ResponseFuture::called(self.inner.call(request));
         }
 
         let connection = ConnectionId::of(&request);
-        let mut token = self.source.token(&connection);
+        let mut token = shared.source.token(&connection);
         match token.take_ready() {
             Some(Ok(token)) => {
                 request

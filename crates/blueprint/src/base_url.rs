@@ -129,11 +129,11 @@ impl BaseUrl {
         }
         let path_and_query = PathAndQuery::try_from(joined)
             .map_err(|_| InvalidPath::new("the path holds characters a URI cannot"))?;
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        Uri::from_parts(parts)
             .map_err(|_| InvalidPath::new("the path holds characters a URI cannot"))
     }
 }
@@ -146,8 +146,13 @@ enum Segment<'a> {
 }
 
 fn decode_dots(segment: &str) -> Result<Segment<'_>, InvalidPath> {
-    if segment.is_empty() {
-        return Ok(Segment::Empty);
+    match segment {
+        "" => return Ok(Segment::Empty),
+        "." => return Ok(Segment::Dot),
+        ".." => return Ok(Segment::DotDot),
+        // The common case: nothing encoded, nothing to decode.
+        _ if !segment.contains('%') => return Ok(Segment::Name(segment)),
+        _ => {}
     }
     let lower = segment.to_ascii_lowercase();
     if lower.contains("%2f") || lower.contains("%5c") {
@@ -225,24 +230,36 @@ impl std::error::Error for InvalidPath {}
 /// Layer that applies [`SetBaseUrl`].
 #[derive(Debug, Clone)]
 pub struct BaseUrlLayer {
+    shared: Arc<Target>,
+}
+
+/// Where requests go and what they carry; one reference count per service clone.
+#[derive(Debug)]
+struct Target {
     base: BaseUrl,
-    headers: Arc<HeaderMap>,
+    headers: HeaderMap,
 }
 
 impl BaseUrlLayer {
     /// Sends relative requests to `base`.
     pub fn new(base: BaseUrl) -> Self {
         BaseUrlLayer {
-            base,
-            headers: Arc::default(),
+            shared: Arc::new(Target {
+                base,
+                headers: HeaderMap::new(),
+            }),
         }
     }
 
     /// Adds these headers to every request that does not have them already.
     #[must_use]
-    pub fn default_headers(mut self, headers: HeaderMap) -> Self {
-        self.headers = Arc::new(headers);
-        self
+    pub fn default_headers(self, headers: HeaderMap) -> Self {
+        BaseUrlLayer {
+            shared: Arc::new(Target {
+                base: self.shared.base.clone(),
+                headers,
+            }),
+        }
     }
 }
 
@@ -252,8 +269,7 @@ impl<S> Layer<S> for BaseUrlLayer {
     fn layer(&self, inner: S) -> Self::Service {
         SetBaseUrl {
             inner,
-            base: self.base.clone(),
-            headers: Arc::clone(&self.headers),
+            shared: Arc::clone(&self.shared),
         }
     }
 }
@@ -264,8 +280,7 @@ impl<S> Layer<S> for BaseUrlLayer {
 #[derive(Debug, Clone)]
 pub struct SetBaseUrl<S> {
     inner: S,
-    base: BaseUrl,
-    headers: Arc<HeaderMap>,
+    shared: Arc<Target>,
 }
 
 impl<S> SetBaseUrl<S> {
@@ -297,7 +312,7 @@ where
         let uri = request.uri();
         if uri.scheme().is_none() && uri.authority().is_none() {
             let target = uri.path_and_query().map_or("/", PathAndQuery::as_str);
-            match self.base.resolve(target) {
+            match self.shared.base.resolve(target) {
                 Ok(resolved) => *request.uri_mut() = resolved,
                 Err(error) => {
                     return BaseUrlFuture {
@@ -308,7 +323,7 @@ where
                 }
             }
         }
-        for (name, value) in self.headers.iter() {
+        for (name, value) in &self.shared.headers {
             if !request.headers().contains_key(name) {
                 request.headers_mut().insert(name.clone(), value.clone());
             }
