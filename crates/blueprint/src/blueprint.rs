@@ -323,12 +323,16 @@ impl Blueprint {
         let header = HeaderName::try_from(name).map_err(|_| {
             BlueprintError::new("headers", format!("`{name}` is not a header name"))
         })?;
-        let value = HeaderValue::try_from(value).map_err(|_| {
+        let mut value = HeaderValue::try_from(value).map_err(|_| {
             BlueprintError::new(
                 "headers",
                 format!("the value of `{name}` is not a header value"),
             )
         })?;
+        // Credentials put in default headers (an API key) stay out of logs and Debug output.
+        if looks_secret(&header) {
+            value.set_sensitive(true);
+        }
         self.default_headers.insert(header, value);
         Ok(self)
     }
@@ -392,6 +396,14 @@ impl Blueprint {
     }
 }
 
+/// Whether a header name suggests a credential (its value is then marked sensitive).
+fn looks_secret(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    ["authorization", "cookie", "token", "secret", "key", "password", "signature"]
+        .iter()
+        .any(|word| name.contains(word))
+}
+
 /// A blueprint setting that cannot work; names the setting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlueprintError {
@@ -452,6 +464,19 @@ mod tests {
         let placeholder = rule(Method::POST, "/contacts/{id}/tags", true);
         assert!(placeholder.matches(&Method::POST, "/contacts/42/tags"));
         assert!(!placeholder.matches(&Method::POST, "/contacts/42/notes"));
+    }
+
+    #[test]
+    fn credential_headers_are_marked_sensitive() {
+        let bp = Blueprint::new("x", "v0", "https://api.x.test")
+            .unwrap()
+            .default_header("X-Api-Key", "k-123")
+            .unwrap()
+            .default_header("accept", "application/json")
+            .unwrap();
+        assert!(bp.default_headers()["x-api-key"].is_sensitive());
+        assert!(!bp.default_headers()["accept"].is_sensitive());
+        assert!(!format!("{:?}", bp.default_headers()).contains("k-123"));
     }
 
     #[test]
