@@ -1,0 +1,471 @@
+//! The proxy's state and router: one Blueprint stack per integration, one shared HTTP
+//! client, one shared token store.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, put};
+use blueprint::{
+    BlueprintError, BlueprintService, ClientError, HttpsClient, Integration, Integrations,
+    Registry, StackBody, StackBuilder, default_client,
+};
+use blueprint_refresh::{
+    AuthorizationFlow, ClientAuth, HttpClient, MemoryStore, OAuth2TokenSource, Provider,
+    ProviderConfig, ProviderConfigError, Secret, TokenStore,
+};
+use blueprint_trace::{Level, TraceLayer};
+use http::StatusCode;
+
+use crate::auth::SecretKey;
+use crate::error::ApiError;
+use crate::metrics::{IntegrationMetrics, Metrics};
+use crate::{connections, oauth, proxy};
+
+/// The HTTP client every integration's stack sends through.
+pub(crate) type Client = HttpsClient<StackBody<Body>>;
+
+/// One integration's stack.
+pub(crate) type Stack = BlueprintService<Client>;
+
+/// The blueprints the proxy knows: Intercom (`intercom:v0`).
+///
+/// # Errors
+///
+/// Never in practice: the Intercom blueprint is built from constants.
+pub fn registry() -> Result<Registry, BlueprintError> {
+    Ok(Registry::new().with(intercom_blueprint::intercom()?))
+}
+
+/// The ready-to-run proxy: an axum [`Router`] with the routes of the crate docs, over one
+/// Blueprint stack per integration.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    state: ProxyState,
+}
+
+/// Builds a [`Proxy`]; from [`Proxy::builder`].
+pub struct ProxyBuilder {
+    integrations: Integrations,
+    secret_key: SecretKey,
+    store: Option<Arc<dyn TokenStore>>,
+    public_url: Option<String>,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl fmt::Debug for ProxyBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyBuilder")
+            .field("integrations", &self.integrations.len())
+            .field("store", &self.store)
+            .field("public_url", &self.public_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A proxy that cannot be built; names the integration at fault.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The HTTP client could not be set up.
+    Client(ClientError),
+    /// An integration's stack could not be built from its settings.
+    Stack {
+        /// The integration.
+        integration: String,
+        /// Why.
+        error: BlueprintError,
+    },
+    /// An integration's OAuth settings cannot work.
+    OAuth {
+        /// The integration.
+        integration: String,
+        /// Why.
+        error: ProviderConfigError,
+    },
+    /// The public URL is not an absolute `http(s)` URL.
+    PublicUrl(String),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::Client(e) => write!(f, "{e}"),
+            BuildError::Stack { integration, error } => {
+                write!(f, "integration `{integration}`: {error}")
+            }
+            BuildError::OAuth { integration, error } => {
+                write!(f, "integration `{integration}`: {error}")
+            }
+            BuildError::PublicUrl(url) => write!(
+                f,
+                "BLUEPRINT_PUBLIC_URL `{url}` is not an absolute http(s) URL (such as \
+                 `https://proxy.example.com`); the OAuth callback URL is built from it"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+impl Proxy {
+    /// A builder for a proxy over `integrations` that admits callers sending `secret_key`.
+    pub fn builder(integrations: Integrations, secret_key: SecretKey) -> ProxyBuilder {
+        ProxyBuilder {
+            integrations,
+            secret_key,
+            store: None,
+            public_url: None,
+            metrics: None,
+        }
+    }
+
+    /// The routes, ready for `axum::serve`.
+    pub fn router(&self) -> Router {
+        let state = self.state.clone();
+        Router::new()
+            .route("/proxy/{*path}", any(proxy::forward))
+            .route("/oauth/connect/{integration}", get(oauth::connect))
+            .route("/oauth/callback", get(oauth::callback))
+            .route("/connections", get(connections::list))
+            .route(
+                "/connections/{integration}/{connection_id}",
+                put(connections::import).delete(connections::remove),
+            )
+            .route("/healthz", get(healthz))
+            .route("/metrics", get(metrics))
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            .layer(axum::middleware::map_response_with_state(
+                state.clone(),
+                count_errors,
+            ))
+            .with_state(state)
+    }
+
+    /// The metrics the router records.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.state.0.metrics
+    }
+
+    /// The token store.
+    pub fn store(&self) -> &Arc<dyn TokenStore> {
+        &self.state.0.store
+    }
+}
+
+impl ProxyBuilder {
+    /// Where connections are kept (default: in memory, lost on exit; the binary uses an
+    /// SQLite file).
+    #[must_use]
+    pub fn store(mut self, store: Arc<dyn TokenStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The URL at which the provider reaches this proxy: the OAuth callback is
+    /// `<public_url>/oauth/callback`. Default `http://127.0.0.1:3003`.
+    #[must_use]
+    pub fn public_url(mut self, url: impl Into<String>) -> Self {
+        self.public_url = Some(url.into());
+        self
+    }
+
+    /// Records into these metrics (default: new ones), e.g. to share them with a
+    /// [`Metrics::event_layer`] installed before the proxy was built.
+    #[must_use]
+    pub fn metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Builds every integration's stack over one shared HTTP client.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError`] naming the integration whose settings cannot work.
+    pub fn build(self) -> Result<Proxy, BuildError> {
+        let public_url = self
+            .public_url
+            .unwrap_or_else(|| String::from("http://127.0.0.1:3003"));
+        let public_url = public_url.trim_end_matches('/').to_owned();
+        let scheme_ok = public_url
+            .strip_prefix("https://")
+            .or_else(|| public_url.strip_prefix("http://"))
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains(['?', '#', ' ']));
+        if !scheme_ok {
+            return Err(BuildError::PublicUrl(public_url));
+        }
+        let redirect_url = format!("{public_url}/oauth/callback");
+        let store = self
+            .store
+            .unwrap_or_else(|| Arc::new(MemoryStore::new()) as Arc<dyn TokenStore>);
+        let metrics = self.metrics.unwrap_or_else(|| {
+            Arc::new(Metrics::new(
+                self.integrations.iter().map(Integration::name),
+            ))
+        });
+        let client: Client = default_client().map_err(BuildError::Client)?;
+        let token_http = HttpClient::from_hyper(default_client().map_err(BuildError::Client)?);
+        let mut connectors = Vec::with_capacity(self.integrations.len());
+        for integration in &self.integrations {
+            let connector = Connector::build(
+                integration,
+                &store,
+                &token_http,
+                &redirect_url,
+                client.clone(),
+                &metrics,
+            )?;
+            connectors.push(connector);
+        }
+        let index = connectors
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.to_string(), i))
+            .collect();
+        Ok(Proxy {
+            state: ProxyState(Arc::new(Shared {
+                connectors,
+                index,
+                store,
+                secret_key: self.secret_key,
+                metrics,
+            })),
+        })
+    }
+}
+
+/// Checks that every integration of `integrations` can be built (stack and OAuth
+/// settings), without opening a store or a socket: what `blueprint-proxy check` runs.
+///
+/// # Errors
+///
+/// The first [`BuildError`].
+pub fn check(integrations: &Integrations) -> Result<(), BuildError> {
+    for integration in integrations {
+        StackBuilder::new(integration.blueprint().clone(), no_tokens())
+            .layer()
+            .map_err(|error| BuildError::Stack {
+                integration: integration.name().to_owned(),
+                error,
+            })?;
+        if let Some(config) = provider_config(integration, "http://127.0.0.1:3003/oauth/callback") {
+            Provider::new(config).map_err(|error| BuildError::OAuth {
+                integration: integration.name().to_owned(),
+                error,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// A token source that never gives a token: `check` only builds layers.
+fn no_tokens() -> impl blueprint_core::TokenSource {
+    struct NoTokens;
+    impl blueprint_core::TokenSource for NoTokens {
+        fn token(&self, _: &blueprint_core::ConnectionId) -> blueprint_core::TokenFuture {
+            blueprint_core::TokenFuture::ready(Err(blueprint_core::TokenError::not_found()))
+        }
+    }
+    NoTokens
+}
+
+/// The OAuth provider of an integration whose blueprint has OAuth endpoints.
+fn provider_config(integration: &Integration, redirect_url: &str) -> Option<ProviderConfig> {
+    let oauth = integration.blueprint().oauth()?;
+    Some(ProviderConfig {
+        // A connection can be imported without an OAuth app; such a connection's token is
+        // never refreshed (a refresh token is refused on import), so the id is not sent.
+        client_id: integration
+            .oauth_client_id()
+            .unwrap_or("no-oauth-app-configured")
+            .to_owned(),
+        client_secret: integration
+            .oauth_client_secret()
+            .map(|s| Secret::new(s.expose())),
+        auth_url: Some(oauth.authorization_url.clone()),
+        token_url: oauth.token_url.clone(),
+        redirect_url: Some(redirect_url.to_owned()),
+        scopes: oauth.scopes.clone(),
+        pkce: oauth.pkce,
+        client_auth: match oauth.client_auth {
+            blueprint::ClientAuth::RequestBody => ClientAuth::RequestBody,
+            blueprint::ClientAuth::BasicAuth => ClientAuth::Basic,
+        },
+        extra_auth_params: oauth.extra_authorization_params.clone(),
+    })
+}
+
+/// A handle on the proxy's shared state, as axum's router state.
+#[derive(Clone)]
+pub(crate) struct ProxyState(Arc<Shared>);
+
+impl fmt::Debug for ProxyState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyState")
+            .field("integrations", &self.0.index.keys().collect::<Vec<_>>())
+            .field("store", &self.0.store)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    connectors: Vec<Connector>,
+    index: HashMap<String, usize>,
+    store: Arc<dyn TokenStore>,
+    secret_key: SecretKey,
+    metrics: Arc<Metrics>,
+}
+
+/// One integration, ready to call: its stack, its token source (over the shared store),
+/// its OAuth flow if it has an OAuth app.
+pub(crate) struct Connector {
+    pub(crate) name: Arc<str>,
+    pub(crate) stack: Stack,
+    pub(crate) source: OAuth2TokenSource,
+    pub(crate) flow: Option<AuthorizationFlow>,
+    /// Whether the integration names an OAuth app (`oauth_client_id`), so that tokens can
+    /// be refreshed.
+    pub(crate) has_oauth_app: bool,
+    pub(crate) metrics: Arc<IntegrationMetrics>,
+}
+
+impl Connector {
+    fn build(
+        integration: &Integration,
+        store: &Arc<dyn TokenStore>,
+        token_http: &HttpClient,
+        redirect_url: &str,
+        client: Client,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Connector, BuildError> {
+        let name = integration.name();
+        let config = provider_config(integration, redirect_url).unwrap_or_else(|| {
+            // No OAuth endpoints at all: imported tokens only. The token URL is never
+            // called (a refresh token is refused on import).
+            ProviderConfig {
+                client_id: String::from("no-oauth-app-configured"),
+                token_url: String::from("http://127.0.0.1:9/no-token-endpoint"),
+                ..ProviderConfig::default()
+            }
+        });
+        let provider = Provider::new(config).map_err(|error| BuildError::OAuth {
+            integration: name.to_owned(),
+            error,
+        })?;
+        let has_oauth_app =
+            integration.oauth_client_id().is_some() && integration.blueprint().oauth().is_some();
+        let source = OAuth2TokenSource::builder_shared(provider, Arc::clone(store))
+            .integration(name)
+            .http_client(token_http.clone())
+            .build();
+        // The proxy writes one access-log line per call; the engine's own event for each
+        // call is detail, at DEBUG (`RUST_LOG=blueprint_trace=debug`).
+        let trace = TraceLayer::new()
+            .server_address(integration.blueprint().base_url().origin().host())
+            .success_level(Level::DEBUG)
+            .client_error_level(Level::DEBUG)
+            .server_error_level(Level::DEBUG)
+            .failure_level(Level::DEBUG);
+        let stack = StackBuilder::with_shared_tokens(
+            integration.blueprint().clone(),
+            Arc::new(source.clone()),
+        )
+        .trace(trace)
+        .service(client)
+        .map_err(|error| BuildError::Stack {
+            integration: name.to_owned(),
+            error,
+        })?;
+        let flow = has_oauth_app.then(|| AuthorizationFlow::new(source.clone()));
+        let metrics = metrics
+            .integration(name)
+            .unwrap_or_else(|| Arc::new(IntegrationMetrics::new()));
+        Ok(Connector {
+            name: Arc::from(name),
+            stack,
+            source,
+            flow,
+            has_oauth_app,
+            metrics,
+        })
+    }
+}
+
+impl ProxyState {
+    pub(crate) fn secret_key(&self) -> &SecretKey {
+        &self.0.secret_key
+    }
+
+    pub(crate) fn store(&self) -> &Arc<dyn TokenStore> {
+        &self.0.store
+    }
+
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        &self.0.metrics
+    }
+
+    /// The integration named `name`.
+    pub(crate) fn connector(&self, name: &str) -> Result<&Connector, ApiError> {
+        self.0
+            .index
+            .get(name)
+            .map(|&i| &self.0.connectors[i])
+            .ok_or_else(|| ApiError::unknown_integration(name))
+    }
+
+    /// Every integration, in file order.
+    pub(crate) fn connectors(&self) -> &[Connector] {
+        &self.0.connectors
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn metrics(
+    _auth: crate::auth::Authorized,
+    axum::extract::State(state): axum::extract::State<ProxyState>,
+) -> Response {
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics().render(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route; the routes are /proxy/{path}, /oauth/connect/{integration}, \
+         /oauth/callback, /connections, /healthz and /metrics",
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}
+
+/// Counts the answers the proxy wrote itself, by code.
+async fn count_errors(
+    axum::extract::State(state): axum::extract::State<ProxyState>,
+    response: Response,
+) -> Response {
+    if let Some(code) = response.extensions().get::<crate::error::ErrorCode>() {
+        state.metrics().record_error(code.0);
+    }
+    response
+}

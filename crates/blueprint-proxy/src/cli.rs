@@ -1,0 +1,376 @@
+//! The command line of the `blueprint-proxy` binary.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use blueprint::Integrations;
+use blueprint_refresh::{EncryptionKey, SqliteStore, TokenStore};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+use crate::{Metrics, Proxy, SecretKey, check, registry, serve, shutdown_signal};
+
+/// The environment variable with the key that encrypts stored credentials.
+pub const ENCRYPTION_KEY_VAR: &str = "BLUEPRINT_ENCRYPTION_KEY";
+/// The environment variable with the URL at which the provider reaches the proxy.
+pub const PUBLIC_URL_VAR: &str = "BLUEPRINT_PUBLIC_URL";
+
+const ENVIRONMENT: &str = "\
+Environment:
+  BLUEPRINT_SECRET_KEY      Required to serve. Callers send it as `Authorization: Bearer <key>`
+                            (all routes but /healthz and /oauth/*). At least 16 characters,
+                            e.g. `export BLUEPRINT_SECRET_KEY=$(openssl rand -hex 32)`.
+  BLUEPRINT_ENCRYPTION_KEY  Optional. 32 bytes in base64 (`openssl rand -base64 32`): stored
+                            access and refresh tokens are encrypted with AES-256-GCM. Keep it:
+                            connections stored with it cannot be read without it.
+  BLUEPRINT_PUBLIC_URL      Optional. The URL at which the OAuth provider sends people back
+                            (the callback is <url>/oauth/callback). Default http://<--listen>.
+  RUST_LOG                  Optional. Log filter, e.g. `info` (the default) or
+                            `info,blueprint_retry=debug`. Logs go to stderr; one line per
+                            proxied call, never a token.
+  ${VAR}                    Any variable integrations.yaml names, such as INTERCOM_CLIENT_SECRET.
+
+Routes:
+  ANY    /proxy/{path}          forward to the integration (headers Provider-Config-Key, Connection-Id)
+  GET    /oauth/connect/{name}?connection_id=ID   send a person to the provider to authorize
+  GET    /oauth/callback        where the provider sends them back
+  PUT    /connections/{name}/{id}   import {\"access_token\", \"refresh_token\"?, \"expires_at\"?}
+  GET    /connections           list connections and their status, without secrets
+  DELETE /connections/{name}/{id}
+  GET    /healthz               liveness, no key needed
+  GET    /metrics               Prometheus text format";
+
+/// `blueprint-proxy`: holds OAuth connections and forwards calls to any endpoint of the
+/// integrations' APIs through the Blueprint stack (token refresh, rate-limit pacing, safe
+/// retries, logging).
+#[derive(Debug, Parser)]
+#[command(
+    name = "blueprint-proxy",
+    version,
+    about = "Holds OAuth connections and forwards calls to any endpoint of an API through the Blueprint stack.",
+    after_help = ENVIRONMENT,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    /// What to do instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// How to serve.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate integrations.yaml and print the resolved integrations, secrets redacted.
+    Check(CheckArgs),
+}
+
+/// Arguments of `check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The integrations file.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+/// Arguments of serving (the default).
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The integrations file (see examples/integrations.yaml).
+    #[arg(long, value_name = "FILE", required = true)]
+    pub config: Option<PathBuf>,
+    /// The address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3003")]
+    pub listen: SocketAddr,
+    /// Where connections are kept: `sqlite://PATH` (created on first start).
+    #[arg(long, value_name = "URL", default_value = "sqlite://blueprint.db")]
+    pub store: String,
+    /// The log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// On SIGINT or SIGTERM, how long calls in flight may take to finish.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub shutdown_grace: u64,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Runs the command line; what the binary's `main` does.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check(args)) => run_check(&args.config),
+        None => run_serve(cli.serve),
+    }
+}
+
+fn load(path: &Path) -> Result<Integrations, String> {
+    let registry = registry().map_err(|e| e.to_string())?;
+    Integrations::load(path, &registry).map_err(|e| e.to_string())
+}
+
+fn run_check(path: &Path) -> ExitCode {
+    let integrations = match load(path).and_then(|i| {
+        check(&i).map_err(|e| e.to_string())?;
+        Ok(i)
+    }) {
+        Ok(integrations) => integrations,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let mut text = format!("{integrations}\n");
+    for integration in &integrations {
+        let name = integration.name();
+        if integration.oauth_client_id().is_some() && integration.blueprint().oauth().is_some() {
+            text.push_str(&format!(
+                "{name}: connect with GET /oauth/connect/{name}?connection_id=<id>, or import a token\n"
+            ));
+        } else {
+            text.push_str(&format!(
+                "{name}: no OAuth app; import tokens with PUT /connections/{name}/<id>\n"
+            ));
+        }
+    }
+    text.push_str("ok: the configuration is valid\n");
+    if out.write_all(text.as_bytes()).is_err() {
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+/// `sqlite://PATH`, `sqlite:PATH` or a plain path → the file's path.
+fn store_path(spec: &str) -> Result<PathBuf, String> {
+    if let Some(path) = spec
+        .strip_prefix("sqlite://")
+        .or_else(|| spec.strip_prefix("sqlite:"))
+    {
+        if path.is_empty() {
+            return Err(format!(
+                "--store `{spec}` names no file: use sqlite://blueprint.db"
+            ));
+        }
+        return Ok(PathBuf::from(path));
+    }
+    if spec.contains("://") {
+        return Err(format!(
+            "--store `{spec}` is not supported: the proxy keeps connections in an SQLite \
+             file, `sqlite://PATH`"
+        ));
+    }
+    Ok(PathBuf::from(spec))
+}
+
+fn run_serve(args: ServeArgs) -> ExitCode {
+    let fail = |message: &dyn std::fmt::Display| {
+        eprintln!("error: {message}");
+        ExitCode::FAILURE
+    };
+    let secret_key = match SecretKey::from_env() {
+        Ok(key) => key,
+        Err(e) => return fail(&e),
+    };
+    let encryption = match std::env::var(ENCRYPTION_KEY_VAR) {
+        Ok(text) if !text.trim().is_empty() => match EncryptionKey::from_base64(&text) {
+            Ok(key) => Some(key),
+            Err(e) => {
+                return fail(&format!(
+                    "{ENCRYPTION_KEY_VAR} is not a usable key ({e}); make one with `openssl rand -base64 32`"
+                ));
+            }
+        },
+        _ => None,
+    };
+    let Some(config) = args.config else {
+        return fail(&"--config is required");
+    };
+    let integrations = match load(&config) {
+        Ok(i) => i,
+        Err(e) => return fail(&e),
+    };
+    let store_path = match store_path(&args.store) {
+        Ok(p) => p,
+        Err(e) => return fail(&e),
+    };
+    let public_url = std::env::var(PUBLIC_URL_VAR)
+        .ok()
+        .map(|url| url.trim().to_owned())
+        .filter(|url| !url.is_empty());
+    let metrics = Arc::new(Metrics::new(
+        integrations.iter().map(blueprint::Integration::name),
+    ));
+    init_logging(args.log_format, &metrics);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    let settings = Settings {
+        integrations,
+        secret_key,
+        encryption,
+        store_path,
+        public_url,
+        listen: args.listen,
+        grace: Duration::from_secs(args.shutdown_grace),
+        metrics,
+    };
+    match runtime.block_on(serve_main(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "the proxy stopped");
+            fail(&e)
+        }
+    }
+}
+
+struct Settings {
+    integrations: Integrations,
+    secret_key: SecretKey,
+    encryption: Option<EncryptionKey>,
+    store_path: PathBuf,
+    /// `None`: `http://<the listening address>`.
+    public_url: Option<String>,
+    listen: SocketAddr,
+    grace: Duration,
+    metrics: Arc<Metrics>,
+}
+
+async fn serve_main(settings: Settings) -> Result<(), String> {
+    let mut store = SqliteStore::open(&settings.store_path).await.map_err(|e| {
+        format!(
+            "cannot open the store `{}`: {e}",
+            settings.store_path.display()
+        )
+    })?;
+    let encrypted = settings.encryption.is_some();
+    if let Some(key) = settings.encryption {
+        store = store.with_encryption(key);
+    }
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+    let public_url = settings.public_url.unwrap_or_else(|| {
+        let mut reachable = address;
+        if reachable.ip().is_unspecified() {
+            reachable.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("http://{reachable}")
+    });
+    let names: Vec<String> = settings
+        .integrations
+        .iter()
+        .map(|i| i.name().to_owned())
+        .collect();
+    let proxy = Proxy::builder(settings.integrations, settings.secret_key)
+        .store(Arc::new(store.clone()) as Arc<dyn TokenStore>)
+        .public_url(&public_url)
+        .metrics(settings.metrics)
+        .build()
+        .map_err(|e| e.to_string())?;
+    tracing::info!(
+        %address,
+        store = %settings.store_path.display(),
+        encrypted,
+        public_url = %public_url,
+        integrations = ?names,
+        "blueprint-proxy listening"
+    );
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "blueprint-proxy listening on http://{address}");
+        let _ = out.flush();
+    }
+    let served = serve(listener, proxy.router(), shutdown_signal(), settings.grace).await;
+    store.close().await;
+    tracing::info!("store closed");
+    served.map_err(|e| format!("the server failed: {e}"))
+}
+
+fn init_logging(format: LogFormat, metrics: &Metrics) {
+    let filter = match EnvFilter::try_from_default_env() {
+        Ok(filter) => filter,
+        Err(e) => {
+            if std::env::var_os("RUST_LOG").is_some() {
+                eprintln!("warning: RUST_LOG is not a valid filter ({e}); logging at info");
+            }
+            EnvFilter::new("info")
+        }
+    };
+    let registry = tracing_subscriber::registry().with(metrics.event_layer());
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Text => registry.with(fmt.with_filter(filter)).try_init(),
+        LogFormat::Json => registry
+            .with(fmt.json().flatten_event(true).with_filter(filter))
+            .try_init(),
+    };
+    if let Err(e) = result {
+        eprintln!("warning: logging could not be set up: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn store_urls_name_a_file() {
+        assert_eq!(
+            store_path("sqlite://blueprint.db").unwrap(),
+            PathBuf::from("blueprint.db")
+        );
+        assert_eq!(
+            store_path("sqlite:///var/lib/bp.db").unwrap(),
+            PathBuf::from("/var/lib/bp.db")
+        );
+        assert_eq!(store_path("sqlite:x.db").unwrap(), PathBuf::from("x.db"));
+        assert_eq!(store_path("x.db").unwrap(), PathBuf::from("x.db"));
+        assert!(store_path("postgres://db/x").is_err());
+        assert!(store_path("sqlite://").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["blueprint-proxy", "check", "--config", "i.yaml"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Check(_))));
+        let cli = Cli::try_parse_from([
+            "blueprint-proxy",
+            "--config",
+            "i.yaml",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(cli.serve.log_format, LogFormat::Json);
+        assert_eq!(cli.serve.listen.to_string(), "127.0.0.1:3003");
+        assert!(Cli::try_parse_from(["blueprint-proxy"]).is_err());
+    }
+}

@@ -1,0 +1,214 @@
+//! `PUT`/`DELETE /connections/{integration}/{connection_id}` and `GET /connections`.
+
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use blueprint_core::{AccessToken, ConnectionId};
+use blueprint_refresh::{Secret, StoreError, StoreKey, TokenRecord, TokenStatus};
+use http::StatusCode;
+use serde_json::{Map, Value, json};
+
+use crate::app::ProxyState;
+use crate::auth::Authorized;
+use crate::error::{ApiError, printable};
+use crate::time::{format_rfc3339, parse_rfc3339};
+
+const FIELDS: [&str; 3] = ["access_token", "refresh_token", "expires_at"];
+
+/// Imports credentials for a connection (a private app's static token, or tokens
+/// obtained elsewhere).
+pub(crate) async fn import(
+    State(state): State<ProxyState>,
+    _auth: Authorized,
+    Path((integration, connection)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let connector = state.connector(&integration)?;
+    let connection = connection_id(&connection)?;
+    let fields = read_body(&body)?;
+    let text = |name: &str| -> Result<Option<&str>, ApiError> {
+        match fields.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.as_str())),
+            Some(_) => Err(invalid(format!("`{name}` must be a string"))),
+        }
+    };
+    let access_token = text("access_token")?
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| invalid("`access_token` is required"))?;
+    let access_token = AccessToken::new(access_token)
+        .map_err(|_| invalid("`access_token` holds characters that cannot be sent in a header"))?;
+    let now = SystemTime::now();
+    let mut record = TokenRecord::new(access_token, now);
+    if let Some(refresh) = text("refresh_token")?.filter(|t| !t.is_empty()) {
+        if !connector.has_oauth_app {
+            return Err(invalid(format!(
+                "integration `{integration}` has no OAuth app (`oauth_client_id` in \
+                 integrations.yaml), so a refresh token could never be used; import the \
+                 access token alone, or configure the app"
+            )));
+        }
+        record = record.with_refresh_token(Secret::new(refresh));
+    }
+    if let Some(at) = text("expires_at")? {
+        let at = parse_rfc3339(at).ok_or_else(|| {
+            invalid("`expires_at` must be an RFC 3339 time such as `2030-01-31T12:00:00Z`")
+        })?;
+        record = record.with_expires_at(at);
+    }
+    let key = connector.source.key(&connection);
+    let existed = state
+        .store()
+        .get(&key)
+        .await
+        .map(|found| found.is_some())
+        .unwrap_or(false);
+    let summary = summary(&key, Ok(Some(&record)));
+    connector
+        .source
+        .put_credentials(&connection, record)
+        .await
+        .map_err(|e| ApiError::store(&e))?;
+    tracing::info!(
+        integration = %connector.name,
+        connection = %connection,
+        replaced = existed,
+        "credentials imported"
+    );
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(summary)).into_response())
+}
+
+/// Lists connections, without secrets; `?integration=<name>` for one integration.
+pub(crate) async fn list(
+    State(state): State<ProxyState>,
+    _auth: Authorized,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let only = query.as_deref().and_then(|q| {
+        crate::oauth::form_pairs(q)
+            .find(|(name, _)| name == "integration")
+            .map(|(_, value)| value)
+    });
+    if let Some(name) = &only {
+        state.connector(name)?;
+    }
+    let mut connections = Vec::new();
+    for connector in state.connectors() {
+        if only.as_deref().is_some_and(|name| name != &*connector.name) {
+            continue;
+        }
+        let ids = state
+            .store()
+            .list(&connector.name)
+            .await
+            .map_err(|e| ApiError::store(&e))?;
+        for id in ids {
+            let key = connector.source.key(&id);
+            let found = state.store().get(&key).await;
+            match found {
+                Ok(None) => {} // deleted meanwhile
+                Ok(Some(stored)) => connections.push(summary(&key, Ok(Some(&stored.record)))),
+                Err(error) => connections.push(summary(&key, Err(&error))),
+            }
+        }
+    }
+    Ok(Json(json!({ "connections": connections })).into_response())
+}
+
+/// Deletes a connection's credentials.
+pub(crate) async fn remove(
+    State(state): State<ProxyState>,
+    _auth: Authorized,
+    Path((integration, connection)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let connector = state.connector(&integration)?;
+    let connection = connection_id(&connection)?;
+    let key = connector.source.key(&connection);
+    let deleted = state
+        .store()
+        .delete(&key)
+        .await
+        .map_err(|e| ApiError::store(&e))?;
+    connector.source.forget(&connection);
+    if !deleted {
+        return Err(ApiError::unknown_connection(
+            &integration,
+            connection.as_str(),
+        ));
+    }
+    tracing::info!(integration = %connector.name, connection = %connection, "connection deleted");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::bad_request("invalid_request", message)
+}
+
+fn connection_id(id: &str) -> Result<ConnectionId, ApiError> {
+    if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
+        return Err(invalid(
+            "the connection id must be 1 to 256 characters, without control characters",
+        ));
+    }
+    Ok(ConnectionId::new(id))
+}
+
+/// The body as a JSON object of known fields. Messages name fields, never quote values
+/// (a value may be a token).
+fn read_body(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        invalid(format!(
+            "the body is not JSON (line {}, column {}); send {{\"access_token\": \"…\", \
+             \"refresh_token\": \"…\", \"expires_at\": \"RFC 3339\"}}, the last two optional",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let Value::Object(fields) = value else {
+        return Err(invalid("the body must be a JSON object"));
+    };
+    if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(invalid(format!(
+            "unknown field `{}`; the fields are {}",
+            printable(unknown),
+            FIELDS.join(", ")
+        )));
+    }
+    Ok(fields)
+}
+
+/// A connection as `GET /connections` shows it: never a token.
+fn summary(key: &StoreKey, record: Result<Option<&TokenRecord>, &StoreError>) -> Value {
+    match record {
+        Ok(Some(record)) => json!({
+            "integration": key.integration(),
+            "connection_id": key.connection().as_str(),
+            "status": record.status.as_str(),
+            "last_error": record.last_error,
+            "expires_at": record.expires_at.map(format_rfc3339),
+            "refreshable": record.refresh_token.is_some()
+                && record.status != TokenStatus::NeedsReauthorization,
+            "scopes": record.scopes,
+            "updated_at": format_rfc3339(record.updated_at),
+        }),
+        Ok(None) => json!({
+            "integration": key.integration(),
+            "connection_id": key.connection().as_str(),
+            "status": "missing",
+        }),
+        Err(error) => json!({
+            "integration": key.integration(),
+            "connection_id": key.connection().as_str(),
+            "status": "unreadable",
+            "last_error": error.to_string(),
+        }),
+    }
+}

@@ -1,0 +1,80 @@
+//! `blueprint-proxy`: the ready-to-run server. It holds OAuth connections and forwards
+//! calls to any endpoint of an integration's API through the Blueprint stack (logging,
+//! retries with deadlines, rate-limit pacing, token refresh, auth injection), so that
+//! programs in any language can call Intercom without writing Rust.
+//!
+//! ```sh
+//! BLUEPRINT_SECRET_KEY=$(openssl rand -hex 32) INTERCOM_CLIENT_SECRET=… \
+//!     cargo run -p blueprint-proxy -- --config examples/integrations.yaml
+//! ```
+//!
+//! # Routes
+//!
+//! | route | what |
+//! |---|---|
+//! | `ANY /proxy/{path}` | with `Provider-Config-Key: <integration>` and `Connection-Id: <id>`: the call, with the connection's token, to the integration's base URL; the answer streamed back as the provider sent it |
+//! | `GET /oauth/connect/{integration}?connection_id=<id>` | 302 to the provider's authorization page (random single-use `state`, PKCE where the blueprint says so) |
+//! | `GET /oauth/callback` | exchanges the code, stores the credentials, answers a small HTML page |
+//! | `PUT /connections/{integration}/{id}` | imports `{"access_token", "refresh_token"?, "expires_at"?}` |
+//! | `GET /connections` | every connection with its status (`ok`, `needs_reauthorization`, `refresh_failing`) and last error, no secret |
+//! | `DELETE /connections/{integration}/{id}` | forgets a connection |
+//! | `GET /healthz` | liveness |
+//! | `GET /metrics` | Prometheus text format; see [`Metrics`] |
+//!
+//! Every route but `/healthz` and `/oauth/*` needs `Authorization: Bearer
+//! <BLUEPRINT_SECRET_KEY>`, compared in constant time. The proxy's own errors are JSON
+//! `{"error":{"code":"…","message":"…"}}` ([`ApiError`] lists the codes).
+//!
+//! # How a call goes through
+//!
+//! The proxy builds one stack per integration with
+//! [`StackBuilder::with_shared_tokens`](blueprint::StackBuilder::with_shared_tokens) over
+//! one shared hyper client; each stack's token source is an
+//! [`OAuth2TokenSource`](blueprint_refresh::OAuth2TokenSource) over the one shared store,
+//! so imported tokens and OAuth tokens come from the same place. The request goes into the
+//! stack with a *relative* target built from the raw, still percent-encoded path (`/me?x=1`);
+//! the engine's base-URL layer joins it onto the integration's base URL and refuses any
+//! path that would leave it (`..`, `%2e%2e`, `%2f`, backslashes, absolute URLs), which the
+//! proxy answers with 400 `invalid_path`. The caller's body is streamed (the retry and
+//! refresh layers keep up to 64 KiB to send again), and so is the answer.
+//!
+//! # Example
+//!
+//! ```
+//! use blueprint::Integrations;
+//! use blueprint_proxy::{Proxy, SecretKey, registry};
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let yaml = "integrations:\n  intercom:\n    extends_blueprint: intercom\n";
+//! let integrations = Integrations::parse(yaml, "integrations.yaml", &registry()?, |_| None)?;
+//! let proxy = Proxy::builder(integrations, SecretKey::new("a-key-of-16-chars-or-more")?).build()?;
+//!
+//! let request = http::Request::get("/proxy/me")
+//!     .header("provider-config-key", "intercom")
+//!     .header("connection-id", "acme")
+//!     .body(axum::body::Body::empty())?;
+//! let response = proxy.router().oneshot(request).await?;
+//! assert_eq!(response.status(), 401); // no `Authorization: Bearer <key>`
+//! # Ok(())
+//! # }
+//! ```
+
+mod app;
+mod auth;
+pub mod cli;
+mod connections;
+mod error;
+mod metrics;
+mod oauth;
+mod proxy;
+mod server;
+mod time;
+
+pub use app::{BuildError, Proxy, ProxyBuilder, check, registry};
+pub use auth::{MIN_SECRET_KEY_LEN, SECRET_KEY_VAR, SecretKey, SecretKeyError};
+pub use error::ApiError;
+pub use metrics::Metrics;
+pub use proxy::{CONNECTION_ID, PROVIDER_CONFIG_KEY};
+pub use server::{serve, shutdown_signal};

@@ -1,0 +1,373 @@
+//! `ANY /proxy/{*path}`: a caller's request, through the integration's stack, with the
+//! connection's token; the provider's answer streamed back.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use blueprint::Error as StackError;
+use blueprint_core::{Attempt, ConnectionId, NeedsReauthorization, TokenError, TokenErrorKind};
+use http::header::{self, HeaderMap, HeaderName};
+use http::{StatusCode, Uri};
+use tokio::time::Instant;
+use tower::ServiceExt as _;
+
+use crate::app::ProxyState;
+use crate::auth::Authorized;
+use crate::error::{ApiError, printable};
+
+/// The header that names the integration (as Nango's proxy does).
+pub const PROVIDER_CONFIG_KEY: HeaderName = HeaderName::from_static("provider-config-key");
+/// The header that names the connection.
+pub const CONNECTION_ID: HeaderName = HeaderName::from_static("connection-id");
+
+/// The route's prefix, taken off the raw path.
+const PREFIX: &str = "/proxy";
+
+/// The longest connection id accepted.
+const MAX_CONNECTION_ID: usize = 256;
+
+/// Headers of the caller's request that are not forwarded: hop-by-hop headers (RFC 9110
+/// section 7.6.1), `Host` (the stack sets the provider's), the caller's credentials meant
+/// for the proxy, and the proxy's own control headers.
+const REQUEST_DROP: [HeaderName; 14] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("proxy-connection"),
+    header::HOST,
+    header::AUTHORIZATION,
+    header::COOKIE,
+    PROVIDER_CONFIG_KEY,
+    CONNECTION_ID,
+];
+
+/// Hop-by-hop headers of the provider's answer, not passed back.
+const RESPONSE_DROP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("proxy-connection"),
+];
+
+/// What the access log says about one call.
+struct Call<'a> {
+    integration: &'a str,
+    connection: &'a str,
+    method: &'a http::Method,
+    path: &'a str,
+}
+
+pub(crate) async fn forward(
+    State(state): State<ProxyState>,
+    _auth: Authorized,
+    request: Request,
+) -> Response {
+    let started = Instant::now();
+    let _in_flight = state.metrics().in_flight();
+    let (parts, body) = request.into_parts();
+    let refused = |error: ApiError| {
+        tracing::warn!(
+            target: "blueprint_proxy::access",
+            method = %parts.method,
+            status = error.status().as_u16(),
+            error.code = error.code(),
+            error.message = error.message(),
+            "refused"
+        );
+        error.into_response()
+    };
+    let (integration, connection) = match names(&parts.headers) {
+        Ok(names) => names,
+        Err(error) => return refused(error),
+    };
+    let connector = match state.connector(integration) {
+        Ok(connector) => connector,
+        Err(error) => return refused(error),
+    };
+    let path = parts.uri.path();
+    let call = Call {
+        integration,
+        connection,
+        method: &parts.method,
+        path: path.strip_prefix(PREFIX).unwrap_or(path),
+    };
+    let outcome = send(connector, &call, &parts, body).await;
+    let elapsed = started.elapsed();
+    let response = match outcome {
+        Ok((response, attempts)) => {
+            connector.metrics.record_latency(elapsed);
+            log(&call, response.status(), attempts, elapsed, None);
+            response
+        }
+        Err(Failure::BeforeStack(error)) => {
+            log(&call, error.status(), 0, elapsed, Some(&error));
+            error.into_response()
+        }
+        Err(Failure::InStack(error, attempts)) => {
+            connector.metrics.record_latency(elapsed);
+            log(&call, error.status(), attempts, elapsed, Some(&error));
+            error.into_response()
+        }
+    };
+    connector.metrics.record_status(response.status().as_u16());
+    response
+}
+
+enum Failure {
+    /// Refused before anything reached the stack.
+    BeforeStack(ApiError),
+    /// The stack failed, after this many attempts (0 when unknown).
+    InStack(ApiError, u32),
+}
+
+/// The integration and connection the caller named.
+fn names(headers: &HeaderMap) -> Result<(&str, &str), ApiError> {
+    let text = |name: &HeaderName| -> Result<&str, ApiError> {
+        let value = headers.get(name).ok_or_else(|| {
+            ApiError::bad_request(
+                "missing_header",
+                format!(
+                    "the `{name}` header is missing: send `Provider-Config-Key: <integration>` \
+                     and `Connection-Id: <connection>`"
+                ),
+            )
+        })?;
+        let text = value
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= MAX_CONNECTION_ID)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_header",
+                    format!(
+                        "the `{name}` header must be 1 to {MAX_CONNECTION_ID} visible ASCII \
+                         characters"
+                    ),
+                )
+            })?;
+        Ok(text)
+    };
+    let integration = text(&PROVIDER_CONFIG_KEY)?;
+    let connection = text(&CONNECTION_ID)?;
+    Ok((integration, connection))
+}
+
+/// Sends the call through the integration's stack.
+async fn send(
+    connector: &crate::app::Connector,
+    call: &Call<'_>,
+    parts: &http::request::Parts,
+    body: Body,
+) -> Result<(Response, u32), Failure> {
+    // The target is built from the raw path, still percent-encoded, so that the engine's
+    // base-URL layer sees `%2e%2e` and `%2f` as sent and refuses them.
+    let target = match parts.uri.query() {
+        Some(query) => format!("{}?{query}", call.path),
+        None => call.path.to_owned(),
+    };
+    let uri: Uri = target.parse().map_err(|_| {
+        Failure::BeforeStack(ApiError::bad_request(
+            "invalid_path",
+            "the path and query cannot form a request target",
+        ))
+    })?;
+    let mut request = http::Request::new(body);
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = uri;
+    let headers = request.headers_mut();
+    let named_by_connection = connection_named(&parts.headers);
+    for (name, value) in &parts.headers {
+        if REQUEST_DROP.contains(name) || named_by_connection.iter().any(|n| n == name) {
+            continue;
+        }
+        headers.append(name.clone(), value.clone());
+    }
+    request
+        .extensions_mut()
+        .insert(ConnectionId::new(call.connection));
+
+    match connector.stack.clone().oneshot(request).await {
+        Ok(response) => {
+            let attempts = response
+                .extensions()
+                .get::<Attempt>()
+                .map_or(1, |a| a.number());
+            if response
+                .extensions()
+                .get::<NeedsReauthorization>()
+                .is_some()
+            {
+                return Err(Failure::InStack(
+                    needs_reauthorization(call, "the provider refused the connection's token"),
+                    attempts,
+                ));
+            }
+            Ok((pass_through(response), attempts))
+        }
+        Err(error) => Err(Failure::InStack(classify(call, &error), 0)),
+    }
+}
+
+/// Headers named by the caller's `Connection` header: hop-by-hop too.
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+        .collect()
+}
+
+/// The provider's answer, streamed: status and headers as received, less hop-by-hop ones.
+fn pass_through<B>(response: http::Response<B>) -> Response
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<blueprint_core::BoxError>,
+{
+    let (mut parts, body) = response.into_parts();
+    let named = connection_named(&parts.headers);
+    for name in RESPONSE_DROP.iter().chain(&named) {
+        parts.headers.remove(name);
+    }
+    // Extensions of the client and layers stay inside the proxy, and the provider's HTTP
+    // version (1.0, 2) is not this connection's.
+    parts.extensions = http::Extensions::new();
+    parts.version = http::Version::default();
+    Response::from_parts(parts, Body::new(body))
+}
+
+fn needs_reauthorization(call: &Call<'_>, why: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::FAILED_DEPENDENCY,
+        "needs_reauthorization",
+        format!(
+            "{why}: connection `{}` of `{}` must be authorized again (GET /oauth/connect/{}?connection_id=… or PUT /connections/{}/…)",
+            printable(call.connection),
+            call.integration,
+            call.integration,
+            call.integration
+        ),
+    )
+}
+
+/// The proxy's answer for a call the stack failed.
+fn classify(call: &Call<'_>, error: &StackError) -> ApiError {
+    let token_kind = error.find::<TokenError>().map(TokenError::kind);
+    if error.is_invalid_path() {
+        let reason = error
+            .find::<blueprint::InvalidPath>()
+            .map_or("it would leave the integration's base URL", |e| e.reason());
+        return ApiError::bad_request(
+            "invalid_path",
+            format!("the path was refused, nothing was sent: {reason}"),
+        );
+    }
+    if token_kind == Some(TokenErrorKind::NotFound) {
+        return ApiError::unknown_connection(call.integration, call.connection);
+    }
+    if error.needs_reauthorization() {
+        return needs_reauthorization(call, "the connection's credentials were refused");
+    }
+    if error.is_rate_limited() {
+        let after = error.retry_after().unwrap_or(Duration::from_secs(1));
+        return ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "connection `{}` has spent its rate limit and it frees up after the call's \
+                 deadline; nothing was sent: try again after {} s",
+                printable(call.connection),
+                crate::error::retry_after_secs(after)
+            ),
+        )
+        .retry_after(after);
+    }
+    if error.is_deadline() {
+        return ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "deadline_exceeded",
+            format!("the call's deadline passed before the provider answered: {error}"),
+        );
+    }
+    if error.is_timeout() {
+        return ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            format!("the provider did not answer in time: {error}"),
+        );
+    }
+    if error.is_token_unavailable() {
+        let api = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "token_unavailable",
+            format!("no access token could be had for now; nothing was sent: {error}"),
+        );
+        return match error.retry_after() {
+            Some(after) => api.retry_after(after),
+            None => api,
+        };
+    }
+    if error.is_transport() {
+        return ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_unreachable",
+            format!("the provider could not be reached: {error}"),
+        );
+    }
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        "upstream_error",
+        format!("the call failed without an answer: {error}"),
+    )
+}
+
+/// The access log: one line per call, never a header or query value.
+fn log(
+    call: &Call<'_>,
+    status: StatusCode,
+    attempts: u32,
+    elapsed: Duration,
+    error: Option<&ApiError>,
+) {
+    let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+    match error {
+        None => tracing::info!(
+            target: "blueprint_proxy::access",
+            integration = call.integration,
+            connection = call.connection,
+            method = %call.method,
+            path = call.path,
+            status = status.as_u16(),
+            attempts,
+            duration_ms,
+            "proxied"
+        ),
+        Some(error) => tracing::warn!(
+            target: "blueprint_proxy::access",
+            integration = call.integration,
+            connection = call.connection,
+            method = %call.method,
+            path = call.path,
+            status = status.as_u16(),
+            attempts,
+            duration_ms,
+            error.code = error.code(),
+            error.message = error.message(),
+            "proxied"
+        ),
+    }
+}

@@ -1,0 +1,137 @@
+//! The command line of the real binary: help, `check`, and refusing to start without a
+//! usable secret key. (Having an integration test here also makes `cargo test --workspace`
+//! build the binary, which the root `tests/proxy_process.rs` runs.)
+
+#![allow(clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_blueprint-proxy");
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env_remove("BLUEPRINT_SECRET_KEY")
+        .env_remove("BLUEPRINT_ENCRYPTION_KEY")
+        .env_remove("INTERCOM_CLIENT_SECRET");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().expect("the binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn config(name: &str, yaml: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("bp-cli-{}-{name}.yaml", std::process::id()));
+    std::fs::write(&path, yaml).expect("write config");
+    path
+}
+
+#[test]
+fn help_documents_every_flag_and_variable() {
+    let output = run(&["--help"], &[]);
+    assert!(output.status.success());
+    let help = text(&output.stdout);
+    for word in [
+        "--config",
+        "--listen",
+        "--store",
+        "--log-format",
+        "--shutdown-grace",
+        "check",
+        "BLUEPRINT_SECRET_KEY",
+        "BLUEPRINT_ENCRYPTION_KEY",
+        "BLUEPRINT_PUBLIC_URL",
+        "RUST_LOG",
+        "/proxy/",
+        "/metrics",
+    ] {
+        assert!(
+            help.contains(word),
+            "--help does not mention {word}:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn check_prints_the_integrations_with_secrets_redacted() {
+    let path = config(
+        "ok",
+        "integrations:\n  intercom:\n    extends_blueprint: intercom\n    oauth_client_id: app\n    oauth_client_secret: ${INTERCOM_CLIENT_SECRET}\n",
+    );
+    let output = run(
+        &["check", "--config", path.to_str().unwrap()],
+        &[("INTERCOM_CLIENT_SECRET", "very-secret-value")],
+    );
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    assert!(stdout.contains("intercom: extends intercom:v0"), "{stdout}");
+    assert!(
+        stdout.contains("oauth_client_secret: <redacted>"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ok: the configuration is valid"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("very-secret-value"), "{stdout}");
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn check_names_the_file_line_and_key_of_a_mistake() {
+    let path = config(
+        "typo",
+        "integrations:\n  intercom:\n    extends_blueprint: intercom\n    base_ulr: https://x.test/\n",
+    );
+    let output = run(&["check", "--config", path.to_str().unwrap()], &[]);
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(":4:5: `integrations.intercom.base_ulr`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("did you mean `base_url`"), "{stderr}");
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn serving_needs_a_usable_secret_key() {
+    let path = config(
+        "key",
+        "integrations:\n  intercom:\n    extends_blueprint: intercom\n",
+    );
+    let args = [
+        "--config",
+        path.to_str().unwrap(),
+        "--store",
+        "sqlite:///nonexistent/dir/x.db",
+    ];
+    let missing = run(&args, &[]);
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing.stderr).contains("BLUEPRINT_SECRET_KEY is not set"),
+        "{}",
+        text(&missing.stderr)
+    );
+    let short = run(&args, &[("BLUEPRINT_SECRET_KEY", "tooshort")]);
+    assert!(!short.status.success());
+    let stderr = text(&short.stderr);
+    assert!(stderr.contains("at least 16"), "{stderr}");
+    assert!(!stderr.contains("tooshort"), "{stderr}");
+    let bad_encryption = run(
+        &args,
+        &[
+            ("BLUEPRINT_SECRET_KEY", "a-long-enough-secret-key"),
+            ("BLUEPRINT_ENCRYPTION_KEY", "not-base64!"),
+        ],
+    );
+    assert!(!bad_encryption.status.success());
+    assert!(text(&bad_encryption.stderr).contains("BLUEPRINT_ENCRYPTION_KEY is not a usable key"));
+    let _ = std::fs::remove_file(path);
+}

@@ -1,0 +1,158 @@
+//! Metrics and logs of the proxy's router, in this process: alone in its test binary,
+//! because it installs a `tracing` subscriber and counts events, which tests running on
+//! other threads would disturb.
+
+mod proxy_support;
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use http::Method;
+use proxy_support::{CLIENT_SECRET, FAST_RETRY, InProcess, KEY, yaml};
+use serde_json::json;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use wiremock::matchers::{body_string_contains, header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const TOKEN: &str = "tok_IMPORTED_4b1d";
+const OAUTH_TOKEN: &str = "tok_FROM_OAUTH_9e7a";
+const REFRESH: &str = "rt_REFRESH_55c3";
+
+/// Everything a subscriber writes, shared with the test.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+// One thread (the default test runtime): the subscriber set for this thread sees every task.
+#[tokio::test]
+async fn metrics_count_calls_retries_and_refreshes_and_logs_hold_no_secret() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/auth/eagle/token"))
+        .and(body_string_contains(
+            format!("refresh_token={REFRESH}").as_str(),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "token_type": "Bearer", "access_token": OAUTH_TOKEN, "expires_in": 3600
+        })))
+        .expect(1)
+        .mount(&upstream)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/me"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .mount(&upstream)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/me"))
+        .and(header(
+            "authorization",
+            format!("Bearer {OAUTH_TOKEN}").as_str(),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_string("me"))
+        .mount(&upstream)
+        .await;
+    let proxy = InProcess::start(&yaml(&upstream.uri(), FAST_RETRY, "")).await;
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(proxy.proxy.metrics().event_layer())
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(logs.clone())
+                .with_ansi(false)
+                .with_filter(tracing_subscriber::filter::LevelFilter::DEBUG),
+        );
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    proxy
+        .import(
+            "intercom",
+            "acme",
+            json!({ "access_token": TOKEN, "refresh_token": REFRESH, "expires_at": "2001-01-01T00:00:00Z" }),
+        )
+        .await;
+    // The token is refreshed, the first attempt gets a 503, the retry a 200.
+    let me = proxy
+        .send(proxy.proxy(Method::GET, "/me?email=ada@example.com", "intercom", "acme"))
+        .await;
+    assert_eq!((me.status, me.text().as_str()), (200, "me"));
+    let missing = proxy
+        .send(proxy.proxy(Method::GET, "/me", "intercom", "nobody"))
+        .await;
+    assert_eq!(missing.status, 404);
+    let unauthorized = proxy.send(http::Request::get(proxy.url("/proxy/me"))).await;
+    assert_eq!(unauthorized.status, 401);
+
+    let metrics = proxy.metrics().await;
+    for line in [
+        "blueprint_proxy_requests_total{integration=\"intercom\",status=\"200\"} 1\n",
+        "blueprint_proxy_requests_total{integration=\"intercom\",status=\"404\"} 1\n",
+        "blueprint_proxy_errors_total{code=\"unknown_connection\"} 1\n",
+        "blueprint_proxy_errors_total{code=\"unauthorized\"} 1\n",
+        "blueprint_proxy_upstream_duration_seconds_count{integration=\"intercom\"} 2\n",
+        "blueprint_proxy_upstream_duration_seconds_bucket{integration=\"intercom\",le=\"+Inf\"} 2\n",
+        "blueprint_proxy_retries_total 1\n",
+        "blueprint_proxy_token_refreshes_total{outcome=\"started\"} 1\n",
+        "blueprint_proxy_token_refreshes_total{outcome=\"failed\"} 0\n",
+        "blueprint_proxy_in_flight 0\n",
+    ] {
+        assert!(metrics.contains(line), "no {line:?} in\n{metrics}");
+    }
+
+    let text = logs.text();
+    let access: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("blueprint_proxy::access"))
+        .collect();
+    assert_eq!(access.len(), 2, "one line per proxied call:\n{text}");
+    for want in [
+        "integration=\"intercom\"",
+        "connection=\"acme\"",
+        "method=GET",
+        "path=\"/me\"",
+        "status=200",
+        "attempts=2",
+        "duration_ms=",
+    ] {
+        assert!(access[0].contains(want), "{want} missing in {}", access[0]);
+    }
+    assert!(access[1].contains("unknown_connection"), "{}", access[1]);
+    for secret in [
+        KEY,
+        TOKEN,
+        OAUTH_TOKEN,
+        REFRESH,
+        CLIENT_SECRET,
+        "ada@example.com",
+    ] {
+        assert!(!text.contains(secret), "the logs hold {secret:?}:\n{text}");
+    }
+    proxy.stop().await;
+}
