@@ -399,9 +399,17 @@ impl Blueprint {
 /// Whether a header name suggests a credential (its value is then marked sensitive).
 fn looks_secret(name: &HeaderName) -> bool {
     let name = name.as_str();
-    ["authorization", "cookie", "token", "secret", "key", "password", "signature"]
-        .iter()
-        .any(|word| name.contains(word))
+    [
+        "authorization",
+        "cookie",
+        "token",
+        "secret",
+        "key",
+        "password",
+        "signature",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
 }
 
 /// A blueprint setting that cannot work; names the setting.
