@@ -48,3 +48,8 @@ pub use client::{BuildError, Call, IntercomBuilder, IntercomClient, IntercomLaye
 pub use definition::{API_VERSION, BLUEPRINT_ID, IntercomRegion, US_BASE_URL, intercom};
 pub use error::{ApiError, ErrorItem, IntercomError};
 pub use pagination::Paginate;
+
+/// The repository README's Rust examples, compiled as doc tests so they stay true.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
