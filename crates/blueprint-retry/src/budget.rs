@@ -11,6 +11,33 @@ use crate::config::InvalidConfig;
 /// One retry costs this many units; a first attempt deposits `ratio` of it.
 const RETRY_COST: i64 = 1000;
 const SLOTS: usize = 10;
+/// Deposits go to the calling thread's shard, so threads depositing at once do not fight
+/// over one cache line; a withdrawal (rare) sums every shard.
+const SHARDS: usize = 8;
+
+/// One thread group's counters, alone on its cache lines.
+#[repr(align(128))]
+#[derive(Default)]
+struct Shard {
+    slots: [AtomicI64; SLOTS],
+}
+
+/// The shard of the current thread: threads take shards in turn as they first deposit.
+fn my_shard() -> usize {
+    use std::cell::Cell;
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: Cell<Option<usize>> = const { Cell::new(None) };
+    }
+    SHARD.with(|shard| {
+        shard.get().unwrap_or_else(|| {
+            let assigned = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+            shard.set(Some(assigned));
+            assigned
+        })
+    })
+}
 
 /// Limits retries to a fraction of first attempts over a sliding window, plus a small floor.
 ///
@@ -25,7 +52,7 @@ const SLOTS: usize = 10;
 pub struct RetryBudget {
     start: Instant,
     slot_width: Duration,
-    slots: [AtomicI64; SLOTS],
+    shards: [Shard; SHARDS],
     /// How many slot widths after `start` the newest slot begins.
     generation: AtomicU64,
     deposit: i64,
@@ -68,7 +95,7 @@ impl RetryBudget {
         Ok(RetryBudget {
             start: Instant::now(),
             slot_width: window / SLOTS as u32,
-            slots: Default::default(),
+            shards: Default::default(),
             generation: AtomicU64::new(0),
             deposit,
             reserve,
@@ -104,10 +131,14 @@ impl RetryBudget {
     }
 
     fn balance(&self) -> i64 {
-        self.slots.iter().map(|s| s.load(Ordering::Acquire)).sum()
+        self.shards
+            .iter()
+            .flat_map(|shard| &shard.slots)
+            .map(|s| s.load(Ordering::Acquire))
+            .sum()
     }
 
-    /// The slot for now, clearing slots that fell out of the window.
+    /// This thread's counter for now, clearing slots that fell out of the window.
     fn current(&self) -> &AtomicI64 {
         let elapsed = Instant::now().saturating_duration_since(self.start);
         let now_gen = u64::try_from(elapsed.as_nanos() / self.slot_width.as_nanos().max(1))
@@ -123,14 +154,16 @@ impl RetryBudget {
                 Ok(_) => {
                     let stale = (now_gen - seen).min(SLOTS as u64);
                     for g in (now_gen - stale + 1)..=now_gen {
-                        self.slots[slot_index(g)].store(0, Ordering::Release);
+                        for shard in &self.shards {
+                            shard.slots[slot_index(g)].store(0, Ordering::Release);
+                        }
                     }
                     break;
                 }
                 Err(actual) => seen = actual,
             }
         }
-        &self.slots[slot_index(now_gen)]
+        &self.shards[my_shard()].slots[slot_index(now_gen)]
     }
 }
 
@@ -146,7 +179,7 @@ impl Default for RetryBudget {
         RetryBudget {
             start: Instant::now(),
             slot_width: Duration::from_secs(1),
-            slots: Default::default(),
+            shards: Default::default(),
             generation: AtomicU64::new(0),
             deposit,
             reserve,
