@@ -25,11 +25,13 @@ pin_project! {
         state: State<S::Future, B>,
         ctx: Ctx<B>,
         // The service for the replay (and, when the first call had to wait, for that too).
-        service: Option<S>,
+        // Boxed, like everything used only off the fast path: the future is moved on every
+        // call and nested in every layer above, so its size costs on every call.
+        service: Option<Box<S>>,
         // Where the replay's service is cloned from when `service` is empty.
         spare: Option<Arc<S>>,
         // The 401 kept while a fresh token is fetched, returned if no replay happens.
-        held: Option<S::Response>,
+        held: Option<Box<S::Response>>,
     }
 }
 
@@ -85,9 +87,9 @@ pub(crate) struct Ctx<B> {
     token: Option<TokenFuture>,
     // The token the current attempt is sent with.
     used: Option<AccessToken>,
-    // Copies for the replay, kept only when the body can be replayed.
-    replay_head: Option<Request<()>>,
-    replay_body: Option<ReplayBody<B>>,
+    // Copies for the replay, kept only when the body can be replayed and a refresh could
+    // help.
+    replay: Option<Box<(Request<()>, ReplayBody<B>)>>,
 }
 
 impl<B> Ctx<B> {
@@ -97,8 +99,7 @@ impl<B> Ctx<B> {
             connection,
             token: None,
             used: None,
-            replay_head: None,
-            replay_body: None,
+            replay: None,
         }
     }
 
@@ -108,8 +109,7 @@ impl<B> Ctx<B> {
             connection: ConnectionId::DEFAULT,
             token: None,
             used: None,
-            replay_head: None,
-            replay_body: None,
+            replay: None,
         }
     }
 
@@ -127,8 +127,7 @@ impl<B> Ctx<B> {
     {
         self.used = Some(token);
         if let Some(copy) = body.try_clone().filter(|_| keep_copy) {
-            self.replay_head = Some(copy_head(&head));
-            self.replay_body = Some(copy);
+            self.replay = Some(Box::new((copy_head(&head), copy)));
         }
         let (parts, ()) = head.into_parts();
         service.call(Request::from_parts(parts, body))
@@ -164,7 +163,7 @@ where
         ResponseFuture {
             state: State::Preparing { prep },
             ctx,
-            service: Some(ready_service),
+            service: Some(Box::new(ready_service)),
             spare: None,
             held: None,
         }
@@ -284,7 +283,7 @@ where
                         source.invalidate(&ctx.connection, used);
                     }
                     ctx.token = Some(source.token(&ctx.connection));
-                    *this.held = Some(response);
+                    *this.held = Some(Box::new(response));
                     this.state.set(State::Refreshing);
                 }
                 StateProj::Refreshing => {
@@ -297,7 +296,7 @@ where
                         )),
                     };
                     ctx.token = None;
-                    let Some(mut held) = this.held.take() else {
+                    let Some(mut held) = this.held.take().map(|held| *held) else {
                         this.state.set(State::Done);
                         return Poll::Ready(Err(gone()));
                     };
@@ -320,9 +319,9 @@ where
                         return Poll::Ready(Ok(held));
                     };
                     if this.service.is_none() {
-                        *this.service = this.spare.take().map(|spare| S::clone(&spare));
+                        *this.service = this.spare.take().map(|spare| Box::new(S::clone(&spare)));
                     }
-                    if ctx.replay_body.is_none() || this.service.is_none() {
+                    if ctx.replay.is_none() || this.service.is_none() {
                         // The body was not kept: the 401 as it came; the next call has the
                         // fresh token.
                         this.state.set(State::Done);
@@ -333,11 +332,8 @@ where
                 }
                 StateProj::ReadyForReplay => {
                     let ctx = &mut *this.ctx;
-                    let (Some(service), Some(head), Some(body)) = (
-                        this.service.as_mut(),
-                        ctx.replay_head.take(),
-                        ctx.replay_body.take(),
-                    ) else {
+                    let (Some(service), Some(replay)) = (this.service.as_mut(), ctx.replay.take())
+                    else {
                         this.state.set(State::Done);
                         return Poll::Ready(Err(gone()));
                     };
@@ -348,11 +344,11 @@ where
                             return Poll::Ready(Err(error.into()));
                         }
                         Poll::Pending => {
-                            ctx.replay_head = Some(head);
-                            ctx.replay_body = Some(body);
+                            ctx.replay = Some(replay);
                             return Poll::Pending;
                         }
                     }
+                    let (head, body) = *replay;
                     let (parts, ()) = head.into_parts();
                     let future = service.call(Request::from_parts(parts, body));
                     this.state.set(State::Replaying { future });

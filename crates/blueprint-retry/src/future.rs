@@ -32,14 +32,14 @@ pin_project! {
         deadline_timer: Option<Pin<Box<Sleep>>>,
         // The service of the next call: the one polled ready by our caller while the body is
         // read, else made from `spare` when a retry comes.
-        service: Option<S>,
+        service: Option<Box<S>>,
         // A clone of the inner service made when the layer was applied: a retry clones it,
         // so the common call (no retry) pays one reference count, not a clone of the stack.
         spare: Arc<S>,
         shared: Arc<Shared<P>>,
-        // The request head and body to send again; `None` once no retry is possible.
-        parts: Option<Parts>,
-        template: Option<ReplayBody<B>>,
+        // The request head and body to send again; `None` once no retry is possible. Boxed:
+        // the future stays small (it is moved on every call and nested in the layers above).
+        kept: Option<Box<Kept<B>>>,
         attempt: Attempt,
     }
 }
@@ -55,6 +55,12 @@ pin_project! {
     }
 }
 
+/// What a retry sends again. `body` is `None` while the first body is still being read.
+struct Kept<B> {
+    parts: Parts,
+    body: Option<ReplayBody<B>>,
+}
+
 enum Decision<T> {
     Return(Result<T, BoxError>),
     RetryAfter(Duration),
@@ -67,10 +73,10 @@ where
 {
     fn with_state(
         state: State<F, B>,
-        service: Option<S>,
+        service: Option<Box<S>>,
         spare: Arc<S>,
         shared: Arc<Shared<P>>,
-        parts: Option<Parts>,
+        kept: Option<Box<Kept<B>>>,
         deadline: Option<Deadline>,
     ) -> Self {
         let timer = shared.deadline_timer;
@@ -82,8 +88,7 @@ where
             service,
             spare,
             shared,
-            parts,
-            template: None,
+            kept,
             attempt: Attempt::FIRST,
         }
     }
@@ -117,10 +122,10 @@ where
             State::Buffering {
                 buffer: Box::new(buffer),
             },
-            Some(ready),
+            Some(Box::new(ready)),
             spare,
             shared,
-            Some(parts),
+            Some(Box::new(Kept { parts, body: None })),
             deadline,
         )
     }
@@ -143,13 +148,7 @@ impl<F, S, B, P> ResponseFuture<F, S, B, P> {
     /// The request of the first attempt; keeps the head and body for retries when a retry
     /// is possible at all.
     fn first_request(&mut self, parts: Parts, body: ReplayBody<B>) -> Request<ReplayBody<B>> {
-        first_request(
-            self.shared.max_attempts,
-            parts,
-            body,
-            &mut self.parts,
-            &mut self.template,
-        )
+        first_request(self.shared.max_attempts, parts, body, &mut self.kept)
     }
 }
 
@@ -157,13 +156,14 @@ fn first_request<B>(
     max_attempts: u32,
     parts: Parts,
     body: ReplayBody<B>,
-    keep_parts: &mut Option<Parts>,
-    keep_body: &mut Option<ReplayBody<B>>,
+    kept: &mut Option<Box<Kept<B>>>,
 ) -> Request<ReplayBody<B>> {
     if max_attempts > 1 {
         if let Some(copy) = body.try_clone() {
-            *keep_parts = Some(parts.clone());
-            *keep_body = Some(body);
+            *kept = Some(Box::new(Kept {
+                parts: parts.clone(),
+                body: Some(body),
+            }));
             return Request::from_parts(parts, copy);
         }
         tracing::debug!(
@@ -230,16 +230,10 @@ where
                             return Poll::Ready(Err(error));
                         }
                     };
-                    let Some(parts) = this.parts.take() else {
+                    let Some(parts) = this.kept.take().map(|kept| kept.parts) else {
                         return Poll::Ready(Err(polled_after_completion()));
                     };
-                    let request = first_request(
-                        this.shared.max_attempts,
-                        parts,
-                        body,
-                        this.parts,
-                        this.template,
-                    );
+                    let request = first_request(this.shared.max_attempts, parts, body, this.kept);
                     let Some(service) = this.service.as_mut() else {
                         return Poll::Ready(Err(polled_after_completion()));
                     };
@@ -248,13 +242,7 @@ where
                 }
                 StateProj::Calling { future } => {
                     let result = ready!(future.poll(cx)).map_err(Into::into);
-                    match decide(
-                        result,
-                        this.shared,
-                        this.parts,
-                        this.template,
-                        *this.attempt,
-                    ) {
+                    match decide(result, this.shared, this.kept.as_deref(), *this.attempt) {
                         Decision::Return(mut result) => {
                             this.state.set(State::Failed { error: None });
                             *this.deadline_timer = None;
@@ -270,7 +258,7 @@ where
                             // The service that made the last attempt must be polled ready
                             // again; a fresh clone is as good.
                             if this.service.is_none() {
-                                *this.service = Some(S::clone(this.spare));
+                                *this.service = Some(Box::new(S::clone(this.spare)));
                             }
                             this.state.set(State::Waiting {
                                 sleep: Box::pin(tokio::time::sleep(wait)),
@@ -292,13 +280,17 @@ where
                     }
                     let last = this.attempt.number() >= this.shared.max_attempts;
                     // The last attempt takes the kept head and body instead of copying them.
-                    let (parts, body) = if last {
-                        (this.parts.take(), this.template.take())
-                    } else {
-                        (
-                            this.parts.clone(),
-                            this.template.as_ref().and_then(ReplayBody::try_clone),
-                        )
+                    let (parts, body) = match this.kept.take() {
+                        Some(kept) if last => (Some(kept.parts), kept.body),
+                        Some(kept) => {
+                            let copy = (
+                                Some(kept.parts.clone()),
+                                kept.body.as_ref().and_then(ReplayBody::try_clone),
+                            );
+                            *this.kept = Some(kept);
+                            copy
+                        }
+                        None => (None, None),
                     };
                     let (Some(mut parts), Some(body)) = (parts, body) else {
                         return Poll::Ready(Err(polled_after_completion()));
@@ -323,12 +315,15 @@ fn polled_after_completion() -> BoxError {
 fn decide<ResB, B, P: RetryPolicy>(
     result: Result<Response<ResB>, BoxError>,
     shared: &Shared<P>,
-    parts: &Option<Parts>,
-    template: &Option<ReplayBody<B>>,
+    kept: Option<&Kept<B>>,
     attempt: Attempt,
 ) -> Decision<Response<ResB>> {
-    // No head kept: retries are off, the body cannot be replayed, or this was the last.
-    let (Some(parts), Some(_)) = (parts, template) else {
+    // Nothing kept: retries are off, the body cannot be replayed, or this was the last.
+    let Some(Kept {
+        parts,
+        body: Some(_),
+    }) = kept
+    else {
         return Decision::Return(result);
     };
     let info = RequestInfo {

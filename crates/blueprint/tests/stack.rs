@@ -269,3 +269,20 @@ async fn a_401_with_a_fixed_token_is_marked_for_reauthorization_and_sent_once() 
     assert_eq!(marker.map(|m| m.connection.as_str()), Some("acme"));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+/// The stack's future is moved on every call and nested in whatever wraps it: slow-path
+/// state is boxed so it stays small. A regression here costs every request.
+#[test]
+fn the_stack_future_stays_small() {
+    let stack = StackBuilder::new(api("https://api.acme.test"), StaticToken::new("t").unwrap())
+        .service(default_client::<StackBody<Full<Bytes>>>().unwrap())
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _entered = rt.enter();
+    let future = stack.clone().call(req(Method::GET, "/me"));
+    let size = std::mem::size_of_val(&future);
+    assert!(size <= 768, "the stack's future grew to {size} bytes");
+}
