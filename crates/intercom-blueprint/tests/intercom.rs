@@ -22,18 +22,21 @@ use wiremock::matchers::{body_json, header, method, path, query_param, query_par
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 fn client_with(server: &MockServer, tokens: impl blueprint_core::TokenSource) -> IntercomClient {
-    IntercomClient::builder(tokens)
-        .base_url(server.uri())
-        .map_stack(|stack| {
-            stack.map_blueprint(|bp| {
-                bp.map_retry(|r| {
-                    r.deadline = None;
-                    r.attempt_timeout = None;
-                })
-            })
-        })
+    no_timers(IntercomClient::builder(tokens).base_url(server.uri()))
         .client()
         .unwrap()
+}
+
+/// Real sockets with the clock paused: no timer may be pending while a socket is read.
+fn no_timers(builder: intercom_blueprint::IntercomBuilder) -> intercom_blueprint::IntercomBuilder {
+    builder.map_stack(|stack| {
+        stack.map_blueprint(|bp| {
+            bp.map_retry(|r| {
+                r.deadline = None;
+                r.attempt_timeout = None;
+            })
+        })
+    })
 }
 
 fn client(server: &MockServer) -> IntercomClient {
@@ -72,19 +75,13 @@ async fn the_version_can_be_set_per_client_and_per_request() {
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"v": "Preview"})))
         .mount(&server)
         .await;
-    let per_client = IntercomClient::builder(StaticToken::new("t").unwrap())
-        .base_url(server.uri())
-        .version("2.11")
-        .map_stack(|s| {
-            s.map_blueprint(|bp| {
-                bp.map_retry(|r| {
-                    r.deadline = None;
-                    r.attempt_timeout = None;
-                })
-            })
-        })
-        .client()
-        .unwrap();
+    let per_client = no_timers(
+        IntercomClient::builder(StaticToken::new("t").unwrap())
+            .base_url(server.uri())
+            .version("2.11"),
+    )
+    .client()
+    .unwrap();
     let v: Value = per_client.get("/me").await.unwrap();
     assert_eq!(v["v"], "2.11");
     let v: Value = per_client
