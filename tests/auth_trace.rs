@@ -1,8 +1,9 @@
 //! The auth-injection and logging layers together, in front of a real hyper client talking
 //! to a wiremock server on loopback.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, PoisonError};
+mod capture;
+
+use capture::Captured;
 
 use blueprint_auth::{AuthLayer, StaticToken};
 use blueprint_core::{BoxError, ConnectionId};
@@ -14,7 +15,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tower::{ServiceBuilder, ServiceExt};
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::FmtSpan;
 use wiremock::matchers::{header_exists, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -32,36 +32,6 @@ fn get(uri: &str) -> Request<Full<Bytes>> {
         .header("x-request-note", "visible")
         .body(Full::default())
         .unwrap_or_else(|e| panic!("{uri}: {e}"))
-}
-
-/// Everything the subscriber writes, shared with the test.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
-    }
-}
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
 }
 
 async fn closed_port() -> u16 {

@@ -2,15 +2,15 @@
 //! because it installs a `tracing` subscriber and counts events, which tests running on
 //! other threads would disturb.
 
+mod capture;
 mod proxy_support;
 
-use std::sync::{Arc, Mutex, PoisonError};
+use capture::Captured;
 
 use http::Method;
 use proxy_support::{CLIENT_SECRET, FAST_RETRY, InProcess, KEY, yaml};
 use serde_json::json;
 use tracing_subscriber::Layer as _;
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use wiremock::matchers::{body_string_contains, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -18,36 +18,6 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 const TOKEN: &str = "tok_IMPORTED_4b1d";
 const OAUTH_TOKEN: &str = "tok_FROM_OAUTH_9e7a";
 const REFRESH: &str = "rt_REFRESH_55c3";
-
-/// Everything a subscriber writes, shared with the test.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
-    }
-}
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 // One thread (the default test runtime): the subscriber set for this thread sees every task.
 #[tokio::test]
