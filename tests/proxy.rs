@@ -604,7 +604,9 @@ async fn paths_cannot_leave_the_base_url() {
     for target in refused {
         let (status, answer) = proxy.raw(&head(target)).await;
         assert_eq!(status, 400, "{target}: {answer}");
-        if answer.contains("\"error\"") {
+        // hyper itself refuses a raw backslash in the request target, before the proxy
+        // sees it; every other target must be refused by the proxy's path check.
+        if !target.contains('\\') {
             assert!(
                 answer.contains("\"code\":\"invalid_path\""),
                 "{target}: {answer}"

@@ -74,3 +74,29 @@ mod tests {
         assert_eq!(clock.now(), start + Duration::from_secs(90));
     }
 }
+
+/// When a token granted `now` for `expires_in` expires: `None` when the provider's number
+/// would overflow the clock (treated as no expiry), and never more than ten years away.
+pub(crate) fn expiry_after(now: SystemTime, expires_in: Duration) -> Option<SystemTime> {
+    const TEN_YEARS: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+    now.checked_add(expires_in.min(TEN_YEARS))
+}
+
+#[cfg(test)]
+mod expiry_tests {
+    use super::*;
+
+    #[test]
+    fn absurd_expiries_neither_panic_nor_run_forever() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(
+            expiry_after(now, Duration::from_secs(3600)),
+            Some(now + Duration::from_secs(3600))
+        );
+        let capped = expiry_after(now, Duration::from_secs(u64::MAX));
+        assert_eq!(
+            capped,
+            Some(now + Duration::from_secs(10 * 365 * 24 * 3600))
+        );
+    }
+}

@@ -166,7 +166,7 @@ impl AuthorizationFlow {
         let record = TokenRecord {
             access_token,
             refresh_token,
-            expires_at: expires_in.map(|d| now + d),
+            expires_at: expires_in.and_then(|d| crate::clock::expiry_after(now, d)),
             token_type,
             scopes: scopes.unwrap_or_else(|| provider.scopes().to_vec()),
             status: TokenStatus::Ok,
@@ -192,6 +192,9 @@ impl AuthorizationFlow {
 fn printable(text: &str, max: usize) -> String {
     text.chars().filter(|c| !c.is_control()).take(max).collect()
 }
+
+/// The most authorizations kept pending at once (older ones are forgotten first).
+pub const MAX_PENDING: usize = 10_000;
 
 /// Authorizations started and not yet completed: each expires (default 10 minutes) and
 /// can be completed once.
@@ -256,6 +259,19 @@ impl PendingAuthorizations {
             Entry::Pending { expires, .. } => now < *expires + ttl,
             Entry::Used { forget_at, .. } => now < *forget_at,
         });
+        // Bounded memory whoever starts authorizations: past the cap the oldest goes.
+        if entries.len() >= MAX_PENDING {
+            let oldest = entries
+                .iter()
+                .min_by_key(|(_, entry)| match entry {
+                    Entry::Pending { expires, .. } => *expires,
+                    Entry::Used { forget_at, .. } => *forget_at,
+                })
+                .map(|(state, _)| state.clone());
+            if let Some(oldest) = oldest {
+                entries.remove(&oldest);
+            }
+        }
         entries.insert(
             state,
             Entry::Pending {

@@ -102,7 +102,7 @@ pub use clock::{Clock, SystemClock, TokioClock};
 pub use error::TokenUnavailableError;
 pub use flow::{
     AuthorizationFlow, AuthorizationRequest, Authorized, CallbackError, CallbackParams,
-    DEFAULT_PENDING_TTL, Pending, PendingAuthorizations,
+    DEFAULT_PENDING_TTL, MAX_PENDING, Pending, PendingAuthorizations,
 };
 pub use future::ResponseFuture;
 pub use http_client::{DEFAULT_TOKEN_TIMEOUT, HttpClient, HttpClientError};

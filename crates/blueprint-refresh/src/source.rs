@@ -666,7 +666,7 @@ impl Inner {
                     access_token,
                     // Rotation: a new refresh token replaces the old; none keeps the old.
                     refresh_token: rotated.or(Some(refresh_token.clone())),
-                    expires_at: expires_in.map(|d| now + d),
+                    expires_at: expires_in.and_then(|d| crate::clock::expiry_after(now, d)),
                     token_type,
                     scopes: scopes.unwrap_or(leased.scopes),
                     status: TokenStatus::Ok,

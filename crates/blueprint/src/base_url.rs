@@ -160,11 +160,33 @@ fn decode_dots(segment: &str) -> Result<Segment<'_>, InvalidPath> {
             "an encoded slash or backslash is not allowed in a path",
         ));
     }
+    // Double-encoded dots and slashes would become `..` or `/` if the server decodes twice.
+    if ["%252e", "%252f", "%255c"]
+        .iter()
+        .any(|d| lower.contains(d))
+    {
+        return Err(InvalidPath::new(
+            "a double-encoded dot or slash is not allowed in a path",
+        ));
+    }
+    if has_encoded_control(&lower) {
+        return Err(InvalidPath::new(
+            "an encoded control character is not allowed in a path",
+        ));
+    }
     match lower.replace("%2e", ".").as_str() {
         "." => Ok(Segment::Dot),
         ".." => Ok(Segment::DotDot),
         _ => Ok(Segment::Name(segment)),
     }
+}
+
+/// Whether a (lower-cased) segment holds `%00`–`%1f` or `%7f`.
+fn has_encoded_control(lower: &str) -> bool {
+    lower.match_indices('%').any(|(at, _)| {
+        let hex = lower.get(at + 1..at + 3).unwrap_or_default();
+        u8::from_str_radix(hex, 16).is_ok_and(|b| b < 0x20 || b == 0x7f)
+    })
 }
 
 impl fmt::Display for BaseUrl {
@@ -407,6 +429,9 @@ mod tests {
             "https://evil.com/",
             "http://evil.com",
             "/a b",
+            "/%252e%252e/admin",
+            "/a%00b",
+            "/a%0d%0aHost:%20x",
             "/a\r\nHost: x",
         ] {
             assert!(base.resolve(bad).is_err(), "{bad:?} accepted");

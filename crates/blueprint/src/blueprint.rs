@@ -400,13 +400,14 @@ impl Blueprint {
 fn looks_secret(name: &HeaderName) -> bool {
     let name = name.as_str();
     [
-        "authorization",
+        "auth",
         "cookie",
         "token",
         "secret",
         "key",
         "password",
         "signature",
+        "session",
     ]
     .iter()
     .any(|word| name.contains(word))

@@ -63,6 +63,17 @@ impl BlueprintPolicy {
     }
 
     fn rule(&self, method: &Method, path: &str) -> Option<bool> {
+        // A path with dot segments (plain or encoded) goes somewhere else than it reads:
+        // no rule applies to it, the default policy decides (it never resends a POST that
+        // may have been processed).
+        let dotted = path.split('/').any(|segment| {
+            segment == "."
+                || segment == ".."
+                || segment.contains('%') && segment.to_ascii_lowercase().contains("%2e")
+        });
+        if dotted {
+            return None;
+        }
         let path = path
             .strip_prefix(&*self.prefix)
             .filter(|p| p.is_empty() || p.starts_with('/'))

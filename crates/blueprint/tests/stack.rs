@@ -286,3 +286,45 @@ fn the_stack_future_stays_small() {
     let size = std::mem::size_of_val(&future);
     assert!(size <= 768, "the stack's future grew to {size} bytes");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_dotted_path_does_not_borrow_a_retry_rule() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let upstream = service_fn({
+        let calls = calls.clone();
+        move |req: Request<StackBody<Full<Bytes>>>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let path = req.uri().path().to_owned();
+            async move {
+                let mut response = Response::new(Full::<Bytes>::from(path));
+                *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                Ok::<_, BoxError>(response)
+            }
+        }
+    });
+    let bp = api("https://api.acme.test").map_retry(|r| {
+        r.rules = vec![RetryRule {
+            method: Method::POST,
+            path: "/companies*".into(),
+            retry_safe: true,
+        }];
+    });
+    let stack = StackBuilder::new(bp, StaticToken::new("t").unwrap())
+        .service(upstream)
+        .unwrap();
+    // Reads like /companies/…, goes to /messages: a create, never sent twice.
+    let response = stack
+        .clone()
+        .oneshot(req(Method::POST, "/companies/../messages"))
+        .await
+        .unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "/messages");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // The rule still holds for the paths it names.
+    let _ = stack
+        .oneshot(req(Method::POST, "/companies/1"))
+        .await
+        .unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+}

@@ -1,5 +1,7 @@
 //! Streams over Intercom's paginated endpoints.
 
+use std::collections::HashSet;
+
 use futures_util::stream::{self, BoxStream, StreamExt};
 use http::Method;
 use serde::de::DeserializeOwned;
@@ -11,7 +13,7 @@ use crate::client::{Call, IntercomClient};
 use crate::error::IntercomError;
 
 /// Where the next page starts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Cursor {
     Start,
     StartingAfter(String),
@@ -104,7 +106,10 @@ impl Paginate {
     /// The pages, as Intercom sent them. The stream is boxed (once per listing) so it is
     /// `Unpin`: `.next().await` works on it directly.
     pub fn pages(self) -> BoxStream<'static, Result<Value, IntercomError>> {
-        stream::unfold(Some(Cursor::Start), move |cursor| {
+        // The cursors seen so far: a server that repeats or cycles cursors ends the
+        // listing instead of looping forever.
+        let seen: HashSet<Cursor> = HashSet::new();
+        stream::unfold((Some(Cursor::Start), seen), move |(cursor, mut seen)| {
             let this = self.clone();
             async move {
                 let cursor = cursor?;
@@ -115,10 +120,11 @@ impl Paginate {
                 };
                 match page {
                     Ok(page) => {
-                        let next = this.next_cursor(&page).filter(|next| *next != cursor);
-                        Some((Ok(page), next))
+                        seen.insert(cursor);
+                        let next = this.next_cursor(&page).filter(|next| !seen.contains(next));
+                        Some((Ok(page), (next, seen)))
                     }
-                    Err(error) => Some((Err(error), None)),
+                    Err(error) => Some((Err(error), (None, seen))),
                 }
             }
         })
@@ -189,11 +195,13 @@ impl Paginate {
     }
 
     fn next_cursor(&self, page: &Value) -> Option<Cursor> {
+        // A page without items is the last, whatever its cursor says.
+        if !items_of(page, self.items_key.as_deref()).is_some_and(|a| !a.is_empty()) {
+            return None;
+        }
         if let Kind::Scroll = self.kind {
-            let has_items =
-                items_of(page, self.items_key.as_deref()).is_some_and(|a| !a.is_empty());
             let param = page.get("scroll_param")?.as_str()?;
-            return has_items.then(|| Cursor::ScrollParam(param.to_owned()));
+            return Some(Cursor::ScrollParam(param.to_owned()));
         }
         let next = page.get("pages")?.get("next")?;
         if let Some(after) = next.get("starting_after").and_then(Value::as_str) {

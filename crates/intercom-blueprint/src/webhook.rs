@@ -37,6 +37,10 @@ pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 /// assert!(!verify_signature(b"client-secret", body, "md5=00"));
 /// ```
 pub fn verify_signature(secret: &[u8], body: &[u8], signature: &str) -> bool {
+    // Anyone can compute an HMAC with an empty key: nothing signed with it is trusted.
+    if secret.is_empty() {
+        return false;
+    }
     let Some(hex) = signature.trim().strip_prefix("sha1=") else {
         return false;
     };
@@ -98,7 +102,8 @@ impl fmt::Debug for VerifyWebhookLayer {
 }
 
 impl VerifyWebhookLayer {
-    /// Verifies notifications signed with the app's client secret.
+    /// Verifies notifications signed with the app's client secret. An empty secret
+    /// verifies nothing: every notification is refused.
     pub fn new(client_secret: impl AsRef<[u8]>) -> Self {
         VerifyWebhookLayer {
             secret: Arc::from(client_secret.as_ref()),
@@ -205,6 +210,13 @@ where
         let max_body = self.max_body;
         Box::pin(async move {
             let (parts, body) = request.into_parts();
+            // No signature (or no secret to check it with): refused before reading the body.
+            if secret.is_empty() || !parts.headers.contains_key(SIGNATURE_HEADER) {
+                return Ok(refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "missing or invalid X-Hub-Signature",
+                ));
+            }
             let Ok(collected) = Limited::new(body, max_body).collect().await else {
                 return Ok(refuse(
                     StatusCode::PAYLOAD_TOO_LARGE,
@@ -258,5 +270,6 @@ mod tests {
         assert!(!verify_signature(b"s3cret", body, &signature[..44]));
         assert!(!verify_signature(b"s3cret", body, "sha1=zz"));
         assert!(!verify_signature(b"s3cret", body, ""));
+        assert!(!verify_signature(b"", body, &sign(b"", body)));
     }
 }

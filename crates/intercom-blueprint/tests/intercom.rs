@@ -460,3 +460,64 @@ async fn webhooks_are_verified_in_an_axum_app() {
     let (status, _) = send(Some(sign(b"client-secret", &big)), big).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 }
+
+#[tokio::test(start_paused = true)]
+async fn listings_end_when_cursors_cycle_or_a_page_is_empty() {
+    let server = MockServer::start().await;
+    let page = |id: &str, next: &str| {
+        ResponseTemplate::new(200).set_body_json(json!({
+            "type": "list", "data": [{"id": id}], "pages": {"next": {"starting_after": next}}
+        }))
+    };
+    Mock::given(path("/cycle"))
+        .and(query_param_is_missing("starting_after"))
+        .respond_with(page("1", "A"))
+        .mount(&server)
+        .await;
+    Mock::given(path("/cycle"))
+        .and(query_param("starting_after", "A"))
+        .respond_with(page("2", "B"))
+        .mount(&server)
+        .await;
+    Mock::given(path("/cycle"))
+        .and(query_param("starting_after", "B"))
+        .respond_with(page("3", "A"))
+        .mount(&server)
+        .await;
+    Mock::given(path("/empty"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "type": "list", "data": [], "pages": {"next": {"starting_after": "X"}}
+        })))
+        .mount(&server)
+        .await;
+
+    let intercom = client(&server);
+    let ids: Vec<Value> = intercom
+        .list("/cycle")
+        .items()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(
+        ids,
+        [json!({"id": "1"}), json!({"id": "2"}), json!({"id": "3"})]
+    );
+    let none: Vec<Value> = intercom
+        .list("/empty")
+        .items()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert!(none.is_empty());
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(
+        requests.iter().filter(|r| r.url.path() == "/cycle").count(),
+        3
+    );
+    let empty: Vec<_> = requests
+        .iter()
+        .filter(|r| r.url.path() == "/empty")
+        .map(|r| r.url.to_string())
+        .collect();
+    assert_eq!(empty.len(), 1, "{empty:?}");
+}
