@@ -196,7 +196,7 @@ impl Paginate {
 
     fn next_cursor(&self, page: &Value) -> Option<Cursor> {
         // A page without items is the last, whatever its cursor says.
-        if !items_of(page, self.items_key.as_deref()).is_some_and(|a| !a.is_empty()) {
+        if items_of(page, self.items_key.as_deref()).is_none_or(Vec::is_empty) {
             return None;
         }
         if let Kind::Scroll = self.kind {
