@@ -189,6 +189,26 @@ async fn the_oauth_flow_stores_the_connection_and_calls_carry_its_token() {
         .await;
     assert_eq!(again.status, 400, "{}", again.text());
     assert!(again.text().contains("Not connected"), "{}", again.text());
+    // The connection now exists and works: connecting it again without the key would let
+    // anyone put their own account in its place, so it is refused; with the key it works.
+    let takeover = proxy
+        .send(http::Request::get(
+            proxy.url("/oauth/connect/intercom?connection_id=acme"),
+        ))
+        .await;
+    assert_eq!(takeover.status, 403, "{}", takeover.text());
+    assert!(
+        takeover.text().contains("connection_exists"),
+        "{}",
+        takeover.text()
+    );
+    let with_key = proxy
+        .send(
+            http::Request::get(proxy.url("/oauth/connect/intercom?connection_id=acme"))
+                .header("authorization", format!("Bearer {KEY}")),
+        )
+        .await;
+    assert_eq!(with_key.status, 302, "{}", with_key.text());
     // A forged state is refused without a call to the token endpoint.
     let forged = proxy
         .send(http::Request::get(

@@ -117,6 +117,24 @@ impl fmt::Display for SecretKeyError {
 
 impl std::error::Error for SecretKeyError {}
 
+/// The bearer key a request presents in `Authorization`, if any.
+fn presented_key(headers: &http::HeaderMap) -> Option<&[u8]> {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .map(http::HeaderValue::as_bytes)
+        .and_then(|value| {
+            let (scheme, rest) = value.split_at_checked(7)?;
+            scheme
+                .eq_ignore_ascii_case(b"bearer ")
+                .then(|| rest.trim_ascii())
+        })
+}
+
+/// Whether the request carries the proxy's secret key (for routes where it is optional).
+pub(crate) fn carries_key(headers: &http::HeaderMap, state: &ProxyState) -> bool {
+    presented_key(headers).is_some_and(|key| state.secret_key().matches(key))
+}
+
 /// Proof that the request carried the secret key; an extractor that refuses with 401.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Authorized;
@@ -128,16 +146,7 @@ impl FromRequestParts<ProxyState> for Authorized {
         parts: &mut Parts,
         state: &ProxyState,
     ) -> Result<Self, Self::Rejection> {
-        let presented = parts
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .map(http::HeaderValue::as_bytes)
-            .and_then(|value| {
-                let (scheme, rest) = value.split_at_checked(7)?;
-                scheme
-                    .eq_ignore_ascii_case(b"bearer ")
-                    .then(|| rest.trim_ascii())
-            });
+        let presented = presented_key(&parts.headers);
         let authorized = presented.is_some_and(|key| state.secret_key().matches(key));
         if !authorized {
             // At DEBUG: an unauthenticated flood must not flood the logs. Never the key.

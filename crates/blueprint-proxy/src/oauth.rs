@@ -1,13 +1,16 @@
 //! `GET /oauth/connect/{integration}` and `GET /oauth/callback`: the authorization-code
 //! flow. Neither needs the secret key: the random, single-use `state` ties a callback to
-//! the connect that started it.
+//! the connect that started it. One exception guards working connections: re-authorizing
+//! a connection that exists and works needs the key (the caller's backend calls the route
+//! with it and sends the person to the `Location` it answers); otherwise anyone who can
+//! reach the proxy could connect their own account in its place.
 
 use std::fmt::Write as _;
 
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{Html, IntoResponse, Response};
 use blueprint_core::ConnectionId;
-use blueprint_refresh::{CallbackError, CallbackParams};
+use blueprint_refresh::{CallbackError, CallbackParams, TokenStatus};
 use http::{HeaderValue, StatusCode, header};
 
 use crate::app::ProxyState;
@@ -18,6 +21,7 @@ pub(crate) async fn connect(
     State(state): State<ProxyState>,
     Path(integration): Path<String>,
     RawQuery(query): RawQuery,
+    headers: http::HeaderMap,
 ) -> Result<Response, ApiError> {
     let connector = state.connector(&integration)?;
     let Some(flow) = &connector.flow else {
@@ -46,15 +50,31 @@ pub(crate) async fn connect(
                  GET /oauth/connect/<integration>?connection_id=<your id for the account>",
             )
         })?;
-    let authorization = flow
-        .authorize(ConnectionId::new(connection.as_str()))
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
-                format!("the OAuth settings of `{integration}` cannot work: {e}"),
-            )
-        })?;
+    let connection_id = ConnectionId::new(connection.as_str());
+    let existing = state
+        .store()
+        .get(&connector.source.key(&connection_id))
+        .await
+        .ok()
+        .flatten();
+    if existing.is_some_and(|stored| stored.record.status == TokenStatus::Ok)
+        && !crate::auth::carries_key(&headers, &state)
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "connection_exists",
+            format!(
+                "connection `{connection}` of `{integration}` exists and works; re-authorizing                  it needs the proxy's secret key: call this route with `Authorization: Bearer                  <BLUEPRINT_SECRET_KEY>` and send the person to the `Location` it answers"
+            ),
+        ));
+    }
+    let authorization = flow.authorize(connection_id).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            format!("the OAuth settings of `{integration}` cannot work: {e}"),
+        )
+    })?;
     tracing::info!(
         integration = %connector.name,
         connection = %connection,
