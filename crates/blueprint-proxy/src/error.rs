@@ -18,6 +18,7 @@ use http::{HeaderValue, StatusCode, header};
 /// | `invalid_request` | 400 | a bad body or parameter (connections, OAuth) |
 /// | `oauth_not_configured` | 400 | `/oauth/connect` for an integration without an OAuth app |
 /// | `unauthorized` | 401 | no or the wrong `Authorization: Bearer <BLUEPRINT_SECRET_KEY>` |
+/// | `connection_exists` | 403 | `/oauth/connect` without the key for a connection that exists and works |
 /// | `unknown_integration`, `unknown_connection`, `not_found` | 404 | nothing by that name |
 /// | `method_not_allowed` | 405 | a route that does not take the method |
 /// | `needs_reauthorization` | 424 | the connection's credentials were refused for good |

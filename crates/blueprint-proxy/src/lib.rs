@@ -13,7 +13,7 @@
 //! | route | what |
 //! |---|---|
 //! | `ANY /proxy/{path}` | with `Provider-Config-Key: <integration>` and `Connection-Id: <id>`: the call, with the connection's token, to the integration's base URL; the answer streamed back as the provider sent it |
-//! | `GET /oauth/connect/{integration}?connection_id=<id>` | 302 to the provider's authorization page (random single-use `state`, PKCE where the blueprint says so) |
+//! | `GET /oauth/connect/{integration}?connection_id=<id>` | 302 to the provider's authorization page (random single-use `state`, PKCE where the blueprint says so); re-authorizing a connection that exists and works needs the secret key (403 `connection_exists` without it) |
 //! | `GET /oauth/callback` | exchanges the code, stores the credentials, answers a small HTML page |
 //! | `PUT /connections/{integration}/{id}` | imports `{"access_token", "refresh_token"?, "expires_at"?}` |
 //! | `GET /connections` | every connection with its status (`ok`, `needs_reauthorization`, `refresh_failing`) and last error, no secret |
