@@ -1,6 +1,6 @@
 use std::fmt;
 
-use blueprint_core::{ConnectionId, Origin, TokenError};
+use blueprint_core::{ConnectionId, Origin};
 
 /// The request was for another origin than the one credentials are for; nothing was sent.
 #[derive(Debug, Clone)]
@@ -40,42 +40,6 @@ impl fmt::Display for ForeignOriginError {
 
 impl std::error::Error for ForeignOriginError {}
 
-/// The token source could not give a token for the connection; nothing was sent.
-#[derive(Debug, Clone)]
-pub struct TokenSourceError {
-    pub(crate) connection: ConnectionId,
-    pub(crate) source: TokenError,
-}
-
-impl TokenSourceError {
-    /// The connection whose token was asked for.
-    pub fn connection(&self) -> &ConnectionId {
-        &self.connection
-    }
-
-    /// What the token source said.
-    pub fn token_error(&self) -> &TokenError {
-        &self.source
-    }
-
-    /// Whether a person has to authorize the connection again.
-    pub fn needs_reauthorization(&self) -> bool {
-        self.source.needs_reauthorization()
-    }
-}
-
-impl fmt::Display for TokenSourceError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "could not get an access token for connection `{}`: {}",
-            self.connection, self.source
-        )
-    }
-}
-
-impl std::error::Error for TokenSourceError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
-}
+/// The token source could not give a token for the connection; nothing was sent. The same
+/// type as the refresh layer's: [`blueprint_core::TokenUnavailable`].
+pub type TokenSourceError = blueprint_core::TokenUnavailable;

@@ -113,9 +113,9 @@ where
                         Err(source) => {
                             let connection = connection.clone();
                             this.state.set(State::Failed { error: None });
-                            return Poll::Ready(
-                                Err(TokenSourceError { connection, source }.into()),
-                            );
+                            return Poll::Ready(Err(
+                                TokenSourceError::new(connection, source).into()
+                            ));
                         }
                     };
                     let Some((mut request, mut service)) = call.take() else {

@@ -264,7 +264,7 @@ where
                     .insert(AUTHORIZATION, token.bearer_header().clone());
                 ResponseFuture::called(self.inner.call(request))
             }
-            Some(Err(source)) => ResponseFuture::failed(TokenSourceError { connection, source }),
+            Some(Err(source)) => ResponseFuture::failed(TokenSourceError::new(connection, source)),
             None => {
                 // The token comes later: the future keeps the service that was polled
                 // ready, and a clone takes its place here.

@@ -54,7 +54,10 @@ pub use replay::{BodyLargerThanHint, Buffer, DEFAULT_REPLAY_CAP, ReplayBody};
 pub use connection::ConnectionId;
 pub use headers::parse_retry_after;
 pub use origin::{InvalidOrigin, Origin};
-pub use token::{AccessToken, InvalidToken, TokenError, TokenErrorKind, TokenFuture, TokenSource};
+pub use token::{
+    AccessToken, InvalidToken, TokenError, TokenErrorKind, TokenFuture, TokenSource,
+    TokenUnavailable,
+};
 
 /// The error type the Blueprint layers return: a boxed error to downcast to the typed
 /// errors each layer documents (the same convention as `tower`).

@@ -217,6 +217,58 @@ impl Future for TokenFuture {
     }
 }
 
+/// A layer asked the [`TokenSource`] for a connection's token and got none, so nothing was
+/// sent. The auth-injection and token-refresh layers both fail with it; it names the
+/// connection and carries the source's [`TokenError`], never a secret.
+#[derive(Debug, Clone)]
+pub struct TokenUnavailable {
+    connection: ConnectionId,
+    source: TokenError,
+}
+
+impl TokenUnavailable {
+    /// The error for `connection`, whose source answered `source`.
+    pub fn new(connection: ConnectionId, source: TokenError) -> Self {
+        TokenUnavailable { connection, source }
+    }
+
+    /// The connection whose token was asked for.
+    pub fn connection(&self) -> &ConnectionId {
+        &self.connection
+    }
+
+    /// What the token source said.
+    pub fn token_error(&self) -> &TokenError {
+        &self.source
+    }
+
+    /// Whether a person has to authorize the connection again.
+    pub fn needs_reauthorization(&self) -> bool {
+        self.source.needs_reauthorization()
+    }
+
+    /// When asking again may succeed (the end of a refresh cooldown), if known.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.source.retry_after()
+    }
+}
+
+impl fmt::Display for TokenUnavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "no access token for connection `{}`, so the request was not sent: {}",
+            self.connection, self.source
+        )
+    }
+}
+
+impl StdError for TokenUnavailable {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&self.source)
+    }
+}
+
 /// Why a [`TokenSource`] could not give a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -241,10 +241,9 @@ where
                             Err(source) => {
                                 this.state.set(State::Done);
                                 let connection = ctx.connection.clone();
-                                return Poll::Ready(Err(TokenUnavailableError {
-                                    connection,
-                                    source,
-                                }
+                                return Poll::Ready(Err(TokenUnavailableError::new(
+                                    connection, source,
+                                )
                                 .into()));
                             }
                         }

@@ -146,7 +146,7 @@ where
         let ready_token = match token.take_ready() {
             Some(Ok(token)) => Some(token),
             Some(Err(source)) => {
-                return ResponseFuture::failed(TokenUnavailableError { connection, source });
+                return ResponseFuture::failed(TokenUnavailableError::new(connection, source));
             }
             None => None,
         };

@@ -4,10 +4,9 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::time::Duration;
 
-use blueprint_auth::{ForeignOriginError, TokenSourceError};
-use blueprint_core::{BoxError, ConnectionId};
+use blueprint_auth::ForeignOriginError;
+use blueprint_core::{BoxError, ConnectionId, TokenUnavailable};
 use blueprint_ratelimit::RateLimitedError;
-use blueprint_refresh::TokenUnavailableError;
 use blueprint_retry::{AttemptTimeoutError, DeadlineExceeded, RetryReason, classify_error};
 
 use crate::base_url::InvalidPath;
@@ -70,23 +69,20 @@ impl Error {
         self.find::<RateLimitedError>()
             .map(RateLimitedError::retry_after)
             .or_else(|| {
-                self.find::<TokenUnavailableError>()
-                    .and_then(TokenUnavailableError::retry_after)
+                self.find::<TokenUnavailable>()
+                    .and_then(TokenUnavailable::retry_after)
             })
     }
 
     /// The connection's credentials were refused for good: a person must authorize it again.
     pub fn needs_reauthorization(&self) -> bool {
-        self.find::<TokenUnavailableError>()
-            .is_some_and(TokenUnavailableError::needs_reauthorization)
-            || self
-                .find::<TokenSourceError>()
-                .is_some_and(TokenSourceError::needs_reauthorization)
+        self.find::<TokenUnavailable>()
+            .is_some_and(TokenUnavailable::needs_reauthorization)
     }
 
     /// No token could be had for the connection (any reason); nothing was sent.
     pub fn is_token_unavailable(&self) -> bool {
-        self.find::<TokenUnavailableError>().is_some() || self.find::<TokenSourceError>().is_some()
+        self.find::<TokenUnavailable>().is_some()
     }
 
     /// The request was for another origin than the API's; nothing was sent.
@@ -114,10 +110,7 @@ impl Error {
 
     /// The connection the failing layer named, if it named one.
     pub fn connection(&self) -> Option<&ConnectionId> {
-        if let Some(e) = self.find::<TokenUnavailableError>() {
-            return Some(e.connection());
-        }
-        if let Some(e) = self.find::<TokenSourceError>() {
+        if let Some(e) = self.find::<TokenUnavailable>() {
             return Some(e.connection());
         }
         if let Some(e) = self.find::<RateLimitedError>() {
