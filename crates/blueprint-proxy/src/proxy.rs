@@ -28,10 +28,8 @@ const PREFIX: &str = "/proxy";
 /// The longest connection id accepted.
 const MAX_CONNECTION_ID: usize = 256;
 
-/// Headers of the caller's request that are not forwarded: hop-by-hop headers (RFC 9110
-/// section 7.6.1), `Host` (the stack sets the provider's), the caller's credentials meant
-/// for the proxy, and the proxy's own control headers.
-const REQUEST_DROP: [HeaderName; 14] = [
+/// Hop-by-hop headers (RFC 9110 section 7.6.1): never forwarded in either direction.
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
@@ -41,24 +39,17 @@ const REQUEST_DROP: [HeaderName; 14] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
     HeaderName::from_static("proxy-connection"),
+];
+
+/// Further headers of the caller's request that are not forwarded: `Host` (the stack sets
+/// the provider's), the caller's credentials meant for the proxy, and the proxy's own
+/// control headers.
+const REQUEST_ONLY_DROP: [HeaderName; 5] = [
     header::HOST,
     header::AUTHORIZATION,
     header::COOKIE,
     PROVIDER_CONFIG_KEY,
     CONNECTION_ID,
-];
-
-/// Hop-by-hop headers of the provider's answer, not passed back.
-const RESPONSE_DROP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    HeaderName::from_static("proxy-connection"),
 ];
 
 /// What the access log says about one call.
@@ -190,7 +181,10 @@ async fn send(
     let headers = request.headers_mut();
     let named_by_connection = connection_named(&parts.headers);
     for (name, value) in &parts.headers {
-        if REQUEST_DROP.contains(name) || named_by_connection.iter().any(|n| n == name) {
+        if HOP_BY_HOP.contains(name)
+            || REQUEST_ONLY_DROP.contains(name)
+            || named_by_connection.iter().any(|n| n == name)
+        {
             continue;
         }
         headers.append(name.clone(), value.clone());
@@ -240,7 +234,7 @@ where
 {
     let (mut parts, body) = response.into_parts();
     let named = connection_named(&parts.headers);
-    for name in RESPONSE_DROP.iter().chain(&named) {
+    for name in HOP_BY_HOP.iter().chain(&named) {
         parts.headers.remove(name);
     }
     // Extensions of the client and layers stay inside the proxy, and the provider's HTTP
