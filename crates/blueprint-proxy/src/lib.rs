@@ -63,13 +63,17 @@
 
 mod app;
 mod auth;
+mod body;
 pub mod cli;
 mod connections;
 mod error;
+mod ids;
 mod metrics;
 mod oauth;
+mod params;
 mod proxy;
 mod server;
+mod sessions;
 mod time;
 
 pub use app::{BuildError, Proxy, ProxyBuilder, check, registry};
@@ -78,3 +82,4 @@ pub use error::ApiError;
 pub use metrics::Metrics;
 pub use proxy::{CONNECTION_ID, PROVIDER_CONFIG_KEY};
 pub use server::{serve, shutdown_signal};
+pub use sessions::MAX_SESSIONS;
