@@ -139,7 +139,7 @@ impl Proxy {
         Router::new()
             .route(
                 "/proxy/{*path}",
-                any(proxy::forward).route_layer(axum::middleware::from_fn_with_state(
+                any(proxy::forward).layer(axum::middleware::from_fn_with_state(
                     state.clone(),
                     proxy::guard,
                 )),
