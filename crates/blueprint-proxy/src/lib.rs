@@ -81,5 +81,8 @@ pub use auth::{MIN_SECRET_KEY_LEN, SECRET_KEY_VAR, SecretKey, SecretKeyError};
 pub use error::ApiError;
 pub use metrics::Metrics;
 pub use proxy::{CONNECTION_ID, PROVIDER_CONFIG_KEY};
-pub use server::{serve, shutdown_signal};
+pub use server::{
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_KEEP_ALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Limits,
+    serve, serve_with, shutdown_signal,
+};
 pub use sessions::MAX_SESSIONS;
