@@ -484,8 +484,30 @@ impl Process {
         store: &std::path::Path,
         env: &[(&str, &str)],
     ) -> Process {
-        let mut command = Command::new(binary());
+        Self::start_with(config, store, env, &[], None).await
+    }
+
+    /// Like [`Process::start`], with more arguments, and with at most `nofile` open file
+    /// descriptors (`prlimit --nofile`) if given.
+    pub async fn start_with(
+        config: &std::path::Path,
+        store: &std::path::Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+        nofile: Option<u64>,
+    ) -> Process {
+        let mut command = match nofile {
+            Some(limit) => {
+                let mut command = Command::new("prlimit");
+                command
+                    .arg(format!("--nofile={limit}:{limit}"))
+                    .arg(binary());
+                command
+            }
+            None => Command::new(binary()),
+        };
         command
+            .args(args)
             .arg("--config")
             .arg(config)
             .arg("--store")

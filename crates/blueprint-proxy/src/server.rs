@@ -282,15 +282,23 @@ impl AcceptLoop {
             );
         }
         self.no_descriptors += 1;
+        // Free the spare descriptor to accept the connection waiting and close it: each
+        // turn of the loop then refuses one waiting connection, and never spins.
         if let Some(spare) = self.spare.take() {
             drop(spare);
-            if let Ok(Ok((stream, _))) =
-                tokio::time::timeout(Duration::from_millis(10), listener.accept()).await
-            {
+            let accepted = tokio::time::timeout(Duration::from_millis(10), listener.accept()).await;
+            let refused = if let Ok(Ok((stream, _))) = accepted {
                 refuse(stream);
-            }
+                true
+            } else {
+                false
+            };
             self.spare = open_spare();
+            if refused && self.spare.is_some() {
+                return;
+            }
         }
+        // No spare to refuse with: wait for descriptors to come free.
         tokio::time::sleep(ACCEPT_BACKOFF).await;
     }
 }
