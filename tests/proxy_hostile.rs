@@ -2,6 +2,8 @@
 //! connect sessions, connection ids, JSON errors, the caller's broken bodies, stale
 //! `Content-Length`, `TRACE` and host headers.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod proxy_support;
 
 use std::time::Duration;
@@ -582,7 +584,7 @@ async fn trace_is_refused_and_host_headers_are_dropped_unless_configured() {
     let upstream = MockServer::start().await;
     Mock::given(wiremock::matchers::any())
         .respond_with(|request: &Request| {
-            let mut names: Vec<String> = request.headers.keys().map(|n| n.to_string()).collect();
+            let mut names: Vec<String> = request.headers.keys().map(ToString::to_string).collect();
             names.sort();
             ResponseTemplate::new(200).set_body_string(names.join(","))
         })

@@ -2,9 +2,11 @@
 //! connections than it serves, too few file descriptors, idle kept-alive connections.
 //! Every wait is bounded.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod proxy_support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
@@ -14,6 +16,7 @@ use proxy_support::{FAST_RETRY, HeldUpstream, Process, Target, TempDir, yaml};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 const HALF_OPEN: &[u8] = b"GET /healthz HTTP/1.1\r\n";
 

@@ -167,8 +167,8 @@ where
 
 /// The proxy's answer when a body could not be buffered by an extractor: the caller's
 /// stall or read error, or 413 `body_too_large`.
-pub(crate) fn rejection(rejection: axum::extract::rejection::BytesRejection) -> ApiError {
-    if let Some(api) = caller_fault(&rejection) {
+pub(crate) fn rejection(rejection: &axum::extract::rejection::BytesRejection) -> ApiError {
+    if let Some(api) = caller_fault(rejection) {
         return api;
     }
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {

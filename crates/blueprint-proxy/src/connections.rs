@@ -30,7 +30,7 @@ pub(crate) async fn import(
     let (integration, connection) = path_names(path)?;
     let connector = state.connector(&integration)?;
     let connection = crate::ids::connection_id(&connection)?;
-    let body = body.map_err(crate::body::rejection)?;
+    let body = body.map_err(|e| crate::body::rejection(&e))?;
     let fields = read_body(&body)?;
     let text = |name: &str| -> Result<Option<&str>, ApiError> {
         match fields.get(name) {

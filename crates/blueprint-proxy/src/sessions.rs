@@ -243,7 +243,7 @@ pub(crate) async fn create(
     _auth: Authorized,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(crate::body::rejection)?;
+    let body = body.map_err(|e| crate::body::rejection(&e))?;
     let value: Value = serde_json::from_slice(&body).map_err(|e| {
         invalid(format!(
             "the body must be JSON {{\"integration\": \"…\", \"connection_id\": \"…\", \
