@@ -213,6 +213,50 @@ impl IntoResponse for ApiError {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn rejections_written_as_text_become_json_errors() {
+        for (status, code) in [
+            (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request"),
+            (StatusCode::NOT_FOUND, "not_found"),
+            (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        ] {
+            let text = (
+                status,
+                "Failed to buffer the request body: length limit exceeded",
+            );
+            let response = json_errors(text.into_response()).await;
+            assert_eq!(response.status(), status);
+            assert_eq!(
+                response.headers()[header::CONTENT_TYPE],
+                "application/json",
+                "{status}"
+            );
+            let body = axum::body::to_bytes(response.into_body(), 4096)
+                .await
+                .unwrap();
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(json["error"]["code"], code, "{status}");
+            assert_eq!(
+                json["error"]["message"],
+                "Failed to buffer the request body: length limit exceeded"
+            );
+        }
+        // The provider's answers and pages for people go out as written; so do successes.
+        let mut upstream = (StatusCode::BAD_REQUEST, "the provider's text").into_response();
+        upstream.extensions_mut().insert(Verbatim);
+        let upstream = json_errors(upstream).await;
+        let body = axum::body::to_bytes(upstream.into_body(), 4096)
+            .await
+            .unwrap();
+        assert_eq!(body, "the provider's text");
+        let ok = json_errors((StatusCode::OK, "ok").into_response()).await;
+        let body = axum::body::to_bytes(ok.into_body(), 4096).await.unwrap();
+        assert_eq!(body, "ok");
+    }
+
     #[test]
     fn retry_after_rounds_up_to_whole_seconds() {
         assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);

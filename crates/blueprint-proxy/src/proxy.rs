@@ -462,3 +462,54 @@ fn log(
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{Empty, Full};
+
+    fn with_length(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(header::CONTENT_LENGTH, value.parse().unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn a_content_length_is_kept_only_when_it_describes_the_body() {
+        let five = Full::new(bytes::Bytes::from_static(b"hello"));
+        let ok = StatusCode::OK;
+        assert!(content_length_fits(&with_length(&[]), ok, &five));
+        assert!(content_length_fits(&with_length(&["5"]), ok, &five));
+        assert!(content_length_fits(&with_length(&["5", "5"]), ok, &five));
+        assert!(!content_length_fits(&with_length(&["1"]), ok, &five));
+        assert!(!content_length_fits(&with_length(&["100"]), ok, &five));
+        assert!(!content_length_fits(&with_length(&["5", "6"]), ok, &five));
+        assert!(!content_length_fits(&with_length(&["five"]), ok, &five));
+        // The answer to HEAD, a 304: no body, the length of the one that would be.
+        let empty = Empty::<bytes::Bytes>::new();
+        assert!(content_length_fits(&with_length(&["1234"]), ok, &empty));
+        assert!(content_length_fits(
+            &with_length(&["1234"]),
+            StatusCode::NOT_MODIFIED,
+            &five
+        ));
+    }
+
+    #[test]
+    fn trace_track_and_connect_are_refused() {
+        for method in ["TRACE", "TRACK", "CONNECT"] {
+            assert!(refused_method(
+                &http::Method::from_bytes(method.as_bytes()).unwrap()
+            ));
+        }
+        for method in [
+            "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PROPFIND",
+        ] {
+            assert!(!refused_method(
+                &http::Method::from_bytes(method.as_bytes()).unwrap()
+            ));
+        }
+    }
+}
