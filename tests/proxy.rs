@@ -7,7 +7,9 @@ mod proxy_support;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::Method;
-use proxy_support::{CLIENT_SECRET, FAST_RETRY, HeldUpstream, InProcess, KEY, closed_port, yaml};
+use proxy_support::{
+    CLIENT_SECRET, FAST_RETRY, HeldUpstream, InProcess, KEY, closed_port, connect_session, yaml,
+};
 use serde_json::json;
 use wiremock::matchers::{body_string_contains, header, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
@@ -139,12 +141,9 @@ async fn the_oauth_flow_stores_the_connection_and_calls_carry_its_token() {
         .await;
     let proxy = InProcess::start(&yaml(&upstream.uri(), FAST_RETRY, "")).await;
 
-    // Connect: no secret key needed; a redirect to the provider with a state.
-    let connect = proxy
-        .send(http::Request::get(
-            proxy.url("/oauth/connect/intercom?connection_id=acme"),
-        ))
-        .await;
+    // The backend makes a connect session with the key; the browser needs none.
+    let (_, url) = connect_session(&proxy, "intercom", "acme").await;
+    let connect = proxy.send(http::Request::get(url)).await;
     assert_eq!(connect.status, 302, "{}", connect.text());
     let location = connect.header("location").expect("a Location").to_owned();
     assert!(
@@ -189,26 +188,6 @@ async fn the_oauth_flow_stores_the_connection_and_calls_carry_its_token() {
         .await;
     assert_eq!(again.status, 400, "{}", again.text());
     assert!(again.text().contains("Not connected"), "{}", again.text());
-    // The connection now exists and works: connecting it again without the key would let
-    // anyone put their own account in its place, so it is refused; with the key it works.
-    let takeover = proxy
-        .send(http::Request::get(
-            proxy.url("/oauth/connect/intercom?connection_id=acme"),
-        ))
-        .await;
-    assert_eq!(takeover.status, 403, "{}", takeover.text());
-    assert!(
-        takeover.text().contains("connection_exists"),
-        "{}",
-        takeover.text()
-    );
-    let with_key = proxy
-        .send(
-            http::Request::get(proxy.url("/oauth/connect/intercom?connection_id=acme"))
-                .header("authorization", format!("Bearer {KEY}")),
-        )
-        .await;
-    assert_eq!(with_key.status, 302, "{}", with_key.text());
     // A forged state is refused without a call to the token endpoint.
     let forged = proxy
         .send(http::Request::get(
@@ -237,27 +216,23 @@ async fn connect_needs_an_oauth_app_and_a_connection_id() {
         upstream.uri()
     );
     let proxy = InProcess::start(&yaml(&upstream.uri(), FAST_RETRY, &extra)).await;
-    let no_app = proxy
-        .send(http::Request::get(
-            proxy.url("/oauth/connect/private?connection_id=a"),
-        ))
-        .await;
+    let session = |body: serde_json::Value| {
+        proxy.send_body(
+            proxy.request(Method::POST, "/connect/sessions"),
+            body.to_string(),
+        )
+    };
+    let no_app = session(json!({"integration": "private", "connection_id": "a"})).await;
     assert_eq!(
         (no_app.status, no_app.code().as_str()),
         (400, "oauth_not_configured")
     );
-    let no_id = proxy
-        .send(http::Request::get(proxy.url("/oauth/connect/intercom")))
-        .await;
+    let no_id = session(json!({"integration": "intercom"})).await;
     assert_eq!(
         (no_id.status, no_id.code().as_str()),
         (400, "invalid_request")
     );
-    let unknown = proxy
-        .send(http::Request::get(
-            proxy.url("/oauth/connect/nope?connection_id=a"),
-        ))
-        .await;
+    let unknown = session(json!({"integration": "nope", "connection_id": "a"})).await;
     assert_eq!(
         (unknown.status, unknown.code().as_str()),
         (404, "unknown_integration")

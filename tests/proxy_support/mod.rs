@@ -218,15 +218,22 @@ pub struct InProcess {
 
 impl InProcess {
     pub async fn start(yaml: &str) -> InProcess {
+        Self::start_with(yaml, |builder| builder).await
+    }
+
+    /// Like [`InProcess::start`], with more settings on the builder.
+    pub async fn start_with(
+        yaml: &str,
+        configure: impl FnOnce(blueprint_proxy::ProxyBuilder) -> blueprint_proxy::ProxyBuilder,
+    ) -> InProcess {
         let registry = blueprint_proxy::registry().expect("registry");
         let integrations = Integrations::parse(yaml, "test.yaml", &registry, |_| None)
             .unwrap_or_else(|e| panic!("{e}"));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let proxy = Proxy::builder(integrations, SecretKey::new(KEY).expect("key"))
-            .public_url(format!("http://{addr}"))
-            .build()
-            .unwrap_or_else(|e| panic!("{e}"));
+        let builder = Proxy::builder(integrations, SecretKey::new(KEY).expect("key"))
+            .public_url(format!("http://{addr}"));
+        let proxy = configure(builder).build().unwrap_or_else(|e| panic!("{e}"));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(blueprint_proxy::serve(
             listener,
@@ -346,6 +353,63 @@ impl HeldUpstream {
     }
 }
 
+/// A connect session for `connection` of `integration`: `(token, url)`.
+pub async fn connect_session(
+    target: &Target,
+    integration: &str,
+    connection: &str,
+) -> (String, String) {
+    let reply = target
+        .send_body(
+            target
+                .request(Method::POST, "/connect/sessions")
+                .header("content-type", "application/json"),
+            serde_json::json!({ "integration": integration, "connection_id": connection })
+                .to_string(),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let json = reply.json();
+    (
+        json["token"].as_str().expect("a token").to_owned(),
+        json["url"].as_str().expect("a url").to_owned(),
+    )
+}
+
+/// The `state` parameter of a provider's authorization URL.
+pub fn state_of(location: &str) -> String {
+    location
+        .split(['?', '&'])
+        .find_map(|p| p.strip_prefix("state="))
+        .expect("a state")
+        .to_owned()
+}
+
+/// An upstream written by hand that answers every request with exactly `answer` (bytes
+/// as given, then the connection closed), after reading the request head.
+pub async fn raw_upstream(answer: &'static [u8]) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let mut line = String::new();
+                    match reader.read_line(&mut line).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) if line == "\r\n" => break,
+                        Ok(_) => {}
+                    }
+                }
+                let _ = reader.get_mut().write_all(answer).await;
+                let _ = reader.get_mut().shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
 /// A loopback address where nothing listens.
 pub async fn closed_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -420,8 +484,30 @@ impl Process {
         store: &std::path::Path,
         env: &[(&str, &str)],
     ) -> Process {
-        let mut command = Command::new(binary());
+        Self::start_with(config, store, env, &[], None).await
+    }
+
+    /// Like [`Process::start`], with more arguments, and with at most `nofile` open file
+    /// descriptors (`prlimit --nofile`) if given.
+    pub async fn start_with(
+        config: &std::path::Path,
+        store: &std::path::Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+        nofile: Option<u64>,
+    ) -> Process {
+        let mut command = match nofile {
+            Some(limit) => {
+                let mut command = Command::new("prlimit");
+                command
+                    .arg(format!("--nofile={limit}:{limit}"))
+                    .arg(binary());
+                command
+            }
+            None => Command::new(binary()),
+        };
         command
+            .args(args)
             .arg("--config")
             .arg(config)
             .arg("--store")

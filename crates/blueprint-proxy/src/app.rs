@@ -4,11 +4,13 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, put};
+use axum::routing::{any, get, post, put};
 use blueprint::{
     BlueprintError, BlueprintService, ClientError, HttpsClient, Integration, Integrations,
     Registry, StackBody, StackBuilder, default_client,
@@ -23,7 +25,8 @@ use http::StatusCode;
 use crate::auth::SecretKey;
 use crate::error::ApiError;
 use crate::metrics::{IntegrationMetrics, Metrics};
-use crate::{connections, oauth, proxy};
+use crate::sessions::Sessions;
+use crate::{body, connections, error, oauth, proxy, sessions};
 
 /// The HTTP client every integration's stack sends through.
 pub(crate) type Client = HttpsClient<StackBody<Body>>;
@@ -54,6 +57,8 @@ pub struct ProxyBuilder {
     store: Option<Arc<dyn TokenStore>>,
     public_url: Option<String>,
     metrics: Option<Arc<Metrics>>,
+    forward_host_headers: bool,
+    body_idle_timeout: Duration,
 }
 
 impl fmt::Debug for ProxyBuilder {
@@ -62,6 +67,8 @@ impl fmt::Debug for ProxyBuilder {
             .field("integrations", &self.integrations.len())
             .field("store", &self.store)
             .field("public_url", &self.public_url)
+            .field("forward_host_headers", &self.forward_host_headers)
+            .field("body_idle_timeout", &self.body_idle_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -120,25 +127,43 @@ impl Proxy {
             store: None,
             public_url: None,
             metrics: None,
+            forward_host_headers: false,
+            body_idle_timeout: body::DEFAULT_BODY_IDLE_TIMEOUT,
         }
     }
 
-    /// The routes, ready for `axum::serve`.
+    /// The routes, ready for [`serve`](crate::serve) (or `axum::serve`).
     pub fn router(&self) -> Router {
         let state = self.state.clone();
+        let json_body = DefaultBodyLimit::max(body::MAX_JSON_BODY);
         Router::new()
-            .route("/proxy/{*path}", any(proxy::forward))
-            .route("/oauth/connect/{integration}", get(oauth::connect))
+            .route(
+                "/proxy/{*path}",
+                any(proxy::forward).layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    proxy::guard,
+                )),
+            )
+            .route("/connect/sessions", post(sessions::create).layer(json_body))
+            .route("/connect", get(sessions::start))
+            .route("/oauth/connect/{integration}", any(oauth::gone))
             .route("/oauth/callback", get(oauth::callback))
             .route("/connections", get(connections::list))
             .route(
                 "/connections/{integration}/{connection_id}",
-                put(connections::import).delete(connections::remove),
+                put(connections::import)
+                    .delete(connections::remove)
+                    .layer(json_body),
             )
             .route("/healthz", get(healthz))
             .route("/metrics", get(metrics))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
+            .layer(axum::middleware::map_request_with_state(
+                state.clone(),
+                watch_body,
+            ))
+            .layer(axum::middleware::map_response(error::json_errors))
             .layer(axum::middleware::map_response_with_state(
                 state.clone(),
                 count_errors,
@@ -171,6 +196,24 @@ impl ProxyBuilder {
     #[must_use]
     pub fn public_url(mut self, url: impl Into<String>) -> Self {
         self.public_url = Some(url.into());
+        self
+    }
+
+    /// Forwards the caller's `Forwarded` and `X-Forwarded-Host` headers to the provider
+    /// (default: dropped, so that a caller cannot make the provider believe it was asked
+    /// for another host).
+    #[must_use]
+    pub fn forward_host_headers(mut self, forward: bool) -> Self {
+        self.forward_host_headers = forward;
+        self
+    }
+
+    /// How long the proxy waits for the next piece of a caller's request body before
+    /// answering 408 `request_timeout` (default 30 s). Time spent while the provider is
+    /// not reading does not count.
+    #[must_use]
+    pub fn request_body_timeout(mut self, idle: Duration) -> Self {
+        self.body_idle_timeout = idle;
         self
     }
 
@@ -234,6 +277,10 @@ impl ProxyBuilder {
                 store,
                 secret_key: self.secret_key,
                 metrics,
+                public_url,
+                sessions: Sessions::default(),
+                forward_host_headers: self.forward_host_headers,
+                body_idle_timeout: self.body_idle_timeout,
             })),
         })
     }
@@ -319,6 +366,10 @@ struct Shared {
     store: Arc<dyn TokenStore>,
     secret_key: SecretKey,
     metrics: Arc<Metrics>,
+    public_url: String,
+    sessions: Sessions,
+    forward_host_headers: bool,
+    body_idle_timeout: Duration,
 }
 
 /// One integration, ready to call: its stack, its token source (over the shared store),
@@ -411,11 +462,31 @@ impl ProxyState {
 
     /// The integration named `name`.
     pub(crate) fn connector(&self, name: &str) -> Result<&Connector, ApiError> {
+        self.connector_index(name).map(|i| &self.0.connectors[i])
+    }
+
+    /// The index in [`connectors`](Self::connectors) of the integration named `name`.
+    pub(crate) fn connector_index(&self, name: &str) -> Result<usize, ApiError> {
         self.0
             .index
             .get(name)
-            .map(|&i| &self.0.connectors[i])
+            .copied()
             .ok_or_else(|| ApiError::unknown_integration(name))
+    }
+
+    /// The URL at which the proxy is reached, without a trailing `/`.
+    pub(crate) fn public_url(&self) -> &str {
+        &self.0.public_url
+    }
+
+    /// The live connect sessions.
+    pub(crate) fn sessions(&self) -> &Sessions {
+        &self.0.sessions
+    }
+
+    /// Whether `Forwarded` and `X-Forwarded-Host` are forwarded.
+    pub(crate) fn forwards_host_headers(&self) -> bool {
+        self.0.forward_host_headers
     }
 
     /// Every integration, in file order.
@@ -446,7 +517,7 @@ async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such route; the routes are /proxy/{path}, /oauth/connect/{integration}, \
+        "no such route; the routes are /proxy/{path}, /connect/sessions, /connect, \
          /oauth/callback, /connections, /healthz and /metrics",
     )
 }
@@ -457,6 +528,15 @@ async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "this route does not take that method",
     )
+}
+
+/// Watches every request's body ([`body::CallerBody`]): a stall past the idle timeout,
+/// or a body that cannot be read, is the caller's error.
+async fn watch_body(
+    axum::extract::State(state): axum::extract::State<ProxyState>,
+    request: axum::extract::Request,
+) -> axum::extract::Request {
+    body::watch(request, state.0.body_idle_timeout)
 }
 
 /// Counts the answers the proxy wrote itself, by code.

@@ -130,11 +130,6 @@ fn presented_key(headers: &http::HeaderMap) -> Option<&[u8]> {
         })
 }
 
-/// Whether the request carries the proxy's secret key (for routes where it is optional).
-pub(crate) fn carries_key(headers: &http::HeaderMap, state: &ProxyState) -> bool {
-    presented_key(headers).is_some_and(|key| state.secret_key().matches(key))
-}
-
 /// Proof that the request carried the secret key; an extractor that refuses with 401.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Authorized;

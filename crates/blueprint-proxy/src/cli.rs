@@ -15,7 +15,7 @@ use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-use crate::{Metrics, Proxy, SecretKey, check, registry, serve, shutdown_signal};
+use crate::{Limits, Metrics, Proxy, SecretKey, check, registry, serve_with, shutdown_signal};
 
 /// The environment variable with the key that encrypts stored credentials.
 pub const ENCRYPTION_KEY_VAR: &str = "BLUEPRINT_ENCRYPTION_KEY";
@@ -25,7 +25,7 @@ pub const PUBLIC_URL_VAR: &str = "BLUEPRINT_PUBLIC_URL";
 const ENVIRONMENT: &str = "\
 Environment:
   BLUEPRINT_SECRET_KEY      Required to serve. Callers send it as `Authorization: Bearer <key>`
-                            (all routes but /healthz and /oauth/*). At least 16 characters,
+                            (all routes but /healthz, /connect and /oauth/callback). At least 16 characters,
                             e.g. `export BLUEPRINT_SECRET_KEY=$(openssl rand -hex 32)`.
   BLUEPRINT_ENCRYPTION_KEY  Optional. 32 bytes in base64 (`openssl rand -base64 32`): stored
                             access and refresh tokens are encrypted with AES-256-GCM. Keep it:
@@ -38,14 +38,22 @@ Environment:
   ${VAR}                    Any variable integrations.yaml names, such as INTERCOM_CLIENT_SECRET.
 
 Routes:
-  ANY    /proxy/{path}          forward to the integration (headers Provider-Config-Key, Connection-Id)
-  GET    /oauth/connect/{name}?connection_id=ID   send a person to the provider to authorize
+  ANY    /proxy/{path}          forward to the integration (headers Provider-Config-Key, Connection-Id);
+                                TRACE and CONNECT are refused
+  POST   /connect/sessions      {\"integration\", \"connection_id\", \"expires_in\"?} -> 201 {\"token\", \"url\",
+                                \"expires_at\"}: send the person to `url` to authorize the connection
+                                (expires_in: 60 to 86400 seconds, default 1800; used up by its callback)
+  GET    /connect?session=TOKEN the session's `url`: redirects to the provider, no key needed
   GET    /oauth/callback        where the provider sends them back
+  ANY    /oauth/connect/{name}  retired: 410, use POST /connect/sessions
   PUT    /connections/{name}/{id}   import {\"access_token\", \"refresh_token\"?, \"expires_at\"?}
   GET    /connections           list connections and their status, without secrets
   DELETE /connections/{name}/{id}
   GET    /healthz               liveness, no key needed
-  GET    /metrics               Prometheus text format";
+  GET    /metrics               Prometheus text format
+
+Connection ids are 1 to 256 characters of [A-Za-z0-9._:@-], everywhere (headers, paths,
+filters, sessions). Every answer the proxy writes itself is JSON {\"error\": {\"code\", \"message\"}}.";
 
 /// `blueprint-proxy`: holds OAuth connections and forwards calls to any endpoint of the
 /// integrations' APIs through the Blueprint stack (token refresh, rate-limit pacing, safe
@@ -101,6 +109,48 @@ pub struct ServeArgs {
     /// On SIGINT or SIGTERM, how long calls in flight may take to finish.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub shutdown_grace: u64,
+    /// How long a client has to send a request's head (line and headers), counted from
+    /// when its connection opens or its previous answer ends; then the connection is closed.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout: u64,
+    /// How long a connection may stay open with no call in flight; then it is closed (an
+    /// idle connection lives at most the smaller of this and --header-read-timeout).
+    #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep_alive_timeout: u64,
+    /// How long the proxy waits for the next piece of a request body before answering
+    /// 408 `request_timeout` (time while the provider is not reading does not count).
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_body_timeout: u64,
+    /// The most client connections served at once; beyond it, new connections are closed
+    /// at once. Keep it well under the file-descriptor limit (`ulimit -n`): each proxied
+    /// call also holds a connection to the provider.
+    #[arg(long, value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+    /// Forward the callers' `Forwarded` and `X-Forwarded-Host` headers to the providers
+    /// (by default they are dropped, so a caller cannot choose the host a provider sees).
+    #[arg(long)]
+    pub forward_host_headers: bool,
+}
+
+/// What the hardening flags of [`ServeArgs`] set.
+#[derive(Debug, Clone, Copy)]
+struct Hardening {
+    limits: Limits,
+    request_body_timeout: Duration,
+    forward_host_headers: bool,
+}
+
+impl From<&ServeArgs> for Hardening {
+    fn from(args: &ServeArgs) -> Self {
+        Hardening {
+            limits: Limits::default()
+                .header_read_timeout(Duration::from_secs(args.header_read_timeout))
+                .keep_alive_timeout(Duration::from_secs(args.keep_alive_timeout))
+                .max_connections(usize::try_from(args.max_connections).unwrap_or(usize::MAX)),
+            request_body_timeout: Duration::from_secs(args.request_body_timeout),
+            forward_host_headers: args.forward_host_headers,
+        }
+    }
 }
 
 /// How logs are written.
@@ -143,7 +193,7 @@ fn run_check(path: &Path) -> ExitCode {
         let name = integration.name();
         if integration.oauth_client_id().is_some() && integration.blueprint().oauth().is_some() {
             text.push_str(&format!(
-                "{name}: connect with GET /oauth/connect/{name}?connection_id=<id>, or import a token\n"
+                "{name}: connect through POST /connect/sessions, or import a token\n"
             ));
         } else {
             text.push_str(&format!(
@@ -200,6 +250,7 @@ fn run_serve(args: ServeArgs) -> ExitCode {
         },
         _ => None,
     };
+    let hardening = Hardening::from(&args);
     let Some(config) = args.config else {
         return fail(&"--config is required");
     };
@@ -228,6 +279,7 @@ fn run_serve(args: ServeArgs) -> ExitCode {
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
     let settings = Settings {
+        hardening,
         integrations,
         secret_key,
         encryption,
@@ -247,6 +299,7 @@ fn run_serve(args: ServeArgs) -> ExitCode {
 }
 
 struct Settings {
+    hardening: Hardening,
     integrations: Integrations,
     secret_key: SecretKey,
     encryption: Option<EncryptionKey>,
@@ -291,6 +344,8 @@ async fn serve_main(settings: Settings) -> Result<(), String> {
         .store(Arc::new(store.clone()) as Arc<dyn TokenStore>)
         .public_url(&public_url)
         .metrics(settings.metrics)
+        .request_body_timeout(settings.hardening.request_body_timeout)
+        .forward_host_headers(settings.hardening.forward_host_headers)
         .build()
         .map_err(|e| e.to_string())?;
     tracing::info!(
@@ -306,7 +361,14 @@ async fn serve_main(settings: Settings) -> Result<(), String> {
         let _ = writeln!(out, "blueprint-proxy listening on http://{address}");
         let _ = out.flush();
     }
-    let served = serve(listener, proxy.router(), shutdown_signal(), settings.grace).await;
+    let served = serve_with(
+        listener,
+        proxy.router(),
+        shutdown_signal(),
+        settings.grace,
+        settings.hardening.limits,
+    )
+    .await;
     store.close().await;
     tracing::info!("store closed");
     served.map_err(|e| format!("the server failed: {e}"))

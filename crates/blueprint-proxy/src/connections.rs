@@ -4,9 +4,10 @@ use std::time::SystemTime;
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
-use blueprint_core::{AccessToken, ConnectionId};
+use blueprint_core::AccessToken;
 use blueprint_refresh::{Secret, StoreError, StoreKey, TokenRecord, TokenStatus};
 use http::StatusCode;
 use serde_json::{Map, Value, json};
@@ -23,11 +24,13 @@ const FIELDS: [&str; 3] = ["access_token", "refresh_token", "expires_at"];
 pub(crate) async fn import(
     State(state): State<ProxyState>,
     _auth: Authorized,
-    Path((integration, connection)): Path<(String, String)>,
-    body: Bytes,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let (integration, connection) = path_names(path)?;
     let connector = state.connector(&integration)?;
-    let connection = connection_id(&connection)?;
+    let connection = crate::ids::connection_id(&connection)?;
+    let body = body.map_err(|e| crate::body::rejection(&e))?;
     let fields = read_body(&body)?;
     let text = |name: &str| -> Result<Option<&str>, ApiError> {
         match fields.get(name) {
@@ -86,20 +89,20 @@ pub(crate) async fn import(
     Ok((status, Json(summary)).into_response())
 }
 
-/// Lists connections, without secrets; `?integration=<name>` for one integration.
+/// Lists connections, without secrets; `?integration=<name>` for one integration,
+/// `?connection_id=<id>` for one connection id.
 pub(crate) async fn list(
     State(state): State<ProxyState>,
     _auth: Authorized,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let only = query.as_deref().and_then(|q| {
-        crate::oauth::form_pairs(q)
-            .find(|(name, _)| name == "integration")
-            .map(|(_, value)| value)
-    });
+    let only = crate::params::param(query.as_deref(), "integration")?;
     if let Some(name) = &only {
         state.connector(name)?;
     }
+    let only_id = crate::params::param(query.as_deref(), "connection_id")?
+        .map(|id| crate::ids::connection_id(&id))
+        .transpose()?;
     let mut connections = Vec::new();
     for connector in state.connectors() {
         if only.as_deref().is_some_and(|name| name != &*connector.name) {
@@ -111,6 +114,9 @@ pub(crate) async fn list(
             .await
             .map_err(|e| ApiError::store(&e))?;
         for id in ids {
+            if only_id.as_ref().is_some_and(|only| *only != id) {
+                continue;
+            }
             let key = connector.source.key(&id);
             let found = state.store().get(&key).await;
             match found {
@@ -127,10 +133,11 @@ pub(crate) async fn list(
 pub(crate) async fn remove(
     State(state): State<ProxyState>,
     _auth: Authorized,
-    Path((integration, connection)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let (integration, connection) = path_names(path)?;
     let connector = state.connector(&integration)?;
-    let connection = connection_id(&connection)?;
+    let connection = crate::ids::connection_id(&connection)?;
     let key = connector.source.key(&connection);
     let deleted = state
         .store()
@@ -152,13 +159,22 @@ fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::bad_request("invalid_request", message)
 }
 
-fn connection_id(id: &str) -> Result<ConnectionId, ApiError> {
-    if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
-        return Err(invalid(
-            "the connection id must be 1 to 256 characters, without control characters",
-        ));
+/// The integration and connection id of `/connections/{integration}/{id}`, percent-decoded;
+/// 400 `invalid_path` when they are not UTF-8.
+fn path_names(
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<(String, String), ApiError> {
+    match path {
+        Ok(Path(names)) => Ok(names),
+        Err(rejection) => Err(ApiError::bad_request(
+            "invalid_path",
+            format!(
+                "the path cannot be read ({}): /connections/<integration>/<connection id>, \
+                 percent-encoded UTF-8",
+                printable(&rejection.body_text())
+            ),
+        )),
     }
-    Ok(ConnectionId::new(id))
 }
 
 /// The body as a JSON object of known fields. Messages name fields, never quote values

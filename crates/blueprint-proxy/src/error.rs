@@ -14,16 +14,21 @@ use http::{HeaderValue, StatusCode, header};
 /// | code | status | when |
 /// |---|---|---|
 /// | `missing_header`, `invalid_header` | 400 | `Provider-Config-Key` or `Connection-Id` absent or unreadable |
-/// | `invalid_path` | 400 | the path would leave the integration's base URL |
-/// | `invalid_request` | 400 | a bad body or parameter (connections, OAuth) |
-/// | `oauth_not_configured` | 400 | `/oauth/connect` for an integration without an OAuth app |
+/// | `invalid_connection_id` | 400 | a connection id outside the rule `[A-Za-z0-9._:@-]{1,256}` (header, path, filter or session) |
+/// | `invalid_path` | 400 | the path would leave the integration's base URL, or is not UTF-8 |
+/// | `invalid_request` | 400 | a bad body or parameter (connections, connect sessions) |
+/// | `invalid_body` | 400 | the caller's request body could not be read (malformed chunked encoding, cut short) |
+/// | `oauth_not_configured` | 400 | a connect session for an integration without an OAuth app |
 /// | `unauthorized` | 401 | no or the wrong `Authorization: Bearer <BLUEPRINT_SECRET_KEY>` |
-/// | `connection_exists` | 403 | `/oauth/connect` without the key for a connection that exists and works |
 /// | `unknown_integration`, `unknown_connection`, `not_found` | 404 | nothing by that name |
-/// | `method_not_allowed` | 405 | a route that does not take the method |
+/// | `method_not_allowed` | 405 | a route that does not take the method; `TRACE` and `CONNECT` are never forwarded |
+/// | `request_timeout` | 408 | the caller's request body stalled longer than `--request-body-timeout` |
+/// | `gone` | 410 | the retired `GET /oauth/connect/{integration}`: use `POST /connect/sessions` |
+/// | `body_too_large` | 413 | a body larger than the route takes |
 /// | `needs_reauthorization` | 424 | the connection's credentials were refused for good |
 /// | `rate_limited` | 429 | the connection's rate limit is spent past the call's deadline; nothing was sent (`Retry-After` says when) |
 /// | `store_error`, `internal_error` | 500 | the token store failed |
+/// | `too_many_sessions` | 503 | the number of live connect sessions is at its bound; `Retry-After` says when one expires |
 /// | `upstream_unreachable`, `upstream_error` | 502 | no answer from the provider |
 /// | `token_unavailable` | 503 | no token for now (the token endpoint is failing) |
 /// | `deadline_exceeded`, `upstream_timeout` | 504 | the call's deadline passed, or the provider was too slow |
@@ -88,7 +93,7 @@ impl ApiError {
             StatusCode::NOT_FOUND,
             "unknown_connection",
             format!(
-                "integration `{integration}` has no connection `{}`: authorize it with GET /oauth/connect/{integration}?connection_id=… or import a token with PUT /connections/{integration}/…",
+                "integration `{integration}` has no connection `{}`: authorize it through a connect session (POST /connect/sessions) or import a token with PUT /connections/{integration}/…",
                 printable(connection)
             ),
         )
@@ -106,6 +111,52 @@ impl ApiError {
 /// The code of an answer the proxy wrote itself, in the response's extensions (for metrics).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ErrorCode(pub(crate) &'static str);
+
+/// Marks an answer whose body goes out as written (the provider's answer, or a page for a
+/// person), so that [`json_errors`] leaves it alone.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Verbatim;
+
+/// Turns every error answer the proxy wrote without an [`ApiError`] (axum's rejections:
+/// 413 from a body limit, 400 from a path or query extractor, 415, 422) into the
+/// documented JSON `{"error":{"code","message"}}`, keeping the status and the
+/// rejection's text as the message.
+pub(crate) async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || response.extensions().get::<ErrorCode>().is_some()
+        || response.extensions().get::<Verbatim>().is_some()
+    {
+        return response;
+    }
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        s if s.is_server_error() => "internal_error",
+        _ => "invalid_request",
+    };
+    let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
+    // axum's rejection texts are short; anything longer is cut.
+    let text = axum::body::to_bytes(response.into_body(), 1024)
+        .await
+        .map(|bytes| printable(&String::from_utf8_lossy(&bytes)))
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("the request was refused")
+            .to_owned()
+    } else {
+        text
+    };
+    let mut response = ApiError::new(status, code, message).into_response();
+    if let Some(after) = retry_after {
+        response.headers_mut().insert(header::RETRY_AFTER, after);
+    }
+    response
+}
 
 /// Whole seconds, rounded up, at least 1: what a `Retry-After` header holds.
 pub(crate) fn retry_after_secs(after: Duration) -> u64 {
@@ -161,6 +212,50 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn rejections_written_as_text_become_json_errors() {
+        for (status, code) in [
+            (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request"),
+            (StatusCode::NOT_FOUND, "not_found"),
+            (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        ] {
+            let text = (
+                status,
+                "Failed to buffer the request body: length limit exceeded",
+            );
+            let response = json_errors(text.into_response()).await;
+            assert_eq!(response.status(), status);
+            assert_eq!(
+                response.headers()[header::CONTENT_TYPE],
+                "application/json",
+                "{status}"
+            );
+            let body = axum::body::to_bytes(response.into_body(), 4096)
+                .await
+                .unwrap();
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(json["error"]["code"], code, "{status}");
+            assert_eq!(
+                json["error"]["message"],
+                "Failed to buffer the request body: length limit exceeded"
+            );
+        }
+        // The provider's answers and pages for people go out as written; so do successes.
+        let mut upstream = (StatusCode::BAD_REQUEST, "the provider's text").into_response();
+        upstream.extensions_mut().insert(Verbatim);
+        let upstream = json_errors(upstream).await;
+        let body = axum::body::to_bytes(upstream.into_body(), 4096)
+            .await
+            .unwrap();
+        assert_eq!(body, "the provider's text");
+        let ok = json_errors((StatusCode::OK, "ok").into_response()).await;
+        let body = axum::body::to_bytes(ok.into_body(), 4096).await.unwrap();
+        assert_eq!(body, "ok");
+    }
 
     #[test]
     fn retry_after_rounds_up_to_whole_seconds() {

@@ -12,18 +12,50 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `ANY /proxy/{path}` | with `Provider-Config-Key: <integration>` and `Connection-Id: <id>`: the call, with the connection's token, to the integration's base URL; the answer streamed back as the provider sent it |
-//! | `GET /oauth/connect/{integration}?connection_id=<id>` | 302 to the provider's authorization page (random single-use `state`, PKCE where the blueprint says so); re-authorizing a connection that exists and works needs the secret key (403 `connection_exists` without it) |
-//! | `GET /oauth/callback` | exchanges the code, stores the credentials, answers a small HTML page |
+//! | `ANY /proxy/{path}` | with `Provider-Config-Key: <integration>` and `Connection-Id: <id>`: the call, with the connection's token, to the integration's base URL; the answer streamed back as the provider sent it (`TRACE` and `CONNECT` refused; `Forwarded` and `X-Forwarded-Host` dropped unless [`ProxyBuilder::forward_host_headers`]) |
+//! | `POST /connect/sessions` | `{"integration", "connection_id", "expires_in"?}` → 201 `{"token", "url", "expires_at"}`: a connect session (see below) |
+//! | `GET /connect?session=<token>` | a live session's `url`: 302 to the provider's authorization page (random single-use `state`, PKCE where the blueprint says so) |
+//! | `GET /oauth/callback` | exchanges the code, stores the credentials, uses the session up, answers a small HTML page |
+//! | `ANY /oauth/connect/{integration}` | retired: 410 `gone`, pointing to connect sessions |
 //! | `PUT /connections/{integration}/{id}` | imports `{"access_token", "refresh_token"?, "expires_at"?}` |
-//! | `GET /connections` | every connection with its status (`ok`, `needs_reauthorization`, `refresh_failing`) and last error, no secret |
+//! | `GET /connections` | every connection with its status (`ok`, `needs_reauthorization`, `refresh_failing`) and last error, no secret; `?integration=` and `?connection_id=` filter |
 //! | `DELETE /connections/{integration}/{id}` | forgets a connection |
 //! | `GET /healthz` | liveness |
 //! | `GET /metrics` | Prometheus text format; see [`Metrics`] |
 //!
-//! Every route but `/healthz` and `/oauth/*` needs `Authorization: Bearer
-//! <BLUEPRINT_SECRET_KEY>`, compared in constant time. The proxy's own errors are JSON
-//! `{"error":{"code":"…","message":"…"}}` ([`ApiError`] lists the codes).
+//! Every route but `/healthz`, `/connect` and `/oauth/callback` needs `Authorization: Bearer
+//! <BLUEPRINT_SECRET_KEY>`, compared in constant time. Every answer the proxy writes itself
+//! (axum's rejections included) is JSON `{"error":{"code":"…","message":"…"}}` ([`ApiError`]
+//! lists the codes); only the pages a person sees after `/connect` and `/oauth/callback`
+//! are HTML.
+//!
+//! # Connecting an account
+//!
+//! The application's backend calls `POST /connect/sessions` with the secret key and sends
+//! the person's browser to the `url` it answers; the proxy sends them on to the provider
+//! and takes them back at `/oauth/callback`. A session names one integration and one
+//! connection id; it lives `expires_in` seconds (60 to 86,400; default 1,800), is used up
+//! by its callback whatever the outcome, and its token (256 random bits, kept only as a
+//! SHA-256) is never logged. Without a live session nothing is started or stored, and every
+//! invalid link gets the same answer. At most [`MAX_SESSIONS`] are live at once; past that,
+//! new ones are refused with 503 `too_many_sessions` and a `Retry-After`.
+//!
+//! # Connection ids
+//!
+//! One rule everywhere (the `Connection-Id` header, `/connections/{integration}/{id}`, the
+//! `connection_id` filter of `GET /connections`, connect sessions): 1 to 256 characters,
+//! each an ASCII letter, digit, or one of `.` `_` `:` `@` `-`; never trimmed. Anything else
+//! is 400 `invalid_connection_id`.
+//!
+//! # Hostile clients
+//!
+//! [`serve_with`] closes a connection that has not sent a whole request head within the
+//! header-read timeout (10 s), or has had no call in flight for the keep-alive timeout
+//! (5 s); serves at most [`Limits::max_connections`] at once (512; beyond it new
+//! connections are closed at once); and, out of file descriptors, closes the connections
+//! waiting to be accepted while it serves the open ones. A request body that stalls for
+//! 30 s between two pieces is answered 408 `request_timeout`; one that cannot be read
+//! (malformed chunked encoding) 400 `invalid_body`. The binary's flags set each of these.
 //!
 //! # How a call goes through
 //!
@@ -63,13 +95,17 @@
 
 mod app;
 mod auth;
+mod body;
 pub mod cli;
 mod connections;
 mod error;
+mod ids;
 mod metrics;
 mod oauth;
+mod params;
 mod proxy;
 mod server;
+mod sessions;
 mod time;
 
 pub use app::{BuildError, Proxy, ProxyBuilder, check, registry};
@@ -77,4 +113,8 @@ pub use auth::{MIN_SECRET_KEY_LEN, SECRET_KEY_VAR, SecretKey, SecretKeyError};
 pub use error::ApiError;
 pub use metrics::Metrics;
 pub use proxy::{CONNECTION_ID, PROVIDER_CONFIG_KEY};
-pub use server::{serve, shutdown_signal};
+pub use server::{
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_KEEP_ALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Limits,
+    serve, serve_with, shutdown_signal,
+};
+pub use sessions::MAX_SESSIONS;

@@ -25,7 +25,7 @@ const BUCKETS: [f64; 14] = [
 const STATUSES: usize = 500;
 
 /// The error codes the proxy answers with (see [`ApiError`](crate::ApiError)).
-pub(crate) const ERROR_CODES: [&str; 19] = [
+pub(crate) const ERROR_CODES: [&str; 26] = [
     "missing_header",
     "invalid_header",
     "invalid_path",
@@ -45,6 +45,13 @@ pub(crate) const ERROR_CODES: [&str; 19] = [
     "deadline_exceeded",
     "upstream_timeout",
     "method_not_allowed",
+    "invalid_connection_id",
+    "invalid_body",
+    "request_timeout",
+    "gone",
+    "body_too_large",
+    "too_many_sessions",
+    "invalid_session",
 ];
 
 /// The proxy's metrics, rendered by `GET /metrics` ([`Metrics::render`]). Cheap to share (`Arc`).

@@ -1,128 +1,43 @@
-//! `GET /oauth/connect/{integration}` and `GET /oauth/callback`: the authorization-code
-//! flow. Neither needs the secret key: the random, single-use `state` ties a callback to
-//! the connect that started it. One exception guards working connections: re-authorizing
-//! a connection that exists and works needs the key (the caller's backend calls the route
-//! with it and sends the person to the `Location` it answers); otherwise anyone who can
-//! reach the proxy could connect their own account in its place.
+//! The browser's side of authorizing a connection: `GET /connect?session=<token>` (in
+//! [`crate::sessions`]) sends the person to the provider, and `GET /oauth/callback` takes
+//! them back, exchanges the code and stores the credentials. Neither needs the secret key:
+//! the connect session (made with the key) and the random, single-use `state` tie a
+//! callback to the backend that asked for it. The old `GET /oauth/connect/{integration}`
+//! answers 410 `gone`.
 
 use std::fmt::Write as _;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::response::{Html, IntoResponse, Response};
-use blueprint_core::ConnectionId;
-use blueprint_refresh::{CallbackError, CallbackParams, TokenStatus};
+use blueprint_refresh::{CallbackError, CallbackParams};
 use http::{HeaderValue, StatusCode, header};
 
 use crate::app::ProxyState;
-use crate::error::{ApiError, printable};
+use crate::error::{ApiError, ErrorCode, Verbatim, printable};
 
-/// Starts authorizing a connection: a redirect to the provider.
-pub(crate) async fn connect(
-    State(state): State<ProxyState>,
-    Path(integration): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: http::HeaderMap,
-) -> Result<Response, ApiError> {
-    let connector = state.connector(&integration)?;
-    let Some(flow) = &connector.flow else {
-        return Err(ApiError::bad_request(
-            "oauth_not_configured",
-            format!(
-                "integration `{integration}` has no OAuth app: set `oauth_client_id` and \
-                 `oauth_client_secret` in integrations.yaml, or import a token with PUT \
-                 /connections/{integration}/<connection_id>"
-            ),
-        ));
-    };
-    let connection = query
-        .as_deref()
-        .and_then(|q| {
-            form_pairs(q)
-                .find(|(name, _)| name == "connection_id")
-                .map(|(_, value)| value)
-        })
-        .map(|id| id.trim().to_owned())
-        .filter(|id| !id.is_empty() && id.len() <= 256 && !id.chars().any(char::is_control))
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_request",
-                "the `connection_id` query parameter is missing or empty: \
-                 GET /oauth/connect/<integration>?connection_id=<your id for the account>",
-            )
-        })?;
-    let connection_id = ConnectionId::new(connection.as_str());
-    let existing = state
-        .store()
-        .get(&connector.source.key(&connection_id))
-        .await
-        .ok()
-        .flatten();
-    if existing.is_some_and(|stored| stored.record.status == TokenStatus::Ok)
-        && !crate::auth::carries_key(&headers, &state)
-    {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "connection_exists",
-            format!(
-                "connection `{connection}` of `{integration}` exists and works; re-authorizing                  it needs the proxy's secret key: call this route with `Authorization: Bearer                  <BLUEPRINT_SECRET_KEY>` and send the person to the `Location` it answers"
-            ),
-        ));
-    }
-    let authorization = flow.authorize(connection_id).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            format!("the OAuth settings of `{integration}` cannot work: {e}"),
-        )
-    })?;
-    tracing::info!(
-        integration = %connector.name,
-        connection = %connection,
-        "sending a person to the provider to authorize a connection"
-    );
-    let location = HeaderValue::try_from(authorization.url).map_err(|_| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            "the provider's authorization URL cannot be sent in a header",
-        )
-    })?;
-    Ok((
-        StatusCode::FOUND,
-        [
-            (header::LOCATION, location),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        ],
+/// `ANY /oauth/connect/{integration}`: retired, because anyone could start authorizations
+/// with it. 410 pointing to connect sessions.
+pub(crate) async fn gone() -> ApiError {
+    ApiError::new(
+        StatusCode::GONE,
+        "gone",
+        "GET /oauth/connect/{integration} is retired: the application's backend creates a \
+         connect session with POST /connect/sessions (with the secret key and \
+         {\"integration\", \"connection_id\"}) and sends the person to the `url` it answers",
     )
-        .into_response())
 }
 
-/// The decoded `name=value` pairs of a query string.
-pub(crate) fn form_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    query.split('&').filter_map(|pair| {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        Some((percent_decode(name)?, percent_decode(value)?))
-    })
-}
-
-/// `application/x-www-form-urlencoded` decoding; `None` for malformed escapes or UTF-8.
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
+/// 400 `oauth_not_configured`.
+pub(crate) fn not_configured(integration: &str) -> ApiError {
+    let integration = printable(integration);
+    ApiError::bad_request(
+        "oauth_not_configured",
+        format!(
+            "integration `{integration}` has no OAuth app: set `oauth_client_id` and \
+             `oauth_client_secret` in integrations.yaml, or import a token with PUT \
+             /connections/{integration}/<connection_id>"
+        ),
+    )
 }
 
 /// The provider sends the person back here: exchange the code, store the credentials, and
@@ -132,47 +47,62 @@ pub(crate) async fn callback(
     RawQuery(query): RawQuery,
 ) -> Response {
     let params = CallbackParams::from_query(query.as_deref().unwrap_or(""));
-    if params.state.is_none() {
+    let Some(callback_state) = params.state.as_deref() else {
         return page(None, Err(&CallbackError::MissingState));
-    }
-    for connector in state.connectors() {
-        let Some(flow) = &connector.flow else {
-            continue;
-        };
-        // Each flow knows only the states it issued; another's state is `UnknownState`
-        // without side effects, so asking each in turn is safe.
-        match flow.callback(params.clone()).await {
-            Err(CallbackError::UnknownState) => {}
-            Ok(authorized) => {
-                tracing::info!(
-                    integration = %connector.name,
-                    connection = %authorized.connection,
-                    refreshable = authorized.refreshable,
-                    "connection authorized"
-                );
-                return page(Some(&connector.name), Ok(authorized.connection.as_str()));
-            }
-            Err(error) => {
-                tracing::warn!(
-                    integration = %connector.name,
-                    error = %error,
-                    "authorization callback failed"
-                );
-                return page(Some(&connector.name), Err(&error));
-            }
+    };
+    // The state must be the current authorization of a live connect session, which it
+    // uses up; each flow then checks it again (known, unexpired, unused).
+    let Some(index) = state.sessions().finish(callback_state) else {
+        tracing::warn!("authorization callback with a state no live connect session issued");
+        return page(None, Err(&CallbackError::UnknownState));
+    };
+    let connector = &state.connectors()[index];
+    let Some(flow) = &connector.flow else {
+        return page(None, Err(&CallbackError::UnknownState));
+    };
+    match flow.callback(params).await {
+        Ok(authorized) => {
+            tracing::info!(
+                integration = %connector.name,
+                connection = %authorized.connection,
+                refreshable = authorized.refreshable,
+                "connection authorized"
+            );
+            page(Some(&connector.name), Ok(authorized.connection.as_str()))
+        }
+        Err(error) => {
+            tracing::warn!(
+                integration = %connector.name,
+                error = %error,
+                "authorization callback failed"
+            );
+            page(Some(&connector.name), Err(&error))
         }
     }
-    tracing::warn!("authorization callback with a state no integration issued");
-    page(None, Err(&CallbackError::UnknownState))
+}
+
+/// The one answer for a connect link that is not valid, whatever the reason (never
+/// issued, expired, used up, wrong token), so that nothing can be learnt from it.
+pub(crate) fn invalid_session_page() -> Response {
+    let mut response = html(
+        StatusCode::NOT_FOUND,
+        "Link not valid",
+        "This connect link is not valid: it may have expired or been used already. Ask the \
+         application for a new one.",
+    );
+    response
+        .extensions_mut()
+        .insert(ErrorCode("invalid_session"));
+    response
 }
 
 /// The page a person sees after authorizing.
 fn page(integration: Option<&str>, outcome: Result<&str, &CallbackError>) -> Response {
-    let (status, title, detail) = match outcome {
-        Ok(connection) => (
+    match outcome {
+        Ok(connection) => html(
             StatusCode::OK,
             "Connected",
-            format!(
+            &format!(
                 "Connection <b>{}</b> of <b>{}</b> is authorized. You can close this page.",
                 escape(connection),
                 escape(integration.unwrap_or(""))
@@ -189,14 +119,19 @@ fn page(integration: Option<&str>, outcome: Result<&str, &CallbackError>) -> Res
             if let Some(name) = integration {
                 let _ = write!(detail, " (integration <b>{}</b>)", escape(name));
             }
-            (status, "Not connected", detail)
+            html(status, "Not connected", &detail)
         }
-    };
+    }
+}
+
+/// A small HTML page; `detail` is HTML already escaped.
+fn html(status: StatusCode, title: &str, detail: &str) -> Response {
     let body = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <title>{title}</title></head>\n<body><h1>{title}</h1>\n<p>{detail}</p></body></html>\n"
     );
     let mut response = (status, Html(body)).into_response();
+    response.extensions_mut().insert(Verbatim);
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(
@@ -210,20 +145,10 @@ fn page(integration: Option<&str>, outcome: Result<&str, &CallbackError>) -> Res
     response
 }
 
-/// Text made safe for HTML.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+/// Text made safe for HTML, in element content and in quoted attributes: `&`, `<`, `>`,
+/// `"` and `'` escaped.
+fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    html_escape::encode_quoted_attribute(text)
 }
 
 #[cfg(test)]
@@ -231,23 +156,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn decodes_query_pairs() {
-        let pairs: Vec<_> = form_pairs("connection_id=acme%20co&x=a+b&bad=%zz&flag").collect();
-        assert_eq!(
-            pairs,
-            [
-                ("connection_id".to_owned(), "acme co".to_owned()),
-                ("x".to_owned(), "a b".to_owned()),
-                ("flag".to_owned(), String::new()),
-            ]
-        );
-    }
-
-    #[test]
     fn escapes_html() {
         assert_eq!(
             escape("<a href=\"x\">&'"),
-            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#x27;"
         );
+        assert_eq!(escape("plain café"), "plain café");
     }
 }

@@ -25,8 +25,8 @@ pub const CONNECTION_ID: HeaderName = HeaderName::from_static("connection-id");
 /// The route's prefix, taken off the raw path.
 const PREFIX: &str = "/proxy";
 
-/// The longest connection id accepted.
-const MAX_CONNECTION_ID: usize = 256;
+/// The longest integration name read from `Provider-Config-Key`.
+const MAX_INTEGRATION_NAME: usize = 256;
 
 /// Hop-by-hop headers (RFC 9110 section 7.6.1): never forwarded in either direction.
 const HOP_BY_HOP: [HeaderName; 9] = [
@@ -51,6 +51,54 @@ const REQUEST_ONLY_DROP: [HeaderName; 5] = [
     PROVIDER_CONFIG_KEY,
     CONNECTION_ID,
 ];
+
+/// Headers that tell a server which host and scheme the client asked for. Forwarded, they
+/// could make the provider build links or route for a host the caller chose, so they are
+/// dropped unless the proxy is built with
+/// [`forward_host_headers`](crate::ProxyBuilder::forward_host_headers)
+/// (`--forward-host-headers`).
+pub(crate) const HOST_HEADERS: [HeaderName; 2] = [
+    header::FORWARDED,
+    HeaderName::from_static("x-forwarded-host"),
+];
+
+/// Methods never forwarded: `TRACE` (and IIS's `TRACK`) would have a provider that echoes
+/// requests send back the connection's token; `CONNECT` asks for a tunnel, not an API call.
+fn refused_method(method: &http::Method) -> bool {
+    *method == http::Method::TRACE || *method == http::Method::CONNECT || method.as_str() == "TRACK"
+}
+
+/// Before `/proxy` calls: refuses the methods never forwarded (405 JSON) and drops
+/// [`HOST_HEADERS`] unless configured to forward them.
+pub(crate) async fn guard(
+    State(state): State<ProxyState>,
+    mut request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if refused_method(request.method()) {
+        let mut response = ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!(
+                "{} is never forwarded: a provider that echoes requests would send back the \
+                 connection's token",
+                request.method()
+            ),
+        )
+        .into_response();
+        response.headers_mut().insert(
+            header::ALLOW,
+            http::HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+        );
+        return response;
+    }
+    if !state.forwards_host_headers() {
+        for name in &HOST_HEADERS {
+            request.headers_mut().remove(name);
+        }
+    }
+    next.run(request).await
+}
 
 /// What the access log says about one call.
 struct Call<'a> {
@@ -123,10 +171,11 @@ enum Failure {
     InStack(ApiError, u32),
 }
 
-/// The integration and connection the caller named.
+/// The integration and connection the caller named. The connection id follows the one
+/// rule for ids ([`crate::ids`]), as sent: never trimmed.
 fn names(headers: &HeaderMap) -> Result<(&str, &str), ApiError> {
-    let text = |name: &HeaderName| -> Result<&str, ApiError> {
-        let value = headers.get(name).ok_or_else(|| {
+    let present = |name: &HeaderName| {
+        headers.get(name).ok_or_else(|| {
             ApiError::bad_request(
                 "missing_header",
                 format!(
@@ -134,25 +183,26 @@ fn names(headers: &HeaderMap) -> Result<(&str, &str), ApiError> {
                      and `Connection-Id: <connection>`"
                 ),
             )
-        })?;
-        let text = value
-            .to_str()
-            .ok()
-            .map(str::trim)
-            .filter(|t| !t.is_empty() && t.len() <= MAX_CONNECTION_ID)
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_header",
-                    format!(
-                        "the `{name}` header must be 1 to {MAX_CONNECTION_ID} visible ASCII \
-                         characters"
-                    ),
-                )
-            })?;
-        Ok(text)
+        })
     };
-    let integration = text(&PROVIDER_CONFIG_KEY)?;
-    let connection = text(&CONNECTION_ID)?;
+    let integration = present(&PROVIDER_CONFIG_KEY)?
+        .to_str()
+        .ok()
+        .filter(|t| !t.is_empty() && t.len() <= MAX_INTEGRATION_NAME)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_header",
+                format!(
+                    "the `{PROVIDER_CONFIG_KEY}` header must be 1 to {MAX_INTEGRATION_NAME} \
+                     visible ASCII characters"
+                ),
+            )
+        })?;
+    let connection = present(&CONNECTION_ID)?
+        .to_str()
+        .ok()
+        .filter(|id| crate::ids::is_valid_connection_id(id))
+        .ok_or_else(crate::ids::invalid)?;
     Ok((integration, connection))
 }
 
@@ -226,22 +276,66 @@ fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
         .collect()
 }
 
-/// The provider's answer, streamed: status and headers as received, less hop-by-hop ones.
+/// The provider's answer, streamed: status and headers as received, less hop-by-hop ones,
+/// and less a `Content-Length` that may not describe the body sent on.
 fn pass_through<B>(response: http::Response<B>) -> Response
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<blueprint_core::BoxError>,
 {
     let (mut parts, body) = response.into_parts();
+    // With `Transfer-Encoding` the body was framed by it, and a `Content-Length` beside it
+    // is stale (RFC 9112 section 6.3); forwarded, it would cut the answer short.
+    let framed_by_encoding = parts.headers.contains_key(header::TRANSFER_ENCODING);
     let named = connection_named(&parts.headers);
     for name in HOP_BY_HOP.iter().chain(&named) {
         parts.headers.remove(name);
     }
+    if framed_by_encoding || !content_length_fits(&parts.headers, parts.status, &body) {
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
     // Extensions of the client and layers stay inside the proxy, and the provider's HTTP
     // version (1.0, 2) is not this connection's.
     parts.extensions = http::Extensions::new();
+    parts.extensions.insert(crate::error::Verbatim);
     parts.version = http::Version::default();
     Response::from_parts(parts, Body::new(body))
+}
+
+/// Whether the answer's `Content-Length` (if any) can be sent with `body`: one value, a
+/// number, and the body's exact size where that is known. An empty body keeps it (the
+/// answer to `HEAD`, a 304), and so do answers that never have a body.
+fn content_length_fits<B: http_body::Body>(
+    headers: &HeaderMap,
+    status: StatusCode,
+    body: &B,
+) -> bool {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let Some(first) = values.next() else {
+        return true;
+    };
+    let declared = first
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let Some(declared) = declared else {
+        return false;
+    };
+    if values.any(|v| v != first) {
+        return false;
+    }
+    if status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return true;
+    }
+    let hint = body.size_hint();
+    match hint.exact() {
+        Some(0) => true,
+        Some(exact) => exact == declared,
+        None => hint.lower() <= declared && hint.upper().is_none_or(|upper| upper >= declared),
+    }
 }
 
 fn needs_reauthorization(call: &Call<'_>, why: &str) -> ApiError {
@@ -249,9 +343,8 @@ fn needs_reauthorization(call: &Call<'_>, why: &str) -> ApiError {
         StatusCode::FAILED_DEPENDENCY,
         "needs_reauthorization",
         format!(
-            "{why}: connection `{}` of `{}` must be authorized again (GET /oauth/connect/{}?connection_id=… or PUT /connections/{}/…)",
+            "{why}: connection `{}` of `{}` must be authorized again (a connect session, POST /connect/sessions, or PUT /connections/{}/…)",
             printable(call.connection),
-            call.integration,
             call.integration,
             call.integration
         ),
@@ -260,6 +353,10 @@ fn needs_reauthorization(call: &Call<'_>, why: &str) -> ApiError {
 
 /// The proxy's answer for a call the stack failed.
 fn classify(call: &Call<'_>, error: &StackError) -> ApiError {
+    // The caller's own body failing (a stall, malformed chunks) is the caller's fault.
+    if let Some(caller) = error.find::<crate::body::CallerBodyError>() {
+        return caller.to_api();
+    }
     let token_kind = error.find::<TokenError>().map(TokenError::kind);
     if error.is_invalid_path() {
         let reason = error
@@ -363,5 +460,56 @@ fn log(
             error.message = error.message(),
             "proxied"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{Empty, Full};
+
+    fn with_length(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(header::CONTENT_LENGTH, value.parse().unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn a_content_length_is_kept_only_when_it_describes_the_body() {
+        let five = Full::new(bytes::Bytes::from_static(b"hello"));
+        let ok = StatusCode::OK;
+        assert!(content_length_fits(&with_length(&[]), ok, &five));
+        assert!(content_length_fits(&with_length(&["5"]), ok, &five));
+        assert!(content_length_fits(&with_length(&["5", "5"]), ok, &five));
+        assert!(!content_length_fits(&with_length(&["1"]), ok, &five));
+        assert!(!content_length_fits(&with_length(&["100"]), ok, &five));
+        assert!(!content_length_fits(&with_length(&["5", "6"]), ok, &five));
+        assert!(!content_length_fits(&with_length(&["five"]), ok, &five));
+        // The answer to HEAD, a 304: no body, the length of the one that would be.
+        let empty = Empty::<bytes::Bytes>::new();
+        assert!(content_length_fits(&with_length(&["1234"]), ok, &empty));
+        assert!(content_length_fits(
+            &with_length(&["1234"]),
+            StatusCode::NOT_MODIFIED,
+            &five
+        ));
+    }
+
+    #[test]
+    fn trace_track_and_connect_are_refused() {
+        for method in ["TRACE", "TRACK", "CONNECT"] {
+            assert!(refused_method(
+                &http::Method::from_bytes(method.as_bytes()).unwrap()
+            ));
+        }
+        for method in [
+            "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PROPFIND",
+        ] {
+            assert!(!refused_method(
+                &http::Method::from_bytes(method.as_bytes()).unwrap()
+            ));
+        }
     }
 }

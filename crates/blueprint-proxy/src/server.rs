@@ -1,20 +1,107 @@
-//! Serving with a graceful shutdown: stop accepting, let calls in flight finish within a
-//! grace period.
+//! Serving, hardened against slow and numerous clients, with a graceful shutdown: stop
+//! accepting, let calls in flight finish within a grace period.
+//!
+//! Each connection is served by hyper's HTTP/1 connection with a header-read timeout;
+//! the proxy adds a keep-alive idle timeout and a cap on concurrent connections. The
+//! caller's request body has its own idle timeout
+//! ([`ProxyBuilder::request_body_timeout`](crate::ProxyBuilder::request_body_timeout)).
+//! When the process runs out of file descriptors, the accept loop closes the connections
+//! waiting to be accepted, keeps serving the open ones, backs off briefly and logs once per
+//! burst.
 
-use std::future::{Future, IntoFuture};
+use std::convert::Infallible;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use std::net::SocketAddr;
-
 use axum::Router;
-use axum::serve::Listener;
+use axum::body::Body;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
+use tower::ServiceExt as _;
 
-/// Serves `router` on `listener` until `shutdown` completes; then stops accepting
-/// connections, closes idle ones, and waits up to `grace` for the calls in flight (their
-/// response bodies included) to finish. Calls still running after that are cut off.
+/// The default header-read timeout: 10 seconds.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default keep-alive idle timeout: 5 seconds.
+pub const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The default cap on concurrent connections: 512, well under the common limit of 1,024
+/// file descriptors, since each proxied call also holds one towards the provider.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+
+/// How long the accept loop waits after running out of file descriptors (or another
+/// error that is not one connection's), before accepting again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// What a server accepts from its clients.
+///
+/// ```
+/// use std::time::Duration;
+/// use blueprint_proxy::Limits;
+///
+/// let limits = Limits::default()
+///     .header_read_timeout(Duration::from_secs(5))
+///     .max_connections(256);
+/// assert_eq!(limits.get_max_connections(), 256);
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    header_read: Duration,
+    keep_alive: Duration,
+    max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read: DEFAULT_HEADER_READ_TIMEOUT,
+            keep_alive: DEFAULT_KEEP_ALIVE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+impl Limits {
+    /// How long a client has to send a whole request head, counted from when the
+    /// connection opens or the previous answer ends; then the connection is closed.
+    /// (hyper counts the wait for the next request on a kept-alive connection here too, so
+    /// an idle connection lives at most the smaller of this and the keep-alive timeout.)
+    #[must_use]
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_read = timeout;
+        self
+    }
+
+    /// How long a connection may stay open with no call in flight; then it is closed.
+    #[must_use]
+    pub fn keep_alive_timeout(mut self, timeout: Duration) -> Self {
+        self.keep_alive = timeout;
+        self
+    }
+
+    /// The most connections served at once (at least 1); beyond it, new connections are
+    /// closed at once, unanswered.
+    #[must_use]
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+        self
+    }
+
+    /// The cap on concurrent connections.
+    pub fn get_max_connections(&self) -> usize {
+        self.max_connections
+    }
+}
+
+/// Serves `router` on `listener` with the default [`Limits`] until `shutdown` completes;
+/// see [`serve_with`].
 ///
 /// # Errors
 ///
@@ -25,76 +112,318 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> io::Result<()> {
-    let addr = listener.local_addr()?;
+    serve_with(listener, router, shutdown, grace, Limits::default()).await
+}
+
+/// Serves `router` on `listener` within `limits` until `shutdown` completes; then closes
+/// the listening socket (new connections are refused), closes idle connections, and waits
+/// up to `grace` for the calls in flight (their response bodies included) to finish. Calls
+/// still running after that are cut off.
+///
+/// # Errors
+///
+/// The listener's address cannot be read. Accept errors are logged and waited out, never
+/// returned: running out of file descriptors must not stop the server.
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+    limits: Limits,
+) -> io::Result<()> {
+    listener.local_addr()?;
+    let max = limits.max_connections;
+    let permits = Arc::new(Semaphore::new(max));
     let (stop, stopping) = watch::channel(false);
-    let (closed, listener_closed) = oneshot::channel::<()>();
-    let (began, shutting_down) = oneshot::channel::<()>();
-    let listener = Closing {
-        inner: Some(listener),
-        addr,
-        stop: stopping,
-        closed: Some(closed),
-    };
-    let server = axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            // Close the listening socket first, then let axum wind the connections down.
-            let _ = stop.send(true);
-            let _ = listener_closed.await;
-            let _ = began.send(());
-        })
-        .into_future();
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => return result,
-        Ok(()) = shutting_down => {}
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read)
+        .keep_alive(true);
+    let mut accept = AcceptLoop::new(max);
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                    accept.refuse_over_capacity();
+                    drop(stream);
+                    continue;
+                };
+                accept.accepted();
+                tokio::spawn(connection(
+                    stream,
+                    router.clone(),
+                    http.clone(),
+                    limits.keep_alive,
+                    stopping.clone(),
+                    permit,
+                ));
+            }
+            Err(error) if is_connection_error(&error) => {}
+            Err(error) if is_out_of_descriptors(&error) => {
+                accept.out_of_descriptors(&listener, &error).await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "accepting a connection failed; trying again shortly");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
     }
+    // Close the listening socket first, then wind the connections down.
+    drop(listener);
+    let _ = stop.send(true);
     tracing::info!(
         grace_secs = grace.as_secs(),
         "shutting down: stopped accepting connections; waiting for calls in flight"
     );
-    if let Ok(result) = tokio::time::timeout(grace, server).await {
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    if tokio::time::timeout(grace, permits.acquire_many(all))
+        .await
+        .is_ok()
+    {
         tracing::info!("all calls finished");
-        result
     } else {
         tracing::warn!(
             grace_secs = grace.as_secs(),
             "grace period over: cutting off the calls still in flight"
         );
-        Ok(())
     }
+    Ok(())
 }
 
-/// A listener that closes its socket as soon as shutdown begins, so that new connections
-/// are refused while the calls in flight finish.
-struct Closing {
-    inner: Option<TcpListener>,
-    addr: SocketAddr,
-    stop: watch::Receiver<bool>,
-    closed: Option<oneshot::Sender<()>>,
+/// Errors of one connection that came and went before it was accepted.
+fn is_connection_error(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
 }
 
-impl Listener for Closing {
-    type Io = TcpStream;
-    type Addr = SocketAddr;
+/// `EMFILE` (this process) or `ENFILE` (the system): out of file descriptors.
+fn is_out_of_descriptors(error: &io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(23 | 24))
+}
 
-    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
-        if let Some(listener) = self.inner.as_mut() {
-            tokio::select! {
-                // axum's accept retries (and logs) accept errors.
-                accepted = Listener::accept(listener) => return accepted,
-                _ = self.stop.wait_for(|stop| *stop) => {}
-            }
-            self.inner = None;
-            if let Some(closed) = self.closed.take() {
-                let _ = closed.send(());
+/// The accept loop's state: a spare file descriptor to refuse connections with when none
+/// is left, and the bursts of refusals, logged once each.
+struct AcceptLoop {
+    max: usize,
+    /// Held open so that, out of descriptors, one can be freed to accept and close the
+    /// connections waiting, rather than leave them hanging in the backlog.
+    spare: Option<std::fs::File>,
+    /// Connections refused in the current burst of "full", and of "out of descriptors".
+    over_capacity: u64,
+    no_descriptors: u64,
+}
+
+fn open_spare() -> Option<std::fs::File> {
+    std::fs::File::open(if cfg!(windows) { "NUL" } else { "/dev/null" }).ok()
+}
+
+impl AcceptLoop {
+    fn new(max: usize) -> Self {
+        AcceptLoop {
+            max,
+            spare: open_spare(),
+            over_capacity: 0,
+            no_descriptors: 0,
+        }
+    }
+
+    fn refuse_over_capacity(&mut self) {
+        if self.over_capacity == 0 {
+            tracing::warn!(
+                max_connections = self.max,
+                "at the connection limit (--max-connections): closing new connections at once"
+            );
+        }
+        self.over_capacity += 1;
+    }
+
+    /// A connection was accepted and will be served: any burst of refusals is over.
+    fn accepted(&mut self) {
+        if self.over_capacity > 0 {
+            tracing::info!(
+                refused = self.over_capacity,
+                "below the connection limit again: serving new connections"
+            );
+            self.over_capacity = 0;
+        }
+        self.end_descriptor_burst();
+    }
+
+    fn end_descriptor_burst(&mut self) {
+        if self.no_descriptors > 0 {
+            tracing::info!(
+                refused = self.no_descriptors,
+                "file descriptors available again: serving new connections"
+            );
+            self.no_descriptors = 0;
+        }
+        if self.spare.is_none() {
+            self.spare = open_spare();
+        }
+    }
+
+    /// Out of file descriptors: refuse the connection waiting (with the spare descriptor),
+    /// and wait a little before accepting again. Connections already open are served on.
+    async fn out_of_descriptors(&mut self, listener: &TcpListener, error: &io::Error) {
+        if self.no_descriptors == 0 {
+            tracing::warn!(
+                %error,
+                "out of file descriptors: closing new connections at once while the open ones \
+                 are served; raise the limit (ulimit -n) or lower --max-connections"
+            );
+        }
+        self.no_descriptors += 1;
+        // Free the spare descriptor to accept the connection waiting and close it: each
+        // turn of the loop then refuses one waiting connection, and never spins.
+        if let Some(spare) = self.spare.take() {
+            drop(spare);
+            let accepted = tokio::time::timeout(Duration::from_millis(10), listener.accept()).await;
+            let refused = if let Ok(Ok((stream, _))) = accepted {
+                refuse(stream);
+                true
+            } else {
+                false
+            };
+            self.spare = open_spare();
+            if refused && self.spare.is_some() {
+                return;
             }
         }
-        std::future::pending().await
+        // No spare to refuse with: wait for descriptors to come free.
+        tokio::time::sleep(ACCEPT_BACKOFF).await;
+    }
+}
+
+/// Closes an accepted connection at once, unanswered.
+fn refuse(stream: TcpStream) {
+    drop(stream);
+}
+
+/// Serves one connection until it closes, is idle for `keep_alive`, or the server stops.
+async fn connection(
+    stream: TcpStream,
+    router: Router,
+    http: hyper::server::conn::http1::Builder,
+    keep_alive: Duration,
+    mut stopping: watch::Receiver<bool>,
+    permit: OwnedSemaphorePermit,
+) {
+    let _permit = permit;
+    let (activity, mut idle) = watch::channel(Activity {
+        in_flight: 0,
+        since: Instant::now(),
+    });
+    let activity = Arc::new(activity);
+    let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
+        let call = Call::begin(&activity);
+        let router = router.clone();
+        async move {
+            let response = router.oneshot(request.map(Body::new)).await;
+            Ok::<_, Infallible>(match response {
+                Ok(response) => response.map(|body| Body::new(Tracked { body, _call: call })),
+                Err(never) => match never {},
+            })
+        }
+    });
+    let conn = http.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "connection closed with an error");
+                }
+                return;
+            }
+            _ = stopping.wait_for(|stop| *stop), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = idle_for(&mut idle, keep_alive), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    }
+}
+
+/// Calls in flight on a connection, and since when it has had none.
+#[derive(Debug, Clone, Copy)]
+struct Activity {
+    in_flight: usize,
+    since: Instant,
+}
+
+/// Completes once the connection has had no call in flight for `timeout`.
+async fn idle_for(activity: &mut watch::Receiver<Activity>, timeout: Duration) {
+    loop {
+        let now = *activity.borrow_and_update();
+        if now.in_flight == 0 {
+            tokio::select! {
+                () = tokio::time::sleep_until(now.since + timeout) => return,
+                changed = activity.changed() => if changed.is_err() { return },
+            }
+        } else if activity.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One call in flight, from its request head to the end of its answer's body.
+struct Call(Arc<watch::Sender<Activity>>);
+
+impl Call {
+    fn begin(activity: &Arc<watch::Sender<Activity>>) -> Call {
+        activity.send_modify(|a| a.in_flight += 1);
+        Call(Arc::clone(activity))
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        self.0.send_modify(|a| {
+            a.in_flight = a.in_flight.saturating_sub(1);
+            a.since = Instant::now();
+        });
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An answer's body that keeps its call counted as in flight until it is sent or dropped.
+    struct Tracked {
+        #[pin]
+        body: Body,
+        _call: Call,
+    }
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        self.project().body.poll_frame(cx)
     }
 
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.addr)
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -143,10 +143,23 @@ impl AuthorizationFlow {
         let state = params.state.ok_or(CallbackError::MissingState)?;
         // Taken (used up) even when the provider sent an error: a state works once.
         let pending = self.pending.take(&state)?;
-        if let Some(code) = params.error {
+        if let Some(raw) = params.error {
+            // Only a standard code is shown; the provider's own text (which could carry
+            // anything, the client secret included) goes to a DEBUG log, redacted.
+            let provider = self.source.provider();
+            let code = crate::provider::oauth_error_code(&raw);
+            tracing::debug!(
+                code,
+                raw_error = %crate::provider::printable(&provider.redact(&raw, &[]), 64),
+                raw_description = params
+                    .error_description
+                    .map(|d| crate::provider::printable(&provider.redact(&d, &[]), 200))
+                    .as_deref(),
+                "the provider refused the authorization"
+            );
             return Err(CallbackError::Provider {
-                code: printable(&code, 64),
-                description: params.error_description.map(|d| printable(&d, 200)),
+                code: code.to_owned(),
+                description: None,
             });
         }
         let code = params.code.ok_or(CallbackError::MissingCode)?;
@@ -186,11 +199,6 @@ impl AuthorizationFlow {
             .map_err(CallbackError::Store)?;
         Ok(authorized)
     }
-}
-
-/// Text from outside, cut to `max` characters, control characters dropped.
-fn printable(text: &str, max: usize) -> String {
-    text.chars().filter(|c| !c.is_control()).take(max).collect()
 }
 
 /// The most authorizations kept pending at once (older ones are forgotten first).
@@ -372,9 +380,11 @@ pub enum CallbackError {
         .description.as_ref().map(|d| format!(": {d}")).unwrap_or_default()
     )]
     Provider {
-        /// The `error` parameter.
+        /// The `error` parameter if it is a standard OAuth code (RFC 6749 section
+        /// 4.1.2.1), else `other`.
         code: String,
-        /// The `error_description` parameter, if any.
+        /// Always `None`: the provider's `error_description` is free text that could carry
+        /// anything, and is only logged at DEBUG.
         description: Option<String>,
     },
     /// The callback has a state but no `code`.

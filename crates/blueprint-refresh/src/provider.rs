@@ -168,6 +168,19 @@ impl Provider {
         self.pkce
     }
 
+    /// `text` with the client secret and each of `also` replaced by `<redacted>`: for text
+    /// from the provider, which may echo what it was sent.
+    pub(crate) fn redact(&self, text: &str, also: &[&str]) -> String {
+        let mut text = text.to_owned();
+        let secret = self.client_secret.as_ref().map(|s| s.secret().as_str());
+        for secret in secret.into_iter().chain(also.iter().copied()) {
+            if !secret.is_empty() {
+                text = text.replace(secret, "<redacted>");
+            }
+        }
+        text
+    }
+
     pub(crate) fn scopes(&self) -> &[String] {
         &self.scopes
     }
@@ -232,7 +245,9 @@ impl Provider {
             .exchange_refresh_token(&token)
             .request_async(&send)
             .await;
-        Granted::from_result(result, send.status())
+        Granted::from_result(result, send.status(), &|text| {
+            self.redact(text, &[refresh_token.expose()])
+        })
     }
 
     /// Exchanges an authorization code (with its PKCE verifier) for tokens.
@@ -249,7 +264,9 @@ impl Provider {
             request = request.set_pkce_verifier(verifier);
         }
         let result = request.request_async(&send).await;
-        Granted::from_result(result, send.status())
+        Granted::from_result(result, send.status(), &|text| {
+            self.redact(text, &[code.expose()])
+        })
     }
 }
 
@@ -306,8 +323,12 @@ type TokenResult = Result<
 >;
 
 impl Granted {
-    fn from_result(result: TokenResult, status: u16) -> Result<Granted, TokenEndpointError> {
-        let response = result.map_err(|e| classify(&e, status))?;
+    fn from_result(
+        result: TokenResult,
+        status: u16,
+        redact: &dyn Fn(&str) -> String,
+    ) -> Result<Granted, TokenEndpointError> {
+        let response = result.map_err(|e| classify(&e, status, redact))?;
         let access_token = AccessToken::new(response.access_token().secret()).map_err(|_| {
             TokenEndpointError::Unavailable {
                 reason: String::from("it granted an access token that cannot be sent in a header"),
@@ -329,11 +350,13 @@ impl Granted {
 
 /// Sorts a failed token-endpoint call into "refused for good" and "may pass".
 ///
-/// Only the error code and the status are kept: `oauth2`'s parse errors hold the raw body,
-/// and a provider's `error_description` could echo what was sent.
+/// Only a standard error code ([`oauth_error_code`]) and the status are kept: `oauth2`'s
+/// parse errors hold the raw body, and a provider's `error` and `error_description` could
+/// echo what was sent (the client secret). The raw text goes only to a DEBUG log, redacted.
 fn classify(
     error: &RequestTokenError<crate::HttpClientError, oauth2::basic::BasicErrorResponse>,
     status: u16,
+    redact: &dyn Fn(&str) -> String,
 ) -> TokenEndpointError {
     let transient_status = status >= 500 || status == 408 || status == 429;
     match error {
@@ -341,10 +364,22 @@ fn classify(
             reason: e.to_string(),
         },
         RequestTokenError::ServerResponse(response) => {
-            let code = match response.error() {
-                BasicErrorResponseType::Extension(code) => sanitize_code(code),
+            let raw = match response.error() {
+                BasicErrorResponseType::Extension(code) => code.clone(),
                 known => known.to_string(),
             };
+            let code = oauth_error_code(&raw);
+            tracing::debug!(
+                status,
+                code,
+                raw_error = %printable(&redact(&raw), 64),
+                raw_description = response
+                    .error_description()
+                    .map(|d| printable(&redact(d), 200))
+                    .as_deref(),
+                "the token endpoint answered an error"
+            );
+            let code = code.to_owned();
             let transient_code =
                 matches!(code.as_str(), "temporarily_unavailable" | "server_error");
             if transient_status || transient_code {
@@ -377,18 +412,33 @@ fn classify(
     }
 }
 
-/// An error code as sent, if it looks like one (`[a-z0-9_.-]`, at most 64), else a stand-in.
-fn sanitize_code(code: &str) -> String {
-    let ok = !code.is_empty()
-        && code.len() <= 64
-        && code
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok {
-        code.to_owned()
-    } else {
-        String::from("unrecognized_error")
-    }
+/// The OAuth error codes of RFC 6749 (sections 4.1.2.1 and 5.2): the only ones shown.
+pub(crate) const OAUTH_ERROR_CODES: [&str; 10] = [
+    "invalid_request",
+    "invalid_client",
+    "invalid_grant",
+    "unauthorized_client",
+    "unsupported_grant_type",
+    "invalid_scope",
+    "access_denied",
+    "unsupported_response_type",
+    "server_error",
+    "temporarily_unavailable",
+];
+
+/// `code` if it is one of [`OAUTH_ERROR_CODES`], else `other`: a provider's own text is
+/// never shown, logged above DEBUG, or stored (it may echo the client secret).
+pub(crate) fn oauth_error_code(code: &str) -> &'static str {
+    OAUTH_ERROR_CODES
+        .iter()
+        .find(|known| **known == code)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// Text from outside, cut to `max` characters, control characters dropped.
+pub(crate) fn printable(text: &str, max: usize) -> String {
+    text.chars().filter(|c| !c.is_control()).take(max).collect()
 }
 
 /// A token-endpoint call failed. Never contains a secret or the endpoint's raw answer.

@@ -1,0 +1,258 @@
+//! The caller's request body, watched: an idle timeout between its frames, and its errors
+//! marked as the caller's, so that a slow-drip upload is answered 408 and a malformed
+//! chunked body 400, never 502 as if the provider had failed.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::StatusCode;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+use crate::error::ApiError;
+
+/// The default [`CallerBody`] idle timeout: 30 seconds between two frames.
+pub(crate) const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why reading the caller's body failed: the caller's doing, not the provider's.
+#[derive(Debug)]
+pub(crate) enum CallerBodyError {
+    /// No frame came for this long while one was awaited.
+    Idle(Duration),
+    /// The body could not be read: malformed chunked encoding, a connection closed
+    /// mid-body, a length that does not match.
+    Read(axum::BoxError),
+}
+
+impl fmt::Display for CallerBodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallerBodyError::Idle(after) => write!(
+                f,
+                "the request body stalled: nothing arrived for {} s",
+                after.as_secs_f64()
+            ),
+            CallerBodyError::Read(e) => write!(f, "the request body could not be read: {e}"),
+        }
+    }
+}
+
+impl StdError for CallerBodyError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            CallerBodyError::Idle(_) => None,
+            CallerBodyError::Read(e) => Some(&**e),
+        }
+    }
+}
+
+impl CallerBodyError {
+    /// The proxy's answer: 408 `request_timeout` or 400 `invalid_body`.
+    pub(crate) fn to_api(&self) -> ApiError {
+        match self {
+            CallerBodyError::Idle(after) => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request body stalled: nothing arrived for {} s; send the body without \
+                     pauses (the limit is --request-body-timeout)",
+                    after.as_secs_f64()
+                ),
+            ),
+            CallerBodyError::Read(e) => ApiError::bad_request(
+                "invalid_body",
+                format!(
+                    "the request body could not be read ({}); nothing more was sent",
+                    crate::error::printable(&e.to_string())
+                ),
+            ),
+        }
+    }
+}
+
+/// The caller's fault in an error's source chain, if it is one.
+pub(crate) fn caller_fault(error: &(dyn StdError + 'static)) -> Option<ApiError> {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(found) = error.downcast_ref::<CallerBodyError>() {
+            return Some(found.to_api());
+        }
+        current = error.source();
+    }
+    None
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that fails with [`CallerBodyError`]: when a frame is awaited for
+    /// longer than `idle` (time spent while nobody asks for the next frame, such as a
+    /// provider applying backpressure, does not count), or when the body cannot be read.
+    pub(crate) struct CallerBody<B> {
+        #[pin]
+        inner: B,
+        idle: Duration,
+        #[pin]
+        timer: Sleep,
+        armed: bool,
+        failed: bool,
+    }
+}
+
+impl<B> CallerBody<B> {
+    pub(crate) fn new(inner: B, idle: Duration) -> Self {
+        CallerBody {
+            inner,
+            idle,
+            timer: tokio::time::sleep_until(far_future()),
+            armed: false,
+            failed: false,
+        }
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
+impl<B> HttpBody for CallerBody<B>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = Bytes;
+    type Error = CallerBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, CallerBodyError>>> {
+        let mut this = self.project();
+        if *this.failed {
+            return Poll::Ready(None);
+        }
+        if !*this.armed {
+            this.timer.as_mut().reset(Instant::now() + *this.idle);
+            *this.armed = true;
+        }
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(frame) => {
+                *this.armed = false;
+                Poll::Ready(frame.map(|frame| {
+                    frame.map_err(|e| {
+                        *this.failed = true;
+                        CallerBodyError::Read(e.into())
+                    })
+                }))
+            }
+            Poll::Pending => {
+                ready!(this.timer.poll(cx));
+                *this.failed = true;
+                Poll::Ready(Some(Err(CallerBodyError::Idle(*this.idle))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.failed || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The proxy's answer when a body could not be buffered by an extractor: the caller's
+/// stall or read error, or 413 `body_too_large`.
+pub(crate) fn rejection(rejection: &axum::extract::rejection::BytesRejection) -> ApiError {
+    if let Some(api) = caller_fault(rejection) {
+        return api;
+    }
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body is larger than this route takes ({MAX_JSON_BODY} bytes)"),
+        );
+    }
+    ApiError::bad_request(
+        "invalid_body",
+        format!(
+            "the request body could not be read: {}",
+            rejection.body_text()
+        ),
+    )
+}
+
+/// The largest body the JSON routes (`/connections`, `/connect/sessions`) take: 64 KiB.
+pub(crate) const MAX_JSON_BODY: usize = 64 * 1024;
+
+/// Wraps a request's body in a [`CallerBody`].
+pub(crate) fn watch(request: axum::extract::Request, idle: Duration) -> axum::extract::Request {
+    request.map(|body| Body::new(CallerBody::new(body, idle)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt as _;
+
+    /// A body that sends one frame, then waits forever.
+    struct Stalls(bool);
+
+    impl HttpBody for Stalls {
+        type Data = Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            if self.0 {
+                Poll::Pending
+            } else {
+                self.0 = true;
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"first")))))
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_fails_after_the_idle_timeout_and_not_before() {
+        let mut body = std::pin::pin!(CallerBody::new(Stalls(false), Duration::from_secs(5)));
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "first");
+        // Time while nobody polls does not count.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let started = Instant::now();
+        let error = body.frame().await.unwrap().unwrap_err();
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        assert!(matches!(error, CallerBodyError::Idle(_)), "{error}");
+        assert_eq!(error.to_api().status(), 408);
+        assert!(body.frame().await.is_none(), "a failed body ends");
+    }
+
+    #[tokio::test]
+    async fn a_read_error_is_the_callers() {
+        struct Fails;
+        impl HttpBody for Fails {
+            type Data = Bytes;
+            type Error = std::io::Error;
+            fn poll_frame(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+                Poll::Ready(Some(Err(std::io::Error::other("bad chunk size"))))
+            }
+        }
+        let failing = Fails;
+        let mut body = std::pin::pin!(CallerBody::new(failing, Duration::from_secs(5)));
+        let error = body.frame().await.unwrap().unwrap_err();
+        let wrapped: axum::BoxError = Box::new(error);
+        let api = caller_fault(&*wrapped).unwrap();
+        assert_eq!((api.status().as_u16(), api.code()), (400, "invalid_body"));
+        assert!(caller_fault(&std::io::Error::other("upstream")).is_none());
+    }
+}

@@ -1,0 +1,316 @@
+//! The real `blueprint-proxy` binary against hostile clients: half-open requests, more
+//! connections than it serves, too few file descriptors, idle kept-alive connections.
+//! Every wait is bounded.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod proxy_support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Method;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use proxy_support::{FAST_RETRY, HeldUpstream, Process, Target, TempDir, yaml};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+const HALF_OPEN: &[u8] = b"GET /healthz HTTP/1.1\r\n";
+
+async fn start(name: &str, args: &[&str], nofile: Option<u64>) -> (Process, TempDir) {
+    let dir = TempDir::new(name);
+    std::fs::write(
+        dir.path("i.yaml"),
+        yaml("http://127.0.0.1:9", FAST_RETRY, ""),
+    )
+    .unwrap();
+    let proxy = Process::start_with(
+        &dir.path("i.yaml"),
+        &dir.path("store.db"),
+        &[],
+        args,
+        nofile,
+    )
+    .await;
+    (proxy, dir)
+}
+
+/// Opens `n` connections that each send a request line and nothing more.
+async fn half_open(target: &Target, n: usize) -> Vec<TcpStream> {
+    let mut streams = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut stream = TcpStream::connect(target.addr).await.expect("connect");
+        // A connection the proxy already refused may fail to take the write.
+        let _ = stream.write_all(HALF_OPEN).await;
+        streams.push(stream);
+    }
+    streams
+}
+
+/// Waits up to `bound` for the proxy to close `stream`; whether it did, and the bytes it sent.
+async fn closed_within(stream: &mut TcpStream, bound: Duration) -> Option<Vec<u8>> {
+    let mut received = Vec::new();
+    match tokio::time::timeout(bound, stream.read_to_end(&mut received)).await {
+        Ok(_) => Some(received),
+        Err(_) => None,
+    }
+}
+
+/// `GET /healthz` on a new connection, bounded by `bound`: the status, 0 if none came.
+async fn healthz(target: &Target, bound: Duration) -> u16 {
+    let call = proxy_support::raw_or_refused(target.addr, "GET /healthz HTTP/1.1\r\nhost: x");
+    tokio::time::timeout(bound, call)
+        .await
+        .map_or(0, |(status, _)| status)
+}
+
+/// A kept-alive HTTP/1.1 connection to the proxy.
+async fn kept_alive(target: &Target) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+    let stream = TcpStream::connect(target.addr).await.expect("connect");
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(connection);
+    sender
+}
+
+async fn healthz_on(
+    sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    bound: Duration,
+) -> u16 {
+    let call = async {
+        sender.ready().await.ok()?;
+        let request = http::Request::get("/healthz")
+            .header("host", "x")
+            .body(Empty::new())
+            .ok()?;
+        let response = sender.send_request(request).await.ok()?;
+        let status = response.status().as_u16();
+        response.into_body().collect().await.ok()?;
+        Some(status)
+    };
+    tokio::time::timeout(bound, call)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+}
+
+/// CPU time the process has used, in clock ticks (`/proc/<pid>/stat` utime + stime).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
+    let after_name = stat.rsplit_once(')').expect("stat format").1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5); `fields[0]` is field 3.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_requests_are_closed_after_the_header_timeout_while_others_are_served() {
+    let (proxy, _dir) = start(
+        "half-open",
+        &["--header-read-timeout", "1", "--max-connections", "400"],
+        None,
+    )
+    .await;
+    let opened = Instant::now();
+    let mut slow = half_open(&proxy, 300).await;
+
+    // A normal call still answers promptly.
+    let started = Instant::now();
+    assert_eq!(healthz(&proxy, Duration::from_secs(2)).await, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "a normal call took {:?} among 300 half-open requests",
+        started.elapsed()
+    );
+
+    // Every slow one is closed, once its time is up and not before.
+    for (i, stream) in slow.iter_mut().enumerate() {
+        let answer = closed_within(stream, Duration::from_secs(5)).await;
+        assert!(
+            answer.is_some(),
+            "half-open connection {i} is still open after 5 s"
+        );
+    }
+    assert!(
+        opened.elapsed() >= Duration::from_millis(900),
+        "closed after {:?}, before the header timeout",
+        opened.elapsed()
+    );
+    assert_eq!(healthz(&proxy, Duration::from_secs(2)).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_the_connection_cap_new_connections_are_closed_at_once() {
+    let (mut proxy, _dir) = start(
+        "cap",
+        &["--header-read-timeout", "2", "--max-connections", "20"],
+        None,
+    )
+    .await;
+    let mut held = half_open(&proxy, 20).await;
+    for attempt in 0..5 {
+        let started = Instant::now();
+        let status = healthz(&proxy, Duration::from_secs(5)).await;
+        assert_eq!(status, 0, "call {attempt} past the cap was served");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "a connection past the cap waited {:?} instead of being closed at once",
+            started.elapsed()
+        );
+    }
+    proxy.wait_for_log("at the connection limit").await;
+    assert_eq!(
+        proxy.logs().matches("at the connection limit").count(),
+        1,
+        "one log line per burst:\n{}",
+        proxy.logs()
+    );
+    // Once the half-open ones time out, new connections are served again.
+    for stream in &mut held {
+        assert!(
+            closed_within(stream, Duration::from_secs(6))
+                .await
+                .is_some()
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while healthz(&proxy, Duration::from_secs(2)).await != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "never served again after the burst"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    proxy.wait_for_log("below the connection limit again").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_the_open_connections_are_served_and_new_ones_closed() {
+    let (mut proxy, _dir) = start(
+        "emfile",
+        &["--header-read-timeout", "3", "--max-connections", "1000"],
+        Some(64),
+    )
+    .await;
+    let mut open = kept_alive(&proxy).await;
+    assert_eq!(healthz_on(&mut open, Duration::from_secs(2)).await, 200);
+
+    let pid = proxy.pid();
+    let mut flood = half_open(&proxy, 120).await;
+    proxy.wait_for_log("out of file descriptors").await;
+    let ticks_before = cpu_ticks(pid);
+    let window = Instant::now();
+
+    // The connection already open is still served, promptly.
+    let started = Instant::now();
+    assert_eq!(healthz_on(&mut open, Duration::from_secs(2)).await, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // The connections past the limit are closed at once (before the header timeout
+    // could have closed them), not left hanging in the backlog.
+    let mut closed_early = 0;
+    for stream in flood.iter_mut().rev().take(30) {
+        if let Some(answer) = closed_within(stream, Duration::from_millis(1500)).await {
+            assert!(answer.is_empty(), "a refused connection was answered");
+            closed_early += 1;
+        }
+    }
+    assert!(
+        closed_early >= 20,
+        "only {closed_early} of 30 were closed at once"
+    );
+    // Not spinning: well under one CPU for the window.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let used = cpu_ticks(pid) - ticks_before;
+    let elapsed_ticks = u64::try_from(window.elapsed().as_millis() / 10).unwrap();
+    assert!(
+        used * 3 < elapsed_ticks,
+        "the proxy used {used} ticks of CPU in {elapsed_ticks}: it spins"
+    );
+    assert_eq!(
+        proxy.logs().matches("out of file descriptors").count(),
+        1,
+        "one log line per burst:\n{}",
+        proxy.logs()
+    );
+
+    // Once the half-open requests time out, new connections are served again.
+    drop(flood);
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while healthz(&proxy, Duration::from_secs(2)).await != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "never served again; logs:\n{}",
+            proxy.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    proxy.wait_for_log("file descriptors available again").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_kept_alive_connection_is_closed_but_a_slow_call_is_not() {
+    let slow = HeldUpstream::start("finally").await;
+    let dir = TempDir::new("keep-alive");
+    std::fs::write(dir.path("i.yaml"), yaml(&slow.url(), FAST_RETRY, "")).unwrap();
+    let proxy = Process::start_with(
+        &dir.path("i.yaml"),
+        &dir.path("store.db"),
+        &[],
+        &["--keep-alive-timeout", "1", "--header-read-timeout", "30"],
+        None,
+    )
+    .await;
+    proxy
+        .import(
+            "intercom",
+            "acme",
+            json!({ "access_token": "tok_keepalive" }),
+        )
+        .await;
+
+    // Idle after one answer: closed after about a second.
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answered = Instant::now();
+    let received = closed_within(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("an idle connection is still open after 5 s");
+    assert!(
+        String::from_utf8_lossy(&received).starts_with("HTTP/1.1 200"),
+        "{received:?}"
+    );
+    assert!(
+        answered.elapsed() >= Duration::from_millis(900),
+        "closed after {:?}",
+        answered.elapsed()
+    );
+
+    // A call that takes longer than the keep-alive timeout is not cut.
+    let target = proxy.target;
+    let call = tokio::spawn(async move {
+        target
+            .send(target.proxy(Method::GET, "/slow", "intercom", "acme"))
+            .await
+    });
+    slow.arrived().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    slow.release();
+    let reply = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .expect("the slow call answers")
+        .unwrap();
+    assert_eq!((reply.status, reply.text().as_str()), (200, "finally"));
+}
