@@ -42,7 +42,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tower::{Layer, Service, ServiceExt};
 
@@ -57,14 +57,14 @@ fn main() {
          one client thread each, server {base}"
     );
 
-    let clients: Vec<(&str, Box<dyn Fn() -> Sample + Send + Sync>)> = vec![
+    let clients: Vec<(&str, Round)> = vec![
         ("bare_hyper_util", {
             let uri: Arc<str> = Arc::from(format!("{base}/contacts").as_str());
             Box::new(move || {
                 let uri = Arc::clone(&uri);
                 run_client(requests, move || {
                     let client =
-                        Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+                        HyperClient::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
                     (client, Arc::clone(&uri))
                 })
             })
@@ -116,9 +116,7 @@ fn main() {
     let medians: Vec<Sample> = samples.iter().map(|s| median(s)).collect();
     let bare = medians[0];
     println!();
-    println!(
-        "| client | req/s | CPU µs/request | throughput vs bare | CPU vs bare |"
-    );
+    println!("| client | req/s | CPU µs/request | throughput vs bare | CPU vs bare |");
     println!("|---|---|---|---|---|");
     for ((name, _), m) in clients.iter().zip(&medians) {
         println!(
@@ -130,6 +128,9 @@ fn main() {
         );
     }
 }
+
+/// A client of the bench: runs one round and measures it.
+type Round = Box<dyn Fn() -> Sample + Send + Sync>;
 
 #[derive(Debug, Clone, Copy)]
 struct Sample {
@@ -157,14 +158,19 @@ fn env_number(name: &str, default: u64) -> u64 {
 }
 
 /// The engine's whole default stack for the API at `base`.
-fn stack<S>(base: &str, tokens: Arc<S>) -> blueprint::BlueprintService<Client<hyper_util::client::legacy::connect::HttpConnector, StackBody<Full<Bytes>>>>
+fn stack<S>(
+    base: &str,
+    tokens: Arc<S>,
+) -> blueprint::BlueprintService<
+    HyperClient<hyper_util::client::legacy::connect::HttpConnector, StackBody<Full<Bytes>>>,
+>
 where
     S: TokenSource,
 {
     let api = Blueprint::new("bench", "v1", base)
         .and_then(|bp| bp.default_header("accept", "application/json"))
         .unwrap_or_else(|e| panic!("{e}"));
-    let inner = Client::builder(TokioExecutor::new()).build_http::<StackBody<Full<Bytes>>>();
+    let inner = HyperClient::builder(TokioExecutor::new()).build_http::<StackBody<Full<Bytes>>>();
     StackBuilder::with_shared_tokens(api, tokens)
         .layer()
         .unwrap_or_else(|e| panic!("{e}"))
@@ -214,9 +220,7 @@ fn oauth2_source() -> Arc<OAuth2TokenSource> {
 fn run_client<S, M>(requests: u64, make: M) -> Sample
 where
     M: FnOnce() -> (S, Arc<str>),
-    S: Service<Request<Full<Bytes>>, Response = Response<hyper::body::Incoming>>
-        + Clone
-        + 'static,
+    S: Service<Request<Full<Bytes>>, Response = Response<hyper::body::Incoming>> + Clone + 'static,
     S::Future: 'static,
     S::Error: std::fmt::Debug,
 {
@@ -231,7 +235,7 @@ where
         // Warm up: open the connections and fill every cache.
         drive(client.clone(), Arc::clone(&uri), (CONCURRENCY * 20) as u64).await;
         let cpu = thread_cpu();
-        let start = std::time::Instant::now();
+        let start = tokio::time::Instant::now();
         drive(client, uri, requests).await;
         let wall = start.elapsed();
         let cpu = thread_cpu().saturating_sub(cpu);
@@ -244,9 +248,7 @@ where
 
 async fn drive<S>(client: S, uri: Arc<str>, requests: u64)
 where
-    S: Service<Request<Full<Bytes>>, Response = Response<hyper::body::Incoming>>
-        + Clone
-        + 'static,
+    S: Service<Request<Full<Bytes>>, Response = Response<hyper::body::Incoming>> + Clone + 'static,
     S::Future: 'static,
     S::Error: std::fmt::Debug,
 {

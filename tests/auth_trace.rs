@@ -143,7 +143,7 @@ async fn the_token_never_reaches_the_logs() {
         "x-request-note: visible",
         "x-echo: plain",
         "page=2&access_token=[redacted]",
-        "url.path=\"/unauthorized\"",
+        "url.template=\"/unauthorized\"",
     ] {
         assert!(
             logs.contains(expected),

@@ -51,14 +51,12 @@ async fn metrics_count_calls_retries_and_refreshes_and_logs_hold_no_secret() {
         .await;
     let proxy = InProcess::start(&yaml(&upstream.uri(), FAST_RETRY, "")).await;
     let logs = Captured::default();
-    let subscriber = tracing_subscriber::registry()
-        .with(proxy.proxy.metrics().event_layer())
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(logs.clone())
-                .with_ansi(false)
-                .with_filter(tracing_subscriber::filter::LevelFilter::DEBUG),
-        );
+    let subscriber = tracing_subscriber::registry().with(
+        tracing_subscriber::fmt::layer()
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .with_filter(tracing_subscriber::filter::LevelFilter::DEBUG),
+    );
     let _guard = tracing::subscriber::set_default(subscriber);
 
     proxy
@@ -88,9 +86,9 @@ async fn metrics_count_calls_retries_and_refreshes_and_logs_hold_no_secret() {
         "blueprint_proxy_errors_total{code=\"unauthorized\"} 1\n",
         "blueprint_proxy_upstream_duration_seconds_count{integration=\"intercom\"} 2\n",
         "blueprint_proxy_upstream_duration_seconds_bucket{integration=\"intercom\",le=\"+Inf\"} 2\n",
-        "blueprint_proxy_retries_total 1\n",
-        "blueprint_proxy_token_refreshes_total{outcome=\"started\"} 1\n",
-        "blueprint_proxy_token_refreshes_total{outcome=\"failed\"} 0\n",
+        "blueprint_proxy_retries_total{integration=\"intercom\"} 1\n",
+        "blueprint_proxy_token_refreshes_total{integration=\"intercom\",outcome=\"refreshed\"} 1\n",
+        "blueprint_proxy_token_refreshes_total{integration=\"intercom\",outcome=\"failed\"} 0\n",
         "blueprint_proxy_in_flight 0\n",
     ] {
         assert!(metrics.contains(line), "no {line:?} in\n{metrics}");
@@ -123,6 +121,75 @@ async fn metrics_count_calls_retries_and_refreshes_and_logs_hold_no_secret() {
         "ada@example.com",
     ] {
         assert!(!text.contains(secret), "the logs hold {secret:?}:\n{text}");
+    }
+    proxy.stop().await;
+}
+
+/// The metrics come from the layers' typed events, not from their log lines: with every
+/// log event filtered out before it is even made, retries, pacing waits and refreshes are
+/// still counted.
+#[tokio::test]
+async fn metrics_count_from_the_layers_hook_with_logging_off() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/auth/eagle/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "token_type": "Bearer", "access_token": OAUTH_TOKEN, "expires_in": 3600
+        })))
+        .expect(1)
+        .mount(&upstream)
+        .await;
+    // A 503 first (a retry), then answers that spend the budget until the next second (the
+    // following call is held: a pacing wait).
+    Mock::given(method("GET"))
+        .and(path("/me"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .mount(&upstream)
+        .await;
+    let reset = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() + 1)
+        .unwrap_or_default();
+    Mock::given(method("GET"))
+        .and(path("/me"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("x-ratelimit-limit", "10")
+                .insert_header("x-ratelimit-remaining", "0")
+                .insert_header("x-ratelimit-reset", reset.to_string().as_str())
+                .set_body_string("me"),
+        )
+        .mount(&upstream)
+        .await;
+    let proxy = InProcess::start(&yaml(&upstream.uri(), FAST_RETRY, "")).await;
+    let off = tracing_subscriber::registry().with(
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::sink)
+            .with_filter(tracing_subscriber::filter::LevelFilter::OFF),
+    );
+    let _guard = tracing::subscriber::set_default(off);
+
+    proxy
+        .import(
+            "intercom",
+            "acme",
+            json!({ "access_token": TOKEN, "refresh_token": REFRESH, "expires_at": "2001-01-01T00:00:00Z" }),
+        )
+        .await;
+    for _ in 0..2 {
+        let me = proxy
+            .send(proxy.proxy(Method::GET, "/me", "intercom", "acme"))
+            .await;
+        assert_eq!(me.status, 200, "{}", me.text());
+    }
+    let metrics = proxy.metrics().await;
+    for line in [
+        "blueprint_proxy_retries_total{integration=\"intercom\"} 1\n",
+        "blueprint_proxy_rate_limit_waits_total{integration=\"intercom\",kind=\"pacing\"} 1\n",
+        "blueprint_proxy_token_refreshes_total{integration=\"intercom\",outcome=\"refreshed\"} 1\n",
+    ] {
+        assert!(metrics.contains(line), "no {line:?} in\n{metrics}");
     }
     proxy.stop().await;
 }

@@ -3,9 +3,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use blueprint_core::{BoxError, ConnectionId, TokenFuture};
-use http::Request;
+use blueprint_core::{AccessToken, BoxError, ConnectionId, SentToken, TokenFuture};
 use http::header::AUTHORIZATION;
+use http::{Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
@@ -27,6 +27,14 @@ pin_project! {
         Token {
             pending: Box<Pending<S, B>>,
         },
+        // Sent with our token, kept to name it on a 401.
+        Sent {
+            #[pin]
+            future: F,
+            sent: Option<(AccessToken, ConnectionId)>,
+        },
+        // Sent as it was (the caller's own `Authorization`, or a foreign origin allowed
+        // through without credentials).
         Called {
             #[pin]
             future: F,
@@ -47,6 +55,15 @@ impl<F, S, B> ResponseFuture<F, S, B> {
     pub(crate) fn called(future: F) -> Self {
         ResponseFuture {
             state: State::Called { future },
+        }
+    }
+
+    pub(crate) fn sent(future: F, token: AccessToken, connection: ConnectionId) -> Self {
+        ResponseFuture {
+            state: State::Sent {
+                future,
+                sent: Some((token, connection)),
+            },
         }
     }
 
@@ -80,7 +97,7 @@ impl<F, S, B> fmt::Debug for ResponseFuture<F, S, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
             State::Token { .. } => "waiting for token",
-            State::Called { .. } => "called",
+            State::Sent { .. } | State::Called { .. } => "called",
             State::Failed { .. } => "failed",
         };
         f.debug_struct("ResponseFuture")
@@ -91,11 +108,11 @@ impl<F, S, B> fmt::Debug for ResponseFuture<F, S, B> {
 
 impl<F, S, B, R, E> Future for ResponseFuture<F, S, B>
 where
-    F: Future<Output = Result<R, E>>,
-    S: Service<Request<B>, Future = F, Response = R, Error = E>,
+    F: Future<Output = Result<Response<R>, E>>,
+    S: Service<Request<B>, Future = F, Response = Response<R>, Error = E>,
     E: Into<BoxError>,
 {
-    type Output = Result<R, BoxError>;
+    type Output = Result<Response<R>, BoxError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
@@ -125,7 +142,22 @@ where
                         .headers_mut()
                         .insert(AUTHORIZATION, token.bearer_header().clone());
                     let future = service.call(request);
-                    this.state.set(State::Called { future });
+                    let connection = std::mem::take(connection);
+                    this.state.set(State::Sent {
+                        future,
+                        sent: Some((token, connection)),
+                    });
+                }
+                StateProj::Sent { future, sent } => {
+                    let mut response = ready!(future.poll(cx)).map_err(Into::into)?;
+                    if response.status() == StatusCode::UNAUTHORIZED {
+                        if let Some((token, connection)) = sent.take() {
+                            response
+                                .extensions_mut()
+                                .insert(SentToken { token, connection });
+                        }
+                    }
+                    return Poll::Ready(Ok(response));
                 }
                 StateProj::Called { future } => return future.poll(cx).map_err(Into::into),
                 StateProj::Failed { error } => {

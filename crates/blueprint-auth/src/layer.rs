@@ -2,9 +2,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use blueprint_core::{BoxError, ConnectionId, InvalidOrigin, Origin, TokenSource};
-use http::header::{AUTHORIZATION, HOST};
-use http::uri::Authority;
-use http::{HeaderValue, Request};
+use http::Request;
+use http::header::AUTHORIZATION;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -185,26 +184,12 @@ impl<S, T: TokenSource> AddAuthorization<S, T> {
         self.inner
     }
 
-    /// Whether the request is for the configured origin. A relative URI is, unless its
-    /// `Host` header names another authority.
+    /// Whether the request goes to the configured origin: its URI must be absolute and
+    /// name that origin. A relative URI does not: where it goes is decided below, so the
+    /// token could go anywhere (put a base-URL layer above this one).
     fn is_for_origin<B>(&self, request: &Request<B>) -> bool {
-        let uri = request.uri();
-        if uri.scheme().is_some() || uri.authority().is_some() {
-            return self.shared.config.origin.matches(uri);
-        }
-        match request.headers().get(HOST) {
-            None => true,
-            Some(host) => host_matches(host, &self.shared.config.origin),
-        }
+        self.shared.config.origin.matches(request.uri())
     }
-}
-
-fn host_matches(host: &HeaderValue, origin: &Origin) -> bool {
-    let Ok(authority) = Authority::try_from(host.as_bytes()) else {
-        return false;
-    };
-    authority.host().eq_ignore_ascii_case(origin.host())
-        && authority.port_u16().unwrap_or(origin.port()) == origin.port()
 }
 
 fn describe_target<B>(request: &Request<B>) -> String {
@@ -214,16 +199,16 @@ fn describe_target<B>(request: &Request<B>) -> String {
             Some(port) => format!("{scheme}://{host}:{port}"),
             None => format!("{scheme}://{host}"),
         },
-        _ => match request.headers().get(HOST).and_then(|h| h.to_str().ok()) {
-            Some(host) => format!("host `{host}`"),
-            None => String::from("a relative URI"),
-        },
+        _ => String::from(
+            "a relative URI (the auth layer needs absolute URIs to know where the token \
+             goes: put a base-URL layer above it)",
+        ),
     }
 }
 
-impl<S, T, B> Service<Request<B>> for AddAuthorization<S, T>
+impl<S, T, B, R> Service<Request<B>> for AddAuthorization<S, T>
 where
-    S: Service<Request<B>> + Clone,
+    S: Service<Request<B>, Response = http::Response<R>> + Clone,
     S::Error: Into<BoxError>,
     T: TokenSource,
 {
@@ -262,7 +247,7 @@ where
                 request
                     .headers_mut()
                     .insert(AUTHORIZATION, token.bearer_header().clone());
-                ResponseFuture::called(self.inner.call(request))
+                ResponseFuture::sent(self.inner.call(request), token, connection)
             }
             Some(Err(source)) => ResponseFuture::failed(TokenSourceError::new(connection, source)),
             None => {

@@ -10,10 +10,16 @@
 //! from a response (`pages.next`), a typo in a base URL: any of these would otherwise hand
 //! the token to another host. So a request for another scheme, host or port is refused
 //! with [`ForeignOriginError`] before anything is sent, unless
-//! [`AuthLayer::send_foreign_without_credentials`] lets it through untouched. A request
-//! with a relative URI (`/contacts`) is taken to be for the configured origin, since the
-//! base-URL layer under this one is what sends it there; if it carries a `Host` header
-//! naming another host it counts as foreign.
+//! [`AuthLayer::send_foreign_without_credentials`] lets it through untouched. The check
+//! reads the request's absolute URI itself (no allocation): whether a token may be sent
+//! must not depend on an extension any layer could insert, nor on a `Host` header. A
+//! relative URI (`/contacts`) counts as foreign, since where it goes is decided below this
+//! layer: put the base-URL step (the engine's stack resolves paths at the top) above it.
+//!
+//! On a 401, the response carries a [`SentToken`](blueprint_core::SentToken) extension
+//! naming the token this layer sent and its connection, so that the token-refresh layer
+//! above invalidates exactly that token (a background refresh may have replaced the
+//! source's current one meanwhile). The token is fetched once per attempt, here.
 //!
 //! A caller's own `Authorization` header is kept unless [`AuthLayer::override_existing`]
 //! is set. When the token source fails, the error is a [`TokenSourceError`] that names

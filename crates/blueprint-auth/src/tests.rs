@@ -40,13 +40,12 @@ fn layer<T: blueprint_core::TokenSource>(source: T) -> AuthLayer<T> {
 }
 
 #[tokio::test]
-async fn sets_bearer_marked_sensitive_for_the_origin_and_relative_uris() {
+async fn sets_bearer_marked_sensitive_for_the_origin() {
     let calls = Arc::new(AtomicUsize::new(0));
     let svc = layer(StaticToken::from(token("abc"))).layer_on(echo(calls.clone()));
     for uri in [
         "https://api.example.com/me",
         "https://API.example.com:443/x",
-        "/contacts",
     ] {
         let res = svc
             .clone()
@@ -80,12 +79,83 @@ async fn foreign_origins_are_refused_and_nothing_is_sent() {
         assert_eq!(foreign.connection().as_str(), "default");
         assert_eq!(foreign.allowed().to_string(), "https://api.example.com");
     }
-    // A relative URI whose Host header names another host is foreign too.
-    let mut req = get("/me");
-    req.headers_mut()
-        .insert(HOST, HeaderValue::from_static("evil.net"));
-    assert!(svc.clone().oneshot(req).await.is_err());
+    // A relative URI goes wherever a layer below sends it: foreign, whatever its `Host`.
+    for host in [None, Some("api.example.com"), Some("evil.net")] {
+        let mut req = get("/me");
+        if let Some(host) = host {
+            req.headers_mut()
+                .insert(HOST, HeaderValue::from_static(host));
+        }
+        let err = svc.clone().oneshot(req).await.err();
+        let err = err.unwrap_or_else(|| panic!("relative URI with Host {host:?} was sent"));
+        assert!(err.to_string().contains("relative URI"), "{err}");
+    }
     assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_401_names_the_token_that_was_sent_and_its_connection() {
+    use blueprint_core::SentToken;
+    // The source's token changes between calls, as after a background refresh.
+    let turn = Arc::new(AtomicUsize::new(0));
+    let source = {
+        let turn = Arc::clone(&turn);
+        from_fn(move |_c: ConnectionId| {
+            let n = turn.fetch_add(1, Ordering::SeqCst);
+            async move {
+                AccessToken::new(format!("token-{n}"))
+                    .map_err(|e| TokenError::new(TokenErrorKind::Other, e.to_string()))
+            }
+        })
+    };
+    let refuse = service_fn(|req: Request<()>| async move {
+        let sent = req.headers().get(AUTHORIZATION).cloned();
+        let mut res = Response::new(sent);
+        *res.status_mut() = http::StatusCode::UNAUTHORIZED;
+        Ok::<_, BoxError>(res)
+    });
+    let svc = layer(source).layer_on(refuse);
+    for n in 0..2 {
+        let mut req = get("https://api.example.com/me");
+        req.extensions_mut().insert(ConnectionId::new("ws-9"));
+        let res = svc
+            .clone()
+            .oneshot(req)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let sent = res
+            .extensions()
+            .get::<SentToken>()
+            .unwrap_or_else(|| panic!("no SentToken"));
+        assert_eq!(sent.token.secret(), format!("token-{n}"));
+        assert_eq!(sent.connection.as_str(), "ws-9");
+        assert_eq!(
+            res.body().as_ref().map(|v| v.as_bytes().to_vec()),
+            Some(format!("Bearer token-{n}").into_bytes()),
+            "the token named is not the one sent"
+        );
+    }
+    // A 200 carries nothing, and neither does a 401 to the caller's own header.
+    let ok = layer(StaticToken::from(token("abc"))).layer_on(echo(Arc::default()));
+    let res = ok
+        .oneshot(get("https://api.example.com/"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(res.extensions().get::<SentToken>().is_none());
+    let mut req = get("https://api.example.com/");
+    req.headers_mut()
+        .insert(AUTHORIZATION, HeaderValue::from_static("Basic mine"));
+    let refuse = service_fn(|_req: Request<()>| async move {
+        let mut res = Response::new(None::<HeaderValue>);
+        *res.status_mut() = http::StatusCode::UNAUTHORIZED;
+        Ok::<_, BoxError>(res)
+    });
+    let res = layer(StaticToken::from(token("abc")))
+        .layer_on(refuse)
+        .oneshot(req)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(res.extensions().get::<SentToken>().is_none());
 }
 
 #[tokio::test]
@@ -141,7 +211,7 @@ async fn per_connection_tokens_and_missing_connection_error() {
     .collect();
     let svc = layer(map.clone()).layer_on(echo(Arc::default()));
     for id in ["a", "b"] {
-        let mut req = get("/x");
+        let mut req = get("https://api.example.com/x");
         req.extensions_mut().insert(ConnectionId::new(id));
         let res = svc
             .clone()
@@ -153,7 +223,7 @@ async fn per_connection_tokens_and_missing_connection_error() {
             Some(format!("Bearer token-{id}").into_bytes())
         );
     }
-    let mut req = get("/x");
+    let mut req = get("https://api.example.com/x");
     req.extensions_mut().insert(ConnectionId::new("nobody"));
     let err = svc
         .clone()
@@ -178,7 +248,7 @@ async fn failing_source_error_names_the_connection_never_the_secret() {
             "refresh token was revoked",
         ))
     });
-    let mut req = get("/x");
+    let mut req = get("https://api.example.com/x");
     req.extensions_mut().insert(ConnectionId::new("acme"));
     let err = layer(source)
         .layer_on(echo(Arc::default()))
@@ -213,7 +283,9 @@ async fn pending_source_keeps_poll_ready_discipline() {
     let mut handles = Vec::new();
     for _ in 0..32 {
         let svc = svc.clone();
-        handles.push(tokio::spawn(async move { svc.oneshot(get("/x")).await }));
+        handles.push(tokio::spawn(async move {
+            svc.oneshot(get("https://api.example.com/x")).await
+        }));
     }
     for h in handles {
         let res = h

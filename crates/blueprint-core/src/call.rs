@@ -78,7 +78,11 @@ impl Deadline {
 
 /// About a hundred years from `now`: "no deadline" without overflow.
 fn far_future(now: Instant) -> Instant {
-    now + Duration::from_secs(100 * 365 * 24 * 3600)
+    const YEAR: u64 = 365 * 24 * 3600;
+    [100 * YEAR, YEAR, 24 * 3600]
+        .into_iter()
+        .find_map(|secs| now.checked_add(Duration::from_secs(secs)))
+        .unwrap_or(now)
 }
 
 /// Which attempt of a call this is (1 for the first), and, on the final response, how many
@@ -127,6 +131,20 @@ impl Default for Attempt {
 /// Put it in the request's extensions; the retry layer then treats the request like a `PUT`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RetrySafe;
+
+/// Marks a 401 response after which the token-refresh layer renewed the connection's
+/// credentials: sending the request once more, now, may succeed.
+///
+/// The retry layer, which keeps the only copy of the request, sends it again at once (once
+/// per call, whatever the method: a 401 proves the request was not processed), with
+/// [`ReplayAfterRefresh`] on the new attempt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CredentialsRefreshed;
+
+/// Marks the attempt that the retry layer sends again after [`CredentialsRefreshed`], so
+/// that a second 401 ends the call (the fresh credentials were refused too).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplayAfterRefresh;
 
 /// Marks a response (a 401) after which the connection's credentials cannot be refreshed:
 /// a person has to authorize the connection again.

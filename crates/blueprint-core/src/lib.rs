@@ -11,10 +11,17 @@
 //! - [`Deadline`] (request): when the whole call must be done; [`Attempt`] (request and
 //!   response): which attempt this is, or how many were made; [`RetrySafe`] (request): the
 //!   caller's word that a non-idempotent request may be resent.
+//! - [`Target`] (request): the call's origin and route template, resolved once at the top.
 //! - [`RateLimit`] (response): what the server said about its rate limit.
-//! - [`ReplayBody`]: a request body kept so that it can be sent again.
+//! - [`SentToken`], [`CredentialsRefreshed`] (response) and [`ReplayAfterRefresh`]
+//!   (request): how the auth, token-refresh and retry layers agree on a 401: the token sent
+//!   is the one invalidated, and the retry layer's copy of the request is the one replayed.
+//! - [`ReplayBody`]: a request body recorded as it is sent, so that it can be sent again;
+//!   [`KeptRequest`]: the cheap copy of a request that a layer keeps to resend it.
 //! - [`TokenSource`]: where the auth layer gets a connection's token, and where a token found
 //!   stale is reported.
+//! - [`Secret`]: the one type for secrets (refresh tokens, client secrets, keys).
+//! - [`Event`], [`EventSink`]: what the layers report for metrics, typed.
 //!
 //! # Example
 //!
@@ -43,19 +50,30 @@
 
 mod call;
 mod connection;
+mod events;
 mod headers;
+mod kept;
 mod origin;
 mod replay;
+mod secret;
+mod target;
 mod token;
 
-pub use call::{Attempt, Deadline, NeedsReauthorization, RateLimit, RetrySafe};
-pub use replay::{BodyLargerThanHint, Buffer, DEFAULT_REPLAY_CAP, ReplayBody};
+pub use call::{
+    Attempt, CredentialsRefreshed, Deadline, NeedsReauthorization, RateLimit, ReplayAfterRefresh,
+    RetrySafe,
+};
+pub use events::{Event, EventSink, Events, HoldReason, RefreshOutcome, RetryReason, RetryStop};
+pub use kept::KeptRequest;
+pub use replay::{DEFAULT_REPLAY_CAP, Replay, ReplayBody};
+pub use secret::Secret;
+pub use target::Target;
 
 pub use connection::ConnectionId;
 pub use headers::parse_retry_after;
 pub use origin::{InvalidOrigin, Origin};
 pub use token::{
-    AccessToken, InvalidToken, TokenError, TokenErrorKind, TokenFuture, TokenSource,
+    AccessToken, InvalidToken, SentToken, TokenError, TokenErrorKind, TokenFuture, TokenSource,
     TokenUnavailable,
 };
 

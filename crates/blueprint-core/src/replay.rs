@@ -1,32 +1,37 @@
 //! Request bodies that can be sent more than once.
 
 use std::fmt;
-use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
+
+use crate::BoxError;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::BoxError;
-
-/// The body size up to which [`ReplayBody::buffer`] keeps a copy by default: 64 KiB.
+/// The body size up to which a [`ReplayBody`] keeps a copy by default: 64 KiB.
 pub const DEFAULT_REPLAY_CAP: usize = 64 * 1024;
 
 pin_project! {
-    /// A request body that can be sent again when it was small enough to keep.
+    /// A request body that records what it sends, so that the request can be sent again.
     ///
-    /// [`ReplayBody::buffer`] reads a body whose size is known to be at most a cap (default
-    /// [`DEFAULT_REPLAY_CAP`]) into memory; [`ReplayBody::try_clone`] then gives as many
-    /// copies as needed, each a reference-counted view of the same bytes. A body that is
-    /// larger, or whose size is not known in advance (a stream), is passed through as it
-    /// is and cannot be cloned: the request is sent once and not retried. An empty body
-    /// (a `GET`) costs nothing.
+    /// [`ReplayBody::new`] wraps a body: as the first attempt streams it, its frames are kept
+    /// (reference-counted, not copied) up to a cap (default [`DEFAULT_REPLAY_CAP`]). Once the
+    /// whole body has been sent within the cap, [`ReplayBody::replay`] (or the
+    /// [`Replay`] handle from [`ReplayBody::replayer`]) gives as many byte-identical copies as
+    /// needed, trailers included. A body that passes the cap, or that was not sent to its end,
+    /// cannot be replayed: the request is sent once and not retried. Nothing is read ahead: a
+    /// streamed upload starts at once, as it would without this wrapper.
     ///
-    /// Layers that resend requests (retry, token refresh) wrap the body once; a layer below
-    /// that receives a `ReplayBody` calls `try_clone` instead of buffering again.
+    /// Costs: an empty body (a `GET`) and a body already in memory (`Full<Bytes>`, a
+    /// `String`) allocate nothing; a streamed body allocates one small shared record.
+    ///
+    /// The retry layer wraps a body once; a layer below it that needs to send the request
+    /// again uses the retry layer's copy (the token-refresh layer asks the retry layer to
+    /// replay), so a request body is never kept twice.
     ///
     /// ```
     /// use blueprint_core::ReplayBody;
@@ -35,9 +40,10 @@ pin_project! {
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), blueprint_core::BoxError> {
-    /// let body = ReplayBody::buffer(Full::new(Bytes::from("{\"a\":1}")), 1024).await?;
-    /// let again = body.try_clone().expect("small bodies are kept");
+    /// let body = ReplayBody::new(Full::new(Bytes::from("{\"a\":1}")), 1024);
+    /// let keeper = body.replayer().expect("small bodies are kept");
     /// assert_eq!(body.collect().await?.to_bytes(), "{\"a\":1}");
+    /// let again: ReplayBody<Full<Bytes>> = keeper.replay().expect("sent to its end");
     /// assert_eq!(again.collect().await?.to_bytes(), "{\"a\":1}");
     /// # Ok(())
     /// # }
@@ -51,285 +57,570 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<B> {
-        Buffered { data: Option<Bytes>, trailers: Option<HeaderMap> },
+        // In memory from the start, or a replay: can be copied at any time.
+        Kept { data: Option<Bytes>, trailers: Option<HeaderMap> },
+        // The first send of a streamed body, recording as it goes.
+        Recording {
+            #[pin]
+            body: B,
+            tape: Recorder,
+            // A frame read ahead by `new` (to find out whether the body is in memory) and
+            // not yet sent.
+            first: Option<Bytes>,
+        },
+        // Sent once, not kept.
         Once { #[pin] body: B },
+        // `new` read an error ahead; it is given on the first poll.
+        Failed { error: Option<BoxError> },
+    }
+}
+
+/// What a recording body has kept so far.
+#[derive(Debug)]
+struct Tape {
+    state: Mutex<Recorded>,
+}
+
+#[derive(Debug, Default)]
+struct Recorded {
+    chunks: Vec<Bytes>,
+    len: usize,
+    trailers: Option<HeaderMap>,
+    cap: usize,
+    progress: Progress,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Progress {
+    #[default]
+    Sending,
+    Complete,
+    // Passed the cap, failed, or was dropped before its end: not replayable.
+    Lost,
+}
+
+/// The recording body's hold on its tape: a recording dropped before its end cannot be
+/// replayed (what was not sent is gone with it).
+#[derive(Debug)]
+struct Recorder(Arc<Tape>);
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        let mut recorded = self.0.lock();
+        if recorded.progress == Progress::Sending {
+            recorded.lose();
+        }
+    }
+}
+
+impl std::ops::Deref for Recorder {
+    type Target = Tape;
+    fn deref(&self) -> &Tape {
+        &self.0
+    }
+}
+
+impl Tape {
+    fn new(cap: usize) -> Arc<Self> {
+        Arc::new(Tape {
+            state: Mutex::new(Recorded {
+                cap,
+                ..Recorded::default()
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Recorded> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Recorded {
+    fn push(&mut self, data: &Bytes) {
+        if self.progress != Progress::Sending {
+            return;
+        }
+        match self.len.checked_add(data.len()) {
+            Some(len) if len <= self.cap => {
+                self.len = len;
+                if !data.is_empty() {
+                    self.chunks.push(data.clone());
+                }
+            }
+            _ => self.lose(),
+        }
+    }
+
+    fn lose(&mut self) {
+        self.progress = Progress::Lost;
+        self.chunks = Vec::new();
+        self.trailers = None;
     }
 }
 
 impl<B> ReplayBody<B> {
-    /// A body kept in memory, which can be cloned.
+    /// A body kept in memory, which can be replayed at any time.
     pub fn from_bytes(data: Bytes) -> Self {
-        Self::buffered(data, None)
+        Self::kept(data, None)
     }
 
-    fn buffered(data: Bytes, trailers: Option<HeaderMap>) -> Self {
-        let data = (!data.is_empty()).then_some(data);
+    fn kept(data: Bytes, trailers: Option<HeaderMap>) -> Self {
         ReplayBody {
-            state: State::Buffered { data, trailers },
+            state: State::Kept {
+                data: (!data.is_empty()).then_some(data),
+                trailers,
+            },
         }
     }
 
-    /// A body that is sent once and cannot be cloned.
+    /// A body that is sent once and never kept.
     pub fn once(body: B) -> Self {
         ReplayBody {
             state: State::Once { body },
         }
     }
 
-    /// A copy that sends the same bytes, or `None` when the body was not kept.
-    /// Cloning the copy of a body already partly sent still gives the whole body.
-    pub fn try_clone(&self) -> Option<Self> {
+    /// A handle that makes copies of this body once it has been sent to its end (at once,
+    /// for a body in memory); `None` when the body will not be kept (sent once).
+    pub fn replayer(&self) -> Option<Replay> {
         match &self.state {
-            State::Buffered { data, trailers } => Some(ReplayBody {
-                state: State::Buffered {
+            State::Kept { data, trailers } => Some(Replay(Source::Kept {
+                data: data.clone(),
+                trailers: trailers.clone(),
+            })),
+            State::Recording { tape, .. } => Some(Replay(Source::Tape(Arc::clone(&tape.0)))),
+            State::Once { .. } | State::Failed { .. } => None,
+        }
+    }
+
+    /// A copy that sends the same bytes, or `None` when this body is not kept or has not
+    /// been sent to its end yet. Cloning the copy of a body already partly sent still gives
+    /// the whole body.
+    pub fn replay(&self) -> Option<Self> {
+        self.replayer()?.replay()
+    }
+
+    /// Whether the body is kept (or being recorded) so that it may be replayed.
+    pub fn is_replayable(&self) -> bool {
+        match &self.state {
+            State::Kept { .. } => true,
+            State::Recording { tape, .. } => tape.lock().progress != Progress::Lost,
+            State::Once { .. } | State::Failed { .. } => false,
+        }
+    }
+}
+
+impl<B> ReplayBody<B>
+where
+    B: Body + Unpin,
+    B::Error: Into<BoxError>,
+{
+    /// Wraps `body`, keeping up to `cap` bytes of it as it is sent.
+    ///
+    /// A body that is empty or already in memory (one frame, ready at once) is kept as it
+    /// is, with no allocation; a body whose size hint says it is larger than `cap` is sent
+    /// once; anything else is recorded while the first attempt streams it.
+    pub fn new(mut body: B, cap: usize) -> Self {
+        if body.is_end_stream() {
+            return Self::kept(Bytes::new(), None);
+        }
+        let hint = body.size_hint();
+        if hint.lower() > cap as u64 {
+            return Self::once(body);
+        }
+        // A body in memory answers at once: read it now and keep it without a record. A
+        // streamed one is left for the first attempt (the waker used here is never woken;
+        // the next poll, from the sender, registers the real one).
+        let mut first = None;
+        if hint.upper().is_some_and(|upper| upper <= cap as u64) {
+            let mut cx = Context::from_waker(Waker::noop());
+            match Pin::new(&mut body).poll_frame(&mut cx) {
+                Poll::Ready(None) => return Self::kept(Bytes::new(), None),
+                Poll::Ready(Some(Err(error))) => {
+                    return ReplayBody {
+                        state: State::Failed {
+                            error: Some(error.into()),
+                        },
+                    };
+                }
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(mut data) => {
+                        let data = data.copy_to_bytes(data.remaining());
+                        if body.is_end_stream() {
+                            return Self::kept(data, None);
+                        }
+                        first = Some(data);
+                    }
+                    Err(frame) => {
+                        // Trailers and nothing else: kept as they are.
+                        if let Ok(trailers) = frame.into_trailers() {
+                            return Self::kept(Bytes::new(), Some(trailers));
+                        }
+                    }
+                },
+                Poll::Pending => {}
+            }
+        }
+        let tape = Tape::new(cap);
+        if let Some(first) = &first {
+            tape.lock().push(first);
+        }
+        ReplayBody {
+            state: State::Recording {
+                body,
+                tape: Recorder(tape),
+                first,
+            },
+        }
+    }
+}
+
+/// Makes copies of a [`ReplayBody`] once it has been sent to its end; from
+/// [`ReplayBody::replayer`]. Cheap to clone.
+#[derive(Clone)]
+pub struct Replay(Source);
+
+#[derive(Clone)]
+enum Source {
+    Kept {
+        data: Option<Bytes>,
+        trailers: Option<HeaderMap>,
+    },
+    Tape(Arc<Tape>),
+}
+
+impl Replay {
+    /// A copy of the body, or `None` when it was not sent to its end within the cap (or is
+    /// still being sent).
+    pub fn replay<B>(&self) -> Option<ReplayBody<B>> {
+        match &self.0 {
+            Source::Kept { data, trailers } => Some(ReplayBody {
+                state: State::Kept {
                     data: data.clone(),
                     trailers: trailers.clone(),
                 },
             }),
-            State::Once { .. } => None,
+            Source::Tape(tape) => {
+                let recorded = tape.lock();
+                if recorded.progress != Progress::Complete {
+                    return None;
+                }
+                let data = match recorded.chunks.as_slice() {
+                    [] => Bytes::new(),
+                    [one] => one.clone(),
+                    many => {
+                        let mut all = BytesMut::with_capacity(recorded.len);
+                        for chunk in many {
+                            all.extend_from_slice(chunk);
+                        }
+                        all.freeze()
+                    }
+                };
+                Some(ReplayBody::kept(data, recorded.trailers.clone()))
+            }
         }
     }
 
-    /// Whether [`ReplayBody::try_clone`] gives a copy.
-    pub fn is_replayable(&self) -> bool {
-        matches!(self.state, State::Buffered { .. })
+    /// Whether a copy can be had now.
+    pub fn is_ready(&self) -> bool {
+        match &self.0 {
+            Source::Kept { .. } => true,
+            Source::Tape(tape) => tape.lock().progress == Progress::Complete,
+        }
     }
 }
 
-impl<B: Body> ReplayBody<B> {
-    /// Keeps `body` in memory when its size hint says it holds at most `cap` bytes (read
-    /// fully before this completes), otherwise wraps it to be sent once.
-    pub fn buffer(body: B, cap: usize) -> Buffer<B> {
-        let hint = body.size_hint();
-        let fits = body.is_end_stream() || hint.upper().is_some_and(|upper| upper <= cap as u64);
-        Buffer {
-            body: Some(body),
-            fits,
-            cap,
-            first: None,
-            rest: BytesMut::new(),
-            trailers: None,
+impl fmt::Debug for Replay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Source::Kept { data, .. } => f
+                .debug_struct("Replay")
+                .field("kept_bytes", &data.as_ref().map_or(0, Bytes::len))
+                .finish(),
+            Source::Tape(tape) => {
+                let recorded = tape.lock();
+                f.debug_struct("Replay")
+                    .field("recorded_bytes", &recorded.len)
+                    .field("progress", &recorded.progress)
+                    .finish()
+            }
         }
     }
 }
 
 impl<B> fmt::Debug for ReplayBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = f.debug_struct("ReplayBody");
         match &self.state {
-            State::Buffered { data, .. } => f
-                .debug_struct("ReplayBody")
-                .field("buffered_bytes", &data.as_ref().map_or(0, Bytes::len))
-                .finish(),
-            State::Once { .. } => f.debug_struct("ReplayBody").field("once", &true).finish(),
+            State::Kept { data, .. } => {
+                s.field("kept_bytes", &data.as_ref().map_or(0, Bytes::len));
+            }
+            State::Recording { tape, .. } => {
+                s.field("recorded_bytes", &tape.lock().len);
+            }
+            State::Once { .. } => {
+                s.field("once", &true);
+            }
+            State::Failed { .. } => {
+                s.field("failed", &true);
+            }
         }
+        s.finish()
     }
 }
 
 impl<B> Body for ReplayBody<B>
 where
     B: Body,
+    B::Error: Into<BoxError>,
 {
     type Data = Bytes;
-    type Error = B::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match self.project().state.project() {
-            StateProj::Buffered { data, trailers } => {
+            StateProj::Kept { data, trailers } => {
                 if let Some(data) = data.take() {
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))))
             }
+            StateProj::Recording {
+                mut body,
+                tape,
+                first,
+            } => {
+                if let Some(first) = first.take() {
+                    if body.is_end_stream() {
+                        tape.lock().progress = Progress::Complete;
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(first))));
+                }
+                let frame = ready!(body.as_mut().poll_frame(cx));
+                let mut recorded = tape.lock();
+                let frame = match frame {
+                    None => {
+                        if recorded.progress == Progress::Sending {
+                            recorded.progress = Progress::Complete;
+                        }
+                        return Poll::Ready(None);
+                    }
+                    Some(Err(error)) => {
+                        recorded.lose();
+                        return Poll::Ready(Some(Err(error.into())));
+                    }
+                    Some(Ok(frame)) => frame,
+                };
+                let frame = match frame.into_data() {
+                    Ok(mut data) => {
+                        let data = data.copy_to_bytes(data.remaining());
+                        recorded.push(&data);
+                        Frame::data(data)
+                    }
+                    Err(frame) => {
+                        if let Some(trailers) = frame.trailers_ref() {
+                            if recorded.progress == Progress::Sending {
+                                match &mut recorded.trailers {
+                                    Some(kept) => kept.extend(trailers.clone()),
+                                    None => recorded.trailers = Some(trailers.clone()),
+                                }
+                            }
+                        }
+                        frame.map_data(|mut d| d.copy_to_bytes(d.remaining()))
+                    }
+                };
+                if body.is_end_stream() && recorded.progress == Progress::Sending {
+                    recorded.progress = Progress::Complete;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
             StateProj::Once { body } => {
                 let frame = ready!(body.poll_frame(cx));
-                Poll::Ready(
-                    frame.map(|f| f.map(|f| f.map_data(|mut d| d.copy_to_bytes(d.remaining())))),
-                )
+                Poll::Ready(frame.map(|f| {
+                    f.map(|f| f.map_data(|mut d| d.copy_to_bytes(d.remaining())))
+                        .map_err(Into::into)
+                }))
             }
+            StateProj::Failed { error } => Poll::Ready(error.take().map(Err)),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.state {
-            State::Buffered { data, trailers } => data.is_none() && trailers.is_none(),
+            State::Kept { data, trailers } => data.is_none() && trailers.is_none(),
+            State::Recording { body, first, .. } => first.is_none() && body.is_end_stream(),
             State::Once { body } => body.is_end_stream(),
+            State::Failed { error } => error.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.state {
-            State::Buffered { data, .. } => {
+            State::Kept { data, trailers: _ } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
-            State::Once { body } => body.size_hint(),
-        }
-    }
-}
-
-/// The future of [`ReplayBody::buffer`].
-pub struct Buffer<B> {
-    body: Option<B>,
-    fits: bool,
-    cap: usize,
-    // The first chunk is kept as it is, so a body of one chunk is never copied.
-    first: Option<Bytes>,
-    rest: BytesMut,
-    trailers: Option<HeaderMap>,
-}
-
-impl<B> fmt::Debug for Buffer<B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Buffer")
-            .field("fits", &self.fits)
-            .field("cap", &self.cap)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<B: Body + Unpin> Unpin for Buffer<B> {}
-
-impl<B> Future for Buffer<B>
-where
-    B: Body + Unpin,
-    B::Error: Into<BoxError>,
-{
-    type Output = Result<ReplayBody<B>, BoxError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        let Some(body) = this.body.as_mut() else {
-            return Poll::Ready(Err("ReplayBody::buffer polled after completion".into()));
-        };
-        if !this.fits {
-            let body = this.body.take().map(ReplayBody::once);
-            return Poll::Ready(body.ok_or_else(|| "unreachable".into()));
-        }
-        loop {
-            let Some(frame) = ready!(Pin::new(&mut *body).poll_frame(cx)) else {
-                break;
-            };
-            let frame = frame.map_err(Into::into)?;
-            match frame.into_data() {
-                Ok(mut data) => {
-                    let chunk = data.copy_to_bytes(data.remaining());
-                    let kept = this.first.as_ref().map_or(0, Bytes::len) + this.rest.len();
-                    if kept + chunk.len() > this.cap {
-                        return Poll::Ready(Err(BodyLargerThanHint { cap: this.cap }.into()));
-                    }
-                    match this.first.take() {
-                        None if this.rest.is_empty() => this.first = Some(chunk),
-                        first => {
-                            if let Some(first) = first {
-                                this.rest.extend_from_slice(&first);
-                            }
-                            this.rest.extend_from_slice(&chunk);
-                        }
-                    }
+            State::Recording { body, first, .. } => {
+                let ahead = first.as_ref().map_or(0, |f| f.len() as u64);
+                let inner = body.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(inner.lower().saturating_add(ahead));
+                if let Some(upper) = inner.upper() {
+                    hint.set_upper(upper.saturating_add(ahead));
                 }
-                Err(frame) => {
-                    if let Ok(trailers) = frame.into_trailers() {
-                        match &mut this.trailers {
-                            Some(existing) => existing.extend(trailers),
-                            None => this.trailers = Some(trailers),
-                        }
-                    }
-                }
+                hint
             }
+            State::Once { body } => body.size_hint(),
+            State::Failed { .. } => SizeHint::with_exact(0),
         }
-        this.body = None;
-        let data = match this.first.take() {
-            Some(first) => first,
-            None => std::mem::take(&mut this.rest).freeze(),
-        };
-        Poll::Ready(Ok(ReplayBody::buffered(data, this.trailers.take())))
     }
 }
-
-/// A body sent more bytes than its size hint allowed, so it could not be kept for replay
-/// (and, being partly read, could not be sent either).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BodyLargerThanHint {
-    cap: usize,
-}
-
-impl fmt::Display for BodyLargerThanHint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "the request body sent more bytes than its size hint promised (kept up to {} bytes); \
-             nothing was sent",
-            self.cap
-        )
-    }
-}
-
-impl std::error::Error for BodyLargerThanHint {}
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use http_body_util::{BodyExt, Full};
 
-    /// A streamed body of several chunks whose size is not known in advance.
-    struct Chunks(Vec<&'static str>);
+    /// A streamed body of several chunks whose size is not known in advance; `Pending`
+    /// before each chunk, like a socket.
+    struct Chunks {
+        parts: Vec<&'static str>,
+        trailers: Option<HeaderMap>,
+        ready: bool,
+    }
 
     impl Body for Chunks {
         type Data = Bytes;
         type Error = BoxError;
         fn poll_frame(
             mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
+            cx: &mut Context<'_>,
         ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-            if self.0.is_empty() {
-                return Poll::Ready(None);
+            if !std::mem::replace(&mut self.ready, false) {
+                self.ready = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
-            let next = self.0.remove(0);
+            if self.parts.is_empty() {
+                return Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))));
+            }
+            let next = self.parts.remove(0);
             Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(next.as_bytes())))))
         }
     }
 
     fn chunks(parts: &[&'static str]) -> Chunks {
-        Chunks(parts.to_vec())
-    }
-
-    #[tokio::test]
-    async fn small_known_bodies_are_kept_and_clone_identically() {
-        let body = ReplayBody::buffer(Full::new(Bytes::from_static(b"hello")), 16)
-            .await
-            .unwrap();
-        assert!(body.is_replayable());
-        let copies: Vec<_> = (0..3).map(|_| body.try_clone().unwrap()).collect();
-        for copy in copies {
-            assert_eq!(copy.size_hint().exact(), Some(5));
-            assert_eq!(copy.collect().await.unwrap().to_bytes(), "hello");
+        Chunks {
+            parts: parts.to_vec(),
+            trailers: None,
+            ready: false,
         }
     }
 
     #[tokio::test]
-    async fn large_or_unknown_bodies_are_sent_once() {
-        let big = ReplayBody::buffer(Full::new(Bytes::from(vec![0u8; 17])), 16)
-            .await
-            .unwrap();
-        assert!(!big.is_replayable() && big.try_clone().is_none());
+    async fn bodies_in_memory_are_kept_at_once_and_copy_identically() {
+        let body = ReplayBody::new(Full::new(Bytes::from_static(b"hello")), 16);
+        assert!(matches!(body.state, State::Kept { .. }), "{body:?}");
+        let keeper = body.replayer().unwrap();
+        let copies: Vec<ReplayBody<Full<Bytes>>> =
+            (0..3).map(|_| keeper.replay().unwrap()).collect();
+        for copy in copies {
+            assert_eq!(copy.size_hint().exact(), Some(5));
+            assert_eq!(copy.collect().await.unwrap().to_bytes(), "hello");
+        }
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "hello");
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_is_recorded_as_it_is_sent_then_replays_byte_identical() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-checksum", http::HeaderValue::from_static("abc"));
+        let body = ReplayBody::new(
+            Chunks {
+                parts: vec!["ab", "cd", "ef"],
+                trailers: Some(trailers),
+                ready: false,
+            },
+            16,
+        );
+        let keeper = body.replayer().unwrap();
+        assert!(!keeper.is_ready(), "nothing sent yet");
+        assert!(keeper.replay::<Chunks>().is_none());
+        let sent = body.collect().await.unwrap();
+        assert_eq!(
+            sent.trailers().map(|t| t["x-checksum"].clone()),
+            Some(http::HeaderValue::from_static("abc"))
+        );
+        assert_eq!(sent.to_bytes(), "abcdef");
+        for _ in 0..2 {
+            let again = keeper.replay::<Chunks>().unwrap();
+            let again = again.collect().await.unwrap();
+            assert_eq!(
+                again.trailers().map(|t| t["x-checksum"].clone()),
+                Some(http::HeaderValue::from_static("abc"))
+            );
+            assert_eq!(again.to_bytes(), "abcdef");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_past_the_cap_is_sent_whole_and_not_kept() {
+        // Known too large: never recorded.
+        let big = ReplayBody::new(Full::new(Bytes::from(vec![0u8; 17])), 16);
+        assert!(big.replayer().is_none() && !big.is_replayable());
         assert_eq!(big.collect().await.unwrap().to_bytes().len(), 17);
 
-        // A stream has no upper bound: sent once, all its bytes intact.
-        let stream = ReplayBody::buffer(chunks(&["a", "b", "c"]), 1 << 20)
-            .await
-            .unwrap();
-        assert!(stream.try_clone().is_none());
-        assert_eq!(stream.collect().await.unwrap().to_bytes(), "abc");
+        // A stream that passes the cap as it goes: every byte sent, no copy.
+        let stream = ReplayBody::new(chunks(&["0123456789", "0123456789"]), 16);
+        let keeper = stream.replayer().unwrap();
+        assert_eq!(stream.collect().await.unwrap().to_bytes().len(), 20);
+        assert!(keeper.replay::<Chunks>().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_before_its_end_cannot_be_replayed() {
+        let mut body = ReplayBody::new(chunks(&["ab", "cd"]), 16);
+        let keeper = body.replayer().unwrap();
+        let first = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+        assert!(first.is_some());
+        drop(body);
+        assert!(keeper.replay::<Chunks>().is_none());
     }
 
     #[tokio::test]
     async fn empty_bodies_cost_nothing_and_replay() {
-        let empty = ReplayBody::buffer(http_body_util::Empty::<Bytes>::new(), 0)
-            .await
-            .unwrap();
+        let empty = ReplayBody::new(http_body_util::Empty::<Bytes>::new(), 0);
         assert!(empty.is_end_stream());
-        assert!(empty.try_clone().is_some_and(|c| c.is_end_stream()));
+        assert!(empty.replay().is_some_and(|c| c.is_end_stream()));
+    }
+
+    /// A body in memory whose one frame is an error.
+    struct Broken(bool);
+
+    impl Body for Broken {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            if std::mem::replace(&mut self.0, true) {
+                return Poll::Ready(None);
+            }
+            Poll::Ready(Some(Err("boom".into())))
+        }
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::with_exact(4)
+        }
+    }
+
+    #[tokio::test]
+    async fn an_error_read_ahead_is_given_to_the_sender() {
+        let body = ReplayBody::new(Broken(false), 16);
+        assert!(body.replay().is_none());
+        let err = body.collect().await.err().map(|e| e.to_string());
+        assert_eq!(err.as_deref(), Some("boom"));
     }
 }

@@ -80,6 +80,19 @@ impl fmt::Display for AccessToken {
     }
 }
 
+/// The access token an attempt was sent with, and whose it was: put by the auth layer on a
+/// 401 response's extensions, so that the token-refresh layer invalidates exactly the token
+/// that was refused (after a background refresh, the source's current token may be
+/// another). Absent when the auth layer sent no token of its own (the caller's
+/// `Authorization` was kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentToken {
+    /// The token sent.
+    pub token: AccessToken,
+    /// The connection it belongs to.
+    pub connection: ConnectionId,
+}
+
 /// A string that cannot be an access token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidToken {

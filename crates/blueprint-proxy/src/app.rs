@@ -217,8 +217,7 @@ impl ProxyBuilder {
         self
     }
 
-    /// Records into these metrics (default: new ones), e.g. to share them with a
-    /// [`Metrics::event_layer`] installed before the proxy was built.
+    /// Records into these metrics (default: new ones, one set per integration).
     #[must_use]
     pub fn metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = Some(metrics);
@@ -410,14 +409,18 @@ impl Connector {
         })?;
         let has_oauth_app =
             integration.oauth_client_id().is_some() && integration.blueprint().oauth().is_some();
+        let metrics = metrics
+            .integration(name)
+            .unwrap_or_else(|| Arc::new(IntegrationMetrics::new()));
+        let events = metrics.event_sink();
         let source = OAuth2TokenSource::builder_shared(provider, Arc::clone(store))
             .integration(name)
             .http_client(token_http.clone())
+            .events(events.clone())
             .build();
         // The proxy writes one access-log line per call; the engine's own event for each
         // call is detail, at DEBUG (`RUST_LOG=blueprint_trace=debug`).
         let trace = TraceLayer::new()
-            .server_address(integration.blueprint().base_url().origin().host())
             .success_level(Level::DEBUG)
             .client_error_level(Level::DEBUG)
             .server_error_level(Level::DEBUG)
@@ -427,15 +430,13 @@ impl Connector {
             Arc::new(source.clone()),
         )
         .trace(trace)
+        .event_sink(events)
         .service(client)
         .map_err(|error| BuildError::Stack {
             integration: name.to_owned(),
             error,
         })?;
         let flow = has_oauth_app.then(|| AuthorizationFlow::new(source.clone()));
-        let metrics = metrics
-            .integration(name)
-            .unwrap_or_else(|| Arc::new(IntegrationMetrics::new()));
         Ok(Connector {
             name: Arc::from(name),
             stack,

@@ -269,7 +269,7 @@ fn run_serve(args: ServeArgs) -> ExitCode {
     let metrics = Arc::new(Metrics::new(
         integrations.iter().map(blueprint::Integration::name),
     ));
-    init_logging(args.log_format, &metrics);
+    init_logging(args.log_format);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -374,7 +374,7 @@ async fn serve_main(settings: Settings) -> Result<(), String> {
     served.map_err(|e| format!("the server failed: {e}"))
 }
 
-fn init_logging(format: LogFormat, metrics: &Metrics) {
+fn init_logging(format: LogFormat) {
     let filter = match EnvFilter::try_from_default_env() {
         Ok(filter) => filter,
         Err(e) => {
@@ -384,7 +384,7 @@ fn init_logging(format: LogFormat, metrics: &Metrics) {
             EnvFilter::new("info")
         }
     };
-    let registry = tracing_subscriber::registry().with(metrics.event_layer());
+    let registry = tracing_subscriber::registry();
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => registry.with(fmt.with_filter(filter)).try_init(),

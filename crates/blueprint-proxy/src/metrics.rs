@@ -10,11 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::Layer;
-use tracing_subscriber::filter::Targets;
-use tracing_subscriber::layer::Context;
+use blueprint_core::{Event, EventSink, RefreshOutcome};
 
 /// Upper bounds of the latency histogram's buckets, in seconds.
 const BUCKETS: [f64; 14] = [
@@ -68,37 +64,79 @@ pub(crate) const ERROR_CODES: [&str; 26] = [
 ///   waits included.
 /// - `blueprint_proxy_in_flight`: `/proxy` calls waiting for the provider's response
 ///   headers (a streaming body is not counted).
-/// - `blueprint_proxy_retries_total`, `blueprint_proxy_rate_limit_waits_total{kind}`,
-///   `blueprint_proxy_token_refreshes_total{outcome}`: counted from the `tracing` events
-///   the layers emit when they retry, hold requests for the rate limit, or refresh a token
-///   ([`Metrics::event_layer`]); the binary installs that layer. `kind="pacing"` counts the
-///   times a connection's budget ran out and the rate-limit layer began holding requests;
-///   `kind="server_directed"` counts retries that waited as the server asked
-///   (`Retry-After`, `X-RateLimit-Reset`). These are process-wide, not per integration.
+/// - `blueprint_proxy_retries_total{integration}`,
+///   `blueprint_proxy_rate_limit_waits_total{integration,kind}`,
+///   `blueprint_proxy_token_refreshes_total{integration,outcome}`: counted from the typed
+///   [`Event`]s the layers and the token source report
+///   ([`IntegrationMetrics::event_sink`], given to each integration's stack and token
+///   source), never from log lines. `kind="pacing"` counts the times a connection's budget
+///   ran out and the rate-limit layer began holding requests; `kind="server_directed"`
+///   counts retries that waited as the server asked (`Retry-After`, `X-RateLimit-Reset`).
+///   `outcome` is `refreshed`, `refused` (the connection needs re-authorization), `failed`
+///   (may work later) or `from_store` (another process refreshed).
 pub struct Metrics {
     integrations: HashMap<Arc<str>, Arc<IntegrationMetrics>>,
     order: Vec<Arc<str>>,
     errors: [AtomicU64; ERROR_CODES.len()],
     in_flight: AtomicI64,
-    events: Arc<EventCounters>,
 }
 
 /// The metrics of one integration.
-pub(crate) struct IntegrationMetrics {
+pub struct IntegrationMetrics {
     statuses: Box<[AtomicU64]>,
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
     sum_micros: AtomicU64,
+    events: Arc<EventCounters>,
 }
 
-/// Counts of events emitted by the layers; fed by [`Metrics::event_layer`].
+/// Counts of what the layers report; fed through [`IntegrationMetrics::event_sink`].
 #[derive(Debug, Default)]
 struct EventCounters {
     retries: AtomicU64,
     pacing_waits: AtomicU64,
     server_waits: AtomicU64,
-    refreshes: AtomicU64,
-    refresh_failures: AtomicU64,
+    refreshes: [AtomicU64; 4],
+}
+
+const REFRESH_OUTCOMES: [RefreshOutcome; 4] = [
+    RefreshOutcome::Refreshed,
+    RefreshOutcome::Refused,
+    RefreshOutcome::Failed,
+    RefreshOutcome::FromStore,
+];
+
+impl EventCounters {
+    fn count(&self, event: &Event<'_>) {
+        match event {
+            Event::Retry {
+                server_directed, ..
+            } => {
+                self.retries.fetch_add(1, Ordering::Relaxed);
+                if *server_directed {
+                    self.server_waits.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Event::RateLimitPaused { .. } => {
+                self.pacing_waits.fetch_add(1, Ordering::Relaxed);
+            }
+            Event::TokenRefresh { outcome, .. } => {
+                if let Some(i) = REFRESH_OUTCOMES.iter().position(|o| o == outcome) {
+                    self.refreshes[i].fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl fmt::Debug for IntegrationMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IntegrationMetrics")
+            .field("calls", &self.count.load(Ordering::Relaxed))
+            .field("events", &self.events)
+            .finish_non_exhaustive()
+    }
 }
 
 impl fmt::Debug for Metrics {
@@ -106,7 +144,6 @@ impl fmt::Debug for Metrics {
         f.debug_struct("Metrics")
             .field("integrations", &self.order)
             .field("in_flight", &self.in_flight.load(Ordering::Relaxed))
-            .field("events", &self.events)
             .finish_non_exhaustive()
     }
 }
@@ -118,7 +155,15 @@ impl IntegrationMetrics {
             buckets: Default::default(),
             count: AtomicU64::new(0),
             sum_micros: AtomicU64::new(0),
+            events: Arc::default(),
         }
+    }
+
+    /// Where this integration's stack and token source report what they do: the retry,
+    /// rate-limit and refresh counters are fed from it.
+    pub fn event_sink(&self) -> EventSink {
+        let events = Arc::clone(&self.events);
+        EventSink::new(move |event: &Event<'_>| events.count(event))
     }
 
     /// One call answered with `status`.
@@ -162,11 +207,11 @@ impl Metrics {
             order,
             errors: Default::default(),
             in_flight: AtomicI64::new(0),
-            events: Arc::default(),
         }
     }
 
-    pub(crate) fn integration(&self, name: &str) -> Option<Arc<IntegrationMetrics>> {
+    /// The metrics of the integration `name`, if it is one of these.
+    pub fn integration(&self, name: &str) -> Option<Arc<IntegrationMetrics>> {
         self.integrations.get(name).cloned()
     }
 
@@ -186,21 +231,6 @@ impl Metrics {
     /// How many `/proxy` calls are in progress.
     pub fn calls_in_flight(&self) -> i64 {
         self.in_flight.load(Ordering::Relaxed)
-    }
-
-    /// A `tracing` layer that counts the layers' retry, rate-limit and token-refresh events
-    /// into these metrics. Install it in the process's subscriber (the binary does); it sees
-    /// only the events of `blueprint_retry`, `blueprint_ratelimit` and `blueprint_refresh`,
-    /// whatever `RUST_LOG` says.
-    pub fn event_layer<S>(&self) -> impl Layer<S> + use<S>
-    where
-        S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-    {
-        let targets = Targets::new()
-            .with_target("blueprint_retry", Level::INFO)
-            .with_target("blueprint_ratelimit", Level::INFO)
-            .with_target("blueprint_refresh", Level::DEBUG);
-        EventCounter(Arc::clone(&self.events)).with_filter(targets)
     }
 
     /// The metrics in the Prometheus text format (version 0.0.4).
@@ -276,7 +306,6 @@ impl Metrics {
                 "blueprint_proxy_upstream_duration_seconds_count{{integration=\"{name}\"}} {count}"
             )?;
         }
-        let e = &self.events;
         writeln!(
             out,
             "# HELP blueprint_proxy_in_flight Proxied calls waiting for response headers.\n\
@@ -287,28 +316,51 @@ impl Metrics {
         writeln!(
             out,
             "# HELP blueprint_proxy_retries_total Attempts sent again by the retry layer.\n\
-             # TYPE blueprint_proxy_retries_total counter\n\
-             blueprint_proxy_retries_total {}",
-            relaxed(&e.retries)
+             # TYPE blueprint_proxy_retries_total counter"
         )?;
+        for name in &self.order {
+            let e = &self.integrations[name].events;
+            writeln!(
+                out,
+                "blueprint_proxy_retries_total{{integration=\"{}\"}} {}",
+                Escaped(name),
+                relaxed(&e.retries)
+            )?;
+        }
         writeln!(
             out,
             "# HELP blueprint_proxy_rate_limit_waits_total Waits for a rate limit: pacing = a connection's budget ran out and requests were held; server_directed = a retry waited as the server asked.\n\
-             # TYPE blueprint_proxy_rate_limit_waits_total counter\n\
-             blueprint_proxy_rate_limit_waits_total{{kind=\"pacing\"}} {}\n\
-             blueprint_proxy_rate_limit_waits_total{{kind=\"server_directed\"}} {}",
-            relaxed(&e.pacing_waits),
-            relaxed(&e.server_waits)
+             # TYPE blueprint_proxy_rate_limit_waits_total counter"
         )?;
+        for name in &self.order {
+            let e = &self.integrations[name].events;
+            let name = Escaped(name);
+            writeln!(
+                out,
+                "blueprint_proxy_rate_limit_waits_total{{integration=\"{name}\",kind=\"pacing\"}} {}\n\
+                 blueprint_proxy_rate_limit_waits_total{{integration=\"{name}\",kind=\"server_directed\"}} {}",
+                relaxed(&e.pacing_waits),
+                relaxed(&e.server_waits)
+            )?;
+        }
         writeln!(
             out,
-            "# HELP blueprint_proxy_token_refreshes_total Access-token refreshes started, and those that failed.\n\
-             # TYPE blueprint_proxy_token_refreshes_total counter\n\
-             blueprint_proxy_token_refreshes_total{{outcome=\"started\"}} {}\n\
-             blueprint_proxy_token_refreshes_total{{outcome=\"failed\"}} {}",
-            relaxed(&e.refreshes),
-            relaxed(&e.refresh_failures)
-        )
+            "# HELP blueprint_proxy_token_refreshes_total Access-token refreshes, by outcome.\n\
+             # TYPE blueprint_proxy_token_refreshes_total counter"
+        )?;
+        for name in &self.order {
+            let e = &self.integrations[name].events;
+            for (outcome, counter) in REFRESH_OUTCOMES.iter().zip(&e.refreshes) {
+                writeln!(
+                    out,
+                    "blueprint_proxy_token_refreshes_total{{integration=\"{}\",outcome=\"{}\"}} {}",
+                    Escaped(name),
+                    outcome.label(),
+                    relaxed(counter)
+                )?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -338,66 +390,9 @@ impl fmt::Display for Escaped<'_> {
     }
 }
 
-/// The layer behind [`Metrics::event_layer`].
-struct EventCounter(Arc<EventCounters>);
-
-/// What the counter needs from an event: its message and `server_directed` field.
-#[derive(Default)]
-struct EventFields {
-    message: String,
-    server_directed: bool,
-}
-
-impl Visit for EventFields {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            value.clone_into(&mut self.message);
-        }
-    }
-
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        if field.name() == "server_directed" {
-            self.server_directed = value;
-        }
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if field.name() == "message" {
-            let _ = write!(self.message, "{value:?}");
-        }
-    }
-}
-
-impl<S: Subscriber> Layer<S> for EventCounter {
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        let target = event.metadata().target();
-        let mut fields = EventFields::default();
-        event.record(&mut fields);
-        let counters = &self.0;
-        let message = fields.message.as_str();
-        if target.starts_with("blueprint_retry") && message == "retrying" {
-            counters.retries.fetch_add(1, Ordering::Relaxed);
-            if fields.server_directed {
-                counters.server_waits.fetch_add(1, Ordering::Relaxed);
-            }
-        } else if target.starts_with("blueprint_ratelimit")
-            && message.starts_with("rate limit reached: holding requests")
-        {
-            counters.pacing_waits.fetch_add(1, Ordering::Relaxed);
-        } else if target.starts_with("blueprint_refresh") {
-            if message == "refreshing the access token" {
-                counters.refreshes.fetch_add(1, Ordering::Relaxed);
-            } else if message == "token refresh failed" {
-                counters.refresh_failures.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tracing_subscriber::layer::SubscriberExt;
 
     #[test]
     fn renders_counters_and_a_cumulative_histogram() {
@@ -434,25 +429,53 @@ mod tests {
     }
 
     #[test]
-    fn counts_the_layers_events() {
-        let metrics = Metrics::new(["intercom"]);
-        let subscriber = tracing_subscriber::registry().with(metrics.event_layer());
-        tracing::subscriber::with_default(subscriber, || {
-            tracing::info!(target: "blueprint_retry::future", attempt = 2, server_directed = true, "retrying");
-            tracing::info!(target: "blueprint_retry::future", attempt = 3, server_directed = false, "retrying");
-            tracing::info!(target: "blueprint_retry::future", "not retrying: the retry budget is spent");
-            tracing::info!(target: "blueprint_ratelimit::state", wait_ms = 10, "rate limit reached: holding requests until the budget frees up");
-            tracing::debug!(target: "blueprint_refresh::source", "refreshing the access token");
-            tracing::warn!(target: "blueprint_refresh::source", "token refresh failed");
-            tracing::info!(target: "somebody_else", "retrying");
+    fn counts_the_layers_typed_events_per_integration() {
+        let metrics = Metrics::new(["intercom", "github"]);
+        let sink = metrics.integration("intercom").unwrap().event_sink();
+        let connection = blueprint_core::ConnectionId::new("acme");
+        let reason = blueprint_core::RetryReason::Status(http::StatusCode::SERVICE_UNAVAILABLE);
+        for server_directed in [true, false] {
+            sink.emit(&Event::Retry {
+                connection: &connection,
+                attempt: 2,
+                reason,
+                wait: Duration::from_millis(5),
+                server_directed,
+            });
+        }
+        sink.emit(&Event::RetryStopped {
+            connection: &connection,
+            attempts: 2,
+            reason,
+            stop: blueprint_core::RetryStop::Budget,
         });
+        sink.emit(&Event::RateLimitPaused {
+            connection: &connection,
+            origin: None,
+            wait: None,
+        });
+        for outcome in [
+            RefreshOutcome::Refreshed,
+            RefreshOutcome::Failed,
+            RefreshOutcome::Failed,
+        ] {
+            sink.emit(&Event::TokenRefresh {
+                connection: &connection,
+                outcome,
+                duration: Duration::from_millis(3),
+            });
+        }
         let text = metrics.render();
-        assert!(text.contains("blueprint_proxy_retries_total 2\n"), "{text}");
-        assert!(text.contains("blueprint_proxy_rate_limit_waits_total{kind=\"pacing\"} 1\n"));
-        assert!(
-            text.contains("blueprint_proxy_rate_limit_waits_total{kind=\"server_directed\"} 1\n")
-        );
-        assert!(text.contains("blueprint_proxy_token_refreshes_total{outcome=\"started\"} 1\n"));
-        assert!(text.contains("blueprint_proxy_token_refreshes_total{outcome=\"failed\"} 1\n"));
+        for line in [
+            "blueprint_proxy_retries_total{integration=\"intercom\"} 2\n",
+            "blueprint_proxy_retries_total{integration=\"github\"} 0\n",
+            "blueprint_proxy_rate_limit_waits_total{integration=\"intercom\",kind=\"pacing\"} 1\n",
+            "blueprint_proxy_rate_limit_waits_total{integration=\"intercom\",kind=\"server_directed\"} 1\n",
+            "blueprint_proxy_token_refreshes_total{integration=\"intercom\",outcome=\"refreshed\"} 1\n",
+            "blueprint_proxy_token_refreshes_total{integration=\"intercom\",outcome=\"failed\"} 2\n",
+            "blueprint_proxy_token_refreshes_total{integration=\"intercom\",outcome=\"refused\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
     }
 }

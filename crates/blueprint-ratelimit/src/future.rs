@@ -206,7 +206,13 @@ where
                     let now = Instant::now();
                     let deadline = *held.deadline;
                     let smoothing = this.shared.config.smoothing;
-                    match entry.admit(now, deadline, smoothing, Some(cx.waker())) {
+                    match entry.admit(
+                        now,
+                        deadline,
+                        smoothing,
+                        Some(cx.waker()),
+                        &this.shared.config.events,
+                    ) {
                         Admission::Go => {
                             this.ticket.counted = true;
                             *held.admitted = true;

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use blueprint_core::{BoxError, ConnectionId, Deadline, InvalidOrigin, Origin};
+use blueprint_core::{BoxError, ConnectionId, Deadline, EventSink, InvalidOrigin, Origin, Target};
 use http::{Request, Response};
 use tokio::time::Instant;
 use tower_layer::Layer;
@@ -29,6 +29,7 @@ pub(crate) struct Config {
     pub(crate) spread: Duration,
     pub(crate) origin: Option<Origin>,
     pub(crate) clock: Arc<dyn WallClock>,
+    pub(crate) events: EventSink,
 }
 
 impl fmt::Debug for Config {
@@ -88,6 +89,7 @@ impl RateLimitLayer {
                 spread: DEFAULT_SPREAD,
                 origin: None,
                 clock: Arc::new(SystemClock),
+                events: EventSink::none(),
             },
             keys: Arc::new(Keys::new(DEFAULT_MAX_KEYS)),
         }
@@ -137,6 +139,19 @@ impl RateLimitLayer {
     #[must_use]
     pub fn max_keys(mut self, max: usize) -> Self {
         self.keys = Arc::new(Keys::new(max));
+        self
+    }
+
+    /// Where the layer reports what it does — each held request
+    /// ([`Event::RateLimitHold`](blueprint_core::Event::RateLimitHold)), each time a
+    /// connection's budget runs out
+    /// ([`Event::RateLimitPaused`](blueprint_core::Event::RateLimitPaused)), each request
+    /// not sent because its deadline comes first
+    /// ([`Event::RateLimitRefused`](blueprint_core::Event::RateLimitRefused)) — for metrics.
+    /// Default: nowhere.
+    #[must_use]
+    pub fn events(mut self, events: EventSink) -> Self {
+        self.config.events = events;
         self
     }
 
@@ -255,9 +270,15 @@ where
             return ResponseFuture::called(self.inner.call(request), shared, None, Ticket::none());
         }
         let connection = ConnectionId::of(&request);
-        let key = shared
-            .keys
-            .key(request.uri(), shared.config.origin.as_ref(), connection);
+        // The origin resolved at the top of the stack, else worked out from the URI.
+        let key = match Target::of(&request) {
+            Some(target) => shared
+                .keys
+                .key_at(Some(target.origin().clone()), connection),
+            None => shared
+                .keys
+                .key(request.uri(), shared.config.origin.as_ref(), connection),
+        };
         let Some(entry) = shared.keys.get(&key) else {
             // A key with no information yet is never held.
             return ResponseFuture::called(
@@ -269,7 +290,13 @@ where
         };
         let now = Instant::now();
         let deadline = Deadline::of(&request).map(Deadline::instant);
-        match entry.admit(now, deadline, shared.config.smoothing, None) {
+        match entry.admit(
+            now,
+            deadline,
+            shared.config.smoothing,
+            None,
+            &shared.config.events,
+        ) {
             Admission::Go => {
                 let future = self.inner.call(request);
                 ResponseFuture::called(future, shared, Some(key), Ticket::counted(entry))

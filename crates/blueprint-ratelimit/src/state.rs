@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::task::Waker;
 use std::time::Duration;
 
-use blueprint_core::{ConnectionId, Origin};
+use blueprint_core::{ConnectionId, Event, EventSink, Origin};
 use http::Uri;
 use tokio::time::Instant;
 
@@ -90,7 +90,11 @@ impl Keys {
 
     /// The key of a request for `uri` on `connection`.
     pub(crate) fn key(&self, uri: &Uri, default: Option<&Origin>, connection: ConnectionId) -> Key {
-        let origin = self.origin(uri, default);
+        self.key_at(self.origin(uri, default), connection)
+    }
+
+    /// The key of `connection` at an origin already known (the request's `Target`).
+    pub(crate) fn key_at(&self, origin: Option<Origin>, connection: ConnectionId) -> Key {
         let hash = self.hasher.hash_one((&origin, &connection));
         Key {
             hash,
@@ -253,16 +257,8 @@ pub(crate) enum Admission {
     Refuse { retry_at: Instant },
 }
 
-/// Why a request is held.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Hold {
-    /// The budget is spent until `until`; held requests spread out after it.
-    Spent,
-    /// The budget is spent if every request in flight counts against it: wait for answers.
-    Answers,
-    /// The budget is small for the time left: spacing requests.
-    Smoothing,
-}
+/// Why a request is held: the reason reported in events.
+pub(crate) use blueprint_core::HoldReason as Hold;
 
 impl KeyState {
     fn new(key: &Key, now: Instant) -> Self {
@@ -318,6 +314,7 @@ impl KeyState {
         deadline: Option<Instant>,
         smoothing: bool,
         waker: Option<&Waker>,
+        events: &EventSink,
     ) -> Admission {
         let (admission, paused) = {
             let mut budget = self.lock();
@@ -349,6 +346,31 @@ impl KeyState {
             (admission, paused)
         };
         let origin = OriginField(self.origin.as_ref());
+        if events.is_on() {
+            let connection = &self.connection;
+            let origin = self.origin.as_ref();
+            if let Admission::Hold { why, until } = admission {
+                if paused == Pause::Started {
+                    events.emit(&Event::RateLimitPaused {
+                        connection,
+                        origin,
+                        wait: until.map(|u| u.saturating_duration_since(now)),
+                    });
+                }
+                events.emit(&Event::RateLimitHold {
+                    connection,
+                    origin,
+                    reason: why,
+                });
+            }
+            if let Admission::Refuse { retry_at } = admission {
+                events.emit(&Event::RateLimitRefused {
+                    connection,
+                    origin,
+                    retry_after: retry_at.saturating_duration_since(now),
+                });
+            }
+        }
         match (admission, paused) {
             (
                 Admission::Hold {
@@ -397,6 +419,7 @@ impl KeyState {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pause {
     None,
     Started,

@@ -5,214 +5,244 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use blueprint_core::{
-    AccessToken, BoxError, Buffer, ConnectionId, NeedsReauthorization, ReplayBody, TokenFuture,
-    TokenSource,
+    AccessToken, BoxError, ConnectionId, CredentialsRefreshed, KeptRequest, NeedsReauthorization,
+    ReplayAfterRefresh, ReplayBody, SentToken, TokenFuture, TokenSource,
 };
 use http::{Request, Response, StatusCode};
-use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::error::TokenUnavailableError;
+pub(crate) type Kept<B> = KeptRequest<B>;
 
-pin_project! {
-    /// Response future of [`Refresh`](crate::Refresh).
-    pub struct ResponseFuture<S, B>
-    where
-        S: Service<Request<ReplayBody<B>>>,
-    {
-        #[pin]
-        state: State<S::Future, B>,
-        ctx: Ctx<B>,
-        // The service for the replay (and, when the first call had to wait, for that too).
-        // Boxed, like everything used only off the fast path: the future is moved on every
-        // call and nested in every layer above, so its size costs on every call.
-        service: Option<Box<S>>,
-        // Where the replay's service is cloned from when `service` is empty.
-        spare: Option<Arc<S>>,
-        // The 401 kept while a fresh token is fetched, returned if no replay happens.
-        held: Option<Box<S::Response>>,
+/// What happens after a 401: the token that was sent is reported stale (the source acts
+/// only if it is still its current one, so a burst of 401s makes one refresh), and a fresh
+/// one is awaited.
+struct Renewal {
+    connection: ConnectionId,
+    sent: AccessToken,
+    token: TokenFuture,
+}
+
+enum Renewed {
+    // A new token: a replay may succeed.
+    Fresh,
+    // No other token can be had: a person must authorize the connection again.
+    Dead,
+    // A refresh that may work later (a cooldown): the 401 as it came.
+    NotNow,
+}
+
+impl Renewal {
+    /// Starts renewing after `response`, a 401; `None` when the response does not say which
+    /// token was sent (the caller's own `Authorization`, or no auth layer below).
+    fn start<R>(source: &dyn TokenSource, response: &Response<R>) -> Option<Box<Renewal>> {
+        let SentToken { token, connection } = response.extensions().get::<SentToken>()?;
+        source.invalidate(connection, token);
+        Some(Box::new(Renewal {
+            connection: connection.clone(),
+            sent: token.clone(),
+            token: source.token(connection),
+        }))
     }
-}
 
-pin_project! {
-    #[project = StateProj]
-    enum State<F, B> {
-        // Waiting for the token and/or for the body to be read. Boxed: the slow path,
-        // kept out of the future's size for the fast one.
-        Preparing { prep: Box<Prep<B>> },
-        First { #[pin] future: F },
-        // Got a 401: waiting for a fresh token.
-        Refreshing,
-        // Have a fresh token: waiting for the service to be ready for the replay.
-        ReadyForReplay,
-        Replaying { #[pin] future: F },
-        Failed { error: Option<BoxError> },
-        Done,
-    }
-}
-
-/// A first attempt waiting for its token and/or its body.
-pub(crate) struct Prep<B> {
-    head: Option<Request<()>>,
-    body: Option<ReplayBody<B>>,
-    buffer: Option<Buffer<B>>,
-    token: Option<TokenFuture>,
-}
-
-impl<B> Prep<B> {
-    pub(crate) fn new(
-        head: Request<()>,
-        token: TokenFuture,
-        body: Result<ReplayBody<B>, Buffer<B>>,
-    ) -> Box<Self> {
-        let (body, buffer) = match body {
-            Ok(body) => (Some(body), None),
-            Err(buffer) => (None, Some(buffer)),
-        };
-        Box::new(Prep {
-            head: Some(head),
-            body,
-            buffer,
-            token: Some(token),
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Renewed> {
+        Poll::Ready(match ready!(Pin::new(&mut self.token).poll(cx)) {
+            // The same token again: nothing was refreshed, a replay would fail too.
+            Ok(fresh) if fresh == self.sent => Renewed::Dead,
+            Ok(_) => Renewed::Fresh,
+            Err(error) if error.needs_reauthorization() => Renewed::Dead,
+            Err(_) => Renewed::NotNow,
         })
     }
 }
 
-/// What a call keeps besides its state: the parts needed to send it again.
-pub(crate) struct Ctx<B> {
-    source: Option<Arc<dyn TokenSource>>,
-    connection: ConnectionId,
-    // The token being fetched after a 401.
-    token: Option<TokenFuture>,
-    // The token the current attempt is sent with.
-    used: Option<AccessToken>,
-    // Copies for the replay, kept only when the body can be replayed and a refresh could
-    // help.
-    replay: Option<Box<(Request<()>, ReplayBody<B>)>>,
+fn mark_dead<R>(response: &mut Response<R>, connection: ConnectionId) {
+    response
+        .extensions_mut()
+        .insert(NeedsReauthorization { connection });
 }
 
-impl<B> Ctx<B> {
-    pub(crate) fn new(source: Arc<dyn TokenSource>, connection: ConnectionId) -> Self {
-        Ctx {
-            source: Some(source),
-            connection,
-            token: None,
-            used: None,
-            replay: None,
-        }
-    }
-
-    fn empty() -> Self {
-        Ctx {
-            source: None,
-            connection: ConnectionId::DEFAULT,
-            token: None,
-            used: None,
-            replay: None,
-        }
-    }
-
-    /// Sends the first attempt, keeping copies for a replay when the body allows one.
-    pub(crate) fn first_call<S>(
-        &mut self,
-        service: &mut S,
-        head: Request<()>,
-        token: AccessToken,
-        body: ReplayBody<B>,
-        keep_copy: bool,
-    ) -> S::Future
-    where
-        S: Service<Request<ReplayBody<B>>>,
-    {
-        self.used = Some(token);
-        if let Some(copy) = body.try_clone().filter(|_| keep_copy) {
-            self.replay = Some(Box::new((copy_head(&head), copy)));
-        }
-        let (parts, ()) = head.into_parts();
-        service.call(Request::from_parts(parts, body))
-    }
-}
-
-/// A copy of a request head: method, URI, version, headers and extensions.
-fn copy_head(head: &Request<()>) -> Request<()> {
-    let mut copy = Request::new(());
-    *copy.method_mut() = head.method().clone();
-    *copy.uri_mut() = head.uri().clone();
-    *copy.version_mut() = head.version();
-    *copy.headers_mut() = head.headers().clone();
-    *copy.extensions_mut() = head.extensions().clone();
-    copy
-}
-
-impl<S, B> ResponseFuture<S, B>
-where
-    S: Service<Request<ReplayBody<B>>>,
-{
-    pub(crate) fn called(future: S::Future, ctx: Ctx<B>, spare: Option<Arc<S>>) -> Self {
-        ResponseFuture {
-            state: State::First { future },
-            ctx,
-            service: None,
-            spare,
-            held: None,
-        }
-    }
-
-    pub(crate) fn preparing(prep: Box<Prep<B>>, ctx: Ctx<B>, ready_service: S) -> Self {
-        ResponseFuture {
-            state: State::Preparing { prep },
-            ctx,
-            service: Some(Box::new(ready_service)),
-            spare: None,
-            held: None,
-        }
-    }
-
-    pub(crate) fn failed(error: impl Into<BoxError>) -> Self {
-        ResponseFuture {
-            state: State::Failed {
-                error: Some(error.into()),
-            },
-            ctx: Ctx::empty(),
-            service: None,
-            spare: None,
-            held: None,
-        }
-    }
-}
-
-impl<S, B> fmt::Debug for ResponseFuture<S, B>
-where
-    S: Service<Request<ReplayBody<B>>>,
-{
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match self.state {
-            State::Preparing { .. } => "preparing",
-            State::First { .. } => "first attempt",
-            State::Refreshing => "refreshing after 401",
-            State::ReadyForReplay => "waiting to replay",
-            State::Replaying { .. } => "replaying",
-            State::Failed { .. } => "failed",
-            State::Done => "done",
-        };
-        f.debug_struct("ResponseFuture")
-            .field("connection", &self.ctx.connection)
-            .field("state", &state)
-            .finish()
-    }
+/// The connection whose token a 401 refused, when the auth layer below sent it.
+fn sent_to<R>(response: &Response<R>) -> Option<ConnectionId> {
+    response
+        .extensions()
+        .get::<SentToken>()
+        .map(|sent| sent.connection.clone())
 }
 
 fn gone() -> BoxError {
     "refresh future polled after completion".into()
 }
 
-impl<S, B, R> Future for ResponseFuture<S, B>
+pin_project! {
+    /// Response future of [`Refresh`](crate::Refresh) in [`ByRetry`](crate::replay::ByRetry)
+    /// mode: on a 401, renews the token and marks the response
+    /// [`CredentialsRefreshed`] for the retry layer above to replay.
+    pub struct ResponseFuture<F, R> {
+        #[pin]
+        future: F,
+        source: Option<Arc<dyn TokenSource>>,
+        is_replay: bool,
+        // A 401 kept while a fresh token is fetched. Boxed: the slow path.
+        renewing: Option<Box<(Box<Renewal>, Response<R>)>>,
+    }
+}
+
+impl<F, R> ResponseFuture<F, R> {
+    pub(crate) fn new(future: F, source: Arc<dyn TokenSource>, is_replay: bool) -> Self {
+        ResponseFuture {
+            future,
+            source: Some(source),
+            is_replay,
+            renewing: None,
+        }
+    }
+}
+
+impl<F, R> fmt::Debug for ResponseFuture<F, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("renewing", &self.renewing.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, R, E> Future for ResponseFuture<F, R>
+where
+    F: Future<Output = Result<Response<R>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<R>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Some(renewing) = this.renewing.as_mut() {
+            let renewed = ready!(renewing.0.poll(cx));
+            let Some((renewal, mut response)) = this.renewing.take().map(|b| *b) else {
+                return Poll::Ready(Err(gone()));
+            };
+            match renewed {
+                Renewed::Fresh => {
+                    response.extensions_mut().insert(CredentialsRefreshed);
+                }
+                Renewed::Dead => mark_dead(&mut response, renewal.connection),
+                Renewed::NotNow => {}
+            }
+            return Poll::Ready(Ok(response));
+        }
+        let mut response = ready!(this.future.poll(cx)).map_err(Into::into)?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Poll::Ready(Ok(response));
+        }
+        let Some(source) = this.source.take() else {
+            return Poll::Ready(Ok(response));
+        };
+        if *this.is_replay {
+            // The renewed token was refused too.
+            if let Some(connection) = sent_to(&response) {
+                mark_dead(&mut response, connection);
+            }
+            return Poll::Ready(Ok(response));
+        }
+        let Some(mut renewal) = Renewal::start(&*source, &response) else {
+            return Poll::Ready(Ok(response));
+        };
+        match renewal.poll(cx) {
+            Poll::Ready(Renewed::Fresh) => {
+                response.extensions_mut().insert(CredentialsRefreshed);
+                Poll::Ready(Ok(response))
+            }
+            Poll::Ready(Renewed::Dead) => {
+                mark_dead(&mut response, renewal.connection);
+                Poll::Ready(Ok(response))
+            }
+            Poll::Ready(Renewed::NotNow) => Poll::Ready(Ok(response)),
+            Poll::Pending => {
+                *this.renewing = Some(Box::new((renewal, response)));
+                Poll::Pending
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`Refresh`](crate::Refresh) in its default
+    /// [`OwnCopy`](crate::replay::OwnCopy) mode: on a 401, renews the token and replays the
+    /// request once, from its own copy.
+    pub struct ReplayingFuture<S, B>
+    where
+        S: Service<Request<ReplayBody<B>>>,
+    {
+        #[pin]
+        state: State<S::Future>,
+        source: Arc<dyn TokenSource>,
+        // The copy for the replay; `None` when no replay can help.
+        kept: Option<Box<Kept<B>>>,
+        // Where the replay's service is cloned from.
+        spare: Arc<S>,
+        // The slow path, boxed: the 401 kept while a fresh token is fetched (returned if no
+        // replay happens), and the service for the replay.
+        renewal: Option<Box<Renewal>>,
+        held: Option<Box<S::Response>>,
+        service: Option<Box<S>>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        First { #[pin] future: F },
+        Renewing,
+        ReadyForReplay,
+        Replaying { #[pin] future: F },
+        Done,
+    }
+}
+
+impl<S, B> ReplayingFuture<S, B>
+where
+    S: Service<Request<ReplayBody<B>>>,
+{
+    pub(crate) fn new(
+        future: S::Future,
+        source: Arc<dyn TokenSource>,
+        kept: Option<Kept<B>>,
+        spare: Arc<S>,
+    ) -> Self {
+        ReplayingFuture {
+            state: State::First { future },
+            source,
+            kept: kept.map(Box::new),
+            spare,
+            renewal: None,
+            held: None,
+            service: None,
+        }
+    }
+}
+
+impl<S, B> fmt::Debug for ReplayingFuture<S, B>
+where
+    S: Service<Request<ReplayBody<B>>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            State::First { .. } => "first attempt",
+            State::Renewing => "renewing the token after a 401",
+            State::ReadyForReplay => "waiting to replay",
+            State::Replaying { .. } => "replaying",
+            State::Done => "done",
+        };
+        f.debug_struct("ReplayingFuture")
+            .field("state", &state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B, R> Future for ReplayingFuture<S, B>
 where
     S: Service<Request<ReplayBody<B>>, Response = Response<R>> + Clone,
     S::Error: Into<BoxError>,
-    B: Body + Unpin,
-    B::Error: Into<BoxError>,
 {
     type Output = Result<Response<R>, BoxError>;
 
@@ -220,136 +250,62 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Preparing { prep } => {
-                    let ctx = &mut *this.ctx;
-                    if let Some(buffer) = prep.buffer.as_mut() {
-                        let body = ready!(Pin::new(buffer).poll(cx));
-                        prep.buffer = None;
-                        match body {
-                            Ok(body) => prep.body = Some(body),
-                            Err(error) => {
-                                this.state.set(State::Done);
-                                return Poll::Ready(Err(error));
-                            }
-                        }
+                StateProj::First { future } => {
+                    let result = ready!(future.poll(cx));
+                    this.state.set(State::Done);
+                    let response = result.map_err(Into::into)?;
+                    if response.status() != StatusCode::UNAUTHORIZED {
+                        return Poll::Ready(Ok(response));
                     }
-                    if let Some(token) = prep.token.as_mut() {
-                        let token = ready!(Pin::new(token).poll(cx));
-                        prep.token = None;
-                        match token {
-                            Ok(token) => ctx.used = Some(token),
-                            Err(source) => {
-                                this.state.set(State::Done);
-                                let connection = ctx.connection.clone();
-                                return Poll::Ready(Err(TokenUnavailableError::new(
-                                    connection, source,
-                                )
-                                .into()));
-                            }
-                        }
-                    }
-                    let (Some(head), Some(body), Some(token), Some(service)) = (
-                        prep.head.take(),
-                        prep.body.take(),
-                        ctx.used.take(),
-                        this.service.as_mut(),
-                    ) else {
-                        this.state.set(State::Done);
+                    let Some(renewal) = Renewal::start(&**this.source, &response) else {
+                        return Poll::Ready(Ok(response));
+                    };
+                    *this.renewal = Some(renewal);
+                    *this.held = Some(Box::new(response));
+                    this.state.set(State::Renewing);
+                }
+                StateProj::Renewing => {
+                    let Some(renewal) = this.renewal.as_mut() else {
                         return Poll::Ready(Err(gone()));
                     };
-                    let future = ctx.first_call(service, head, token, body, true);
-                    this.state.set(State::First { future });
-                }
-                StateProj::First { future } => {
-                    let response = match ready!(future.poll(cx)) {
-                        Ok(response) => response,
-                        Err(error) => {
-                            this.state.set(State::Done);
-                            return Poll::Ready(Err(error.into()));
-                        }
-                    };
-                    if response.status() != StatusCode::UNAUTHORIZED {
-                        this.state.set(State::Done);
-                        return Poll::Ready(Ok(response));
-                    }
-                    let ctx = &mut *this.ctx;
-                    let Some(source) = ctx.source.as_ref() else {
-                        this.state.set(State::Done);
-                        return Poll::Ready(Ok(response));
-                    };
-                    // Stale only if still current, so a burst of 401s makes one refresh.
-                    if let Some(used) = &ctx.used {
-                        source.invalidate(&ctx.connection, used);
-                    }
-                    ctx.token = Some(source.token(&ctx.connection));
-                    *this.held = Some(Box::new(response));
-                    this.state.set(State::Refreshing);
-                }
-                StateProj::Refreshing => {
-                    let ctx = &mut *this.ctx;
-                    let fresh = match ctx.token.as_mut() {
-                        Some(token) => ready!(Pin::new(token).poll(cx)),
-                        None => Err(blueprint_core::TokenError::new(
-                            blueprint_core::TokenErrorKind::Other,
-                            "no token future",
-                        )),
-                    };
-                    ctx.token = None;
+                    let renewed = ready!(renewal.poll(cx));
+                    let connection = renewal.connection.clone();
                     let Some(mut held) = this.held.take().map(|held| *held) else {
                         this.state.set(State::Done);
                         return Poll::Ready(Err(gone()));
                     };
-                    let fresh = match fresh {
-                        // The same token again: nothing was refreshed, a replay would fail too.
-                        Ok(fresh) if Some(&fresh) == ctx.used.as_ref() => None,
-                        Ok(fresh) => Some(fresh),
-                        Err(error) if error.needs_reauthorization() => None,
-                        // A refresh that may work later (cooldown): the 401 as it came.
-                        Err(_) => {
-                            this.state.set(State::Done);
+                    this.state.set(State::Done);
+                    match renewed {
+                        Renewed::Dead => {
+                            mark_dead(&mut held, connection);
                             return Poll::Ready(Ok(held));
                         }
-                    };
-                    let Some(fresh) = fresh else {
-                        held.extensions_mut().insert(NeedsReauthorization {
-                            connection: ctx.connection.clone(),
-                        });
-                        this.state.set(State::Done);
-                        return Poll::Ready(Ok(held));
-                    };
-                    if this.service.is_none() {
-                        *this.service = this.spare.take().map(|spare| Box::new(S::clone(&spare)));
+                        Renewed::NotNow => return Poll::Ready(Ok(held)),
+                        Renewed::Fresh => {}
                     }
-                    if ctx.replay.is_none() || this.service.is_none() {
+                    if this.kept.as_ref().is_none_or(|kept| !kept.is_ready()) {
                         // The body was not kept: the 401 as it came; the next call has the
                         // fresh token.
-                        this.state.set(State::Done);
                         return Poll::Ready(Ok(held));
                     }
-                    ctx.used = Some(fresh);
+                    *this.service = Some(Box::new(S::clone(this.spare)));
+                    *this.held = Some(Box::new(held));
                     this.state.set(State::ReadyForReplay);
                 }
                 StateProj::ReadyForReplay => {
-                    let ctx = &mut *this.ctx;
-                    let (Some(service), Some(replay)) = (this.service.as_mut(), ctx.replay.take())
-                    else {
+                    let Some(service) = this.service.as_mut() else {
+                        return Poll::Ready(Err(gone()));
+                    };
+                    if let Err(error) = ready!(service.poll_ready(cx)) {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err(error.into()));
+                    }
+                    let Some(mut request) = this.kept.take().and_then(|kept| kept.request()) else {
                         this.state.set(State::Done);
                         return Poll::Ready(Err(gone()));
                     };
-                    match service.poll_ready(cx) {
-                        Poll::Ready(Ok(())) => {}
-                        Poll::Ready(Err(error)) => {
-                            this.state.set(State::Done);
-                            return Poll::Ready(Err(error.into()));
-                        }
-                        Poll::Pending => {
-                            ctx.replay = Some(replay);
-                            return Poll::Pending;
-                        }
-                    }
-                    let (head, body) = *replay;
-                    let (parts, ()) = head.into_parts();
-                    let future = service.call(Request::from_parts(parts, body));
+                    request.extensions_mut().insert(ReplayAfterRefresh);
+                    let future = service.call(request);
                     this.state.set(State::Replaying { future });
                 }
                 StateProj::Replaying { future } => {
@@ -357,16 +313,11 @@ where
                     this.state.set(State::Done);
                     let mut response = result.map_err(Into::into)?;
                     if response.status() == StatusCode::UNAUTHORIZED {
-                        response.extensions_mut().insert(NeedsReauthorization {
-                            connection: this.ctx.connection.clone(),
-                        });
+                        if let Some(connection) = sent_to(&response) {
+                            mark_dead(&mut response, connection);
+                        }
                     }
                     return Poll::Ready(Ok(response));
-                }
-                StateProj::Failed { error } => {
-                    let error = error.take().unwrap_or_else(gone);
-                    this.state.set(State::Done);
-                    return Poll::Ready(Err(error));
                 }
                 StateProj::Done => return Poll::Ready(Err(gone())),
             }

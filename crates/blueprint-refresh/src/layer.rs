@@ -1,38 +1,59 @@
-use std::future::Future as _;
-use std::pin::Pin;
+use std::marker::PhantomData;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use blueprint_core::{
-    BoxError, ConnectionId, DEFAULT_REPLAY_CAP, ReplayBody, TokenFuture, TokenSource,
+    BoxError, ConnectionId, DEFAULT_REPLAY_CAP, ReplayAfterRefresh, ReplayBody, TokenSource,
 };
 use http::{Request, Response};
 use http_body::Body;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::error::TokenUnavailableError;
-use crate::future::{Ctx, Prep, ResponseFuture};
+use crate::future::{Kept, ReplayingFuture, ResponseFuture};
 
-/// Layer that applies [`Refresh`]; see the [crate docs](crate).
-#[derive(Debug)]
-pub struct RefreshLayer<T> {
-    source: Arc<T>,
-    replay_cap: usize,
+/// How a [`Refresh`] service sends a request again after renewing its token.
+pub mod replay {
+    /// The layer keeps its own copy of each request it may have to replay, and replays it
+    /// itself: for a refresh layer used on its own. The inner service receives
+    /// `Request<ReplayBody<B>>`. The default.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct OwnCopy;
+
+    /// A retry layer above keeps the request's only copy and replays it: on a 401 after
+    /// which the token was renewed, this layer marks the response
+    /// [`CredentialsRefreshed`](blueprint_core::CredentialsRefreshed) and the retry layer
+    /// sends the request again at once. The inner service receives the request as it is.
+    /// What the engine's stack uses.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct ByRetry;
 }
 
-impl<T> Clone for RefreshLayer<T> {
+/// Layer that applies [`Refresh`]; see the [crate docs](crate).
+///
+/// `M` says who replays a request after a refresh: [`replay::OwnCopy`] (the default) or
+/// [`replay::ByRetry`] ([`RefreshLayer::replay_by_retry`]).
+#[derive(Debug)]
+pub struct RefreshLayer<T, M = replay::OwnCopy> {
+    source: Arc<T>,
+    replay_cap: usize,
+    mode: PhantomData<fn() -> M>,
+}
+
+impl<T, M> Clone for RefreshLayer<T, M> {
     fn clone(&self) -> Self {
         RefreshLayer {
             source: Arc::clone(&self.source),
             replay_cap: self.replay_cap,
+            mode: PhantomData,
         }
     }
 }
 
 impl<T: TokenSource> RefreshLayer<T> {
-    /// Keeps `source`'s tokens fresh and replays a request refused with 401 once. Give the
-    /// auth layer below the same source (a clone of an `OAuth2TokenSource` shares its cache).
+    /// Renews `source`'s token on a 401 and replays the request once. Give the auth layer
+    /// below the same source (a clone of an `OAuth2TokenSource` shares its cache): it
+    /// reports which token it sent, and that is the one invalidated.
     pub fn new(source: T) -> Self {
         Self::from_arc(Arc::new(source))
     }
@@ -42,26 +63,40 @@ impl<T: TokenSource> RefreshLayer<T> {
         RefreshLayer {
             source,
             replay_cap: DEFAULT_REPLAY_CAP,
+            mode: PhantomData,
         }
     }
 
     /// Keeps request bodies up to `cap` bytes for the replay (default
-    /// [`DEFAULT_REPLAY_CAP`]); a larger or streamed body is sent once, and its 401 is
-    /// returned as it came.
+    /// [`DEFAULT_REPLAY_CAP`]); a larger body is sent once, and its 401 is returned as it
+    /// came.
     #[must_use]
     pub fn replay_cap(mut self, cap: usize) -> Self {
         self.replay_cap = cap;
         self
     }
 
+    /// Lets a retry layer above replay requests ([`replay::ByRetry`]): no copy is kept
+    /// here, and the inner service receives the requests as they are. Use it under a
+    /// `blueprint_retry::RetryLayer` with `replay_after_refresh` on (its default).
+    pub fn replay_by_retry(self) -> RefreshLayer<T, replay::ByRetry> {
+        RefreshLayer {
+            source: self.source,
+            replay_cap: self.replay_cap,
+            mode: PhantomData,
+        }
+    }
+}
+
+impl<T, M> RefreshLayer<T, M> {
     /// The token source.
     pub fn source(&self) -> &T {
         &self.source
     }
 }
 
-impl<S: Clone, T> Layer<S> for RefreshLayer<T> {
-    type Service = Refresh<S, T>;
+impl<S: Clone, T, M> Layer<S> for RefreshLayer<T, M> {
+    type Service = Refresh<S, T, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Refresh {
@@ -69,29 +104,32 @@ impl<S: Clone, T> Layer<S> for RefreshLayer<T> {
             inner,
             source: Arc::clone(&self.source),
             replay_cap: self.replay_cap,
+            mode: PhantomData,
         }
     }
 }
 
-/// Middleware that makes sure the token source holds a fresh token before each request
-/// and, on a 401, refreshes once and replays the request once; see the [crate docs](crate).
+/// Middleware that, on a 401, renews the connection's token once (single-flight, in the
+/// token source) and has the request replayed once; see the [crate docs](crate).
 #[derive(Debug)]
-pub struct Refresh<S, T> {
+pub struct Refresh<S, T, M = replay::OwnCopy> {
     inner: S,
     // A clone of `inner` for replays, shared by every call: the common call (no 401) pays
-    // a reference count instead of a clone of the stack below.
+    // nothing for it.
     spare: Arc<S>,
     source: Arc<T>,
     replay_cap: usize,
+    mode: PhantomData<fn() -> M>,
 }
 
-impl<S: Clone, T> Clone for Refresh<S, T> {
+impl<S: Clone, T, M> Clone for Refresh<S, T, M> {
     fn clone(&self) -> Self {
         Refresh {
             inner: self.inner.clone(),
             spare: Arc::clone(&self.spare),
             source: Arc::clone(&self.source),
             replay_cap: self.replay_cap,
+            mode: PhantomData,
         }
     }
 }
@@ -106,7 +144,9 @@ impl<S: Clone, T: TokenSource> Refresh<S, T> {
     pub fn layer(source: T) -> RefreshLayer<T> {
         RefreshLayer::new(source)
     }
+}
 
+impl<S, T, M> Refresh<S, T, M> {
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -123,7 +163,7 @@ impl<S: Clone, T: TokenSource> Refresh<S, T> {
     }
 }
 
-impl<S, T, B, R> Service<Request<B>> for Refresh<S, T>
+impl<S, T, B, R> Service<Request<B>> for Refresh<S, T, replay::OwnCopy>
 where
     S: Service<Request<ReplayBody<B>>, Response = Response<R>> + Clone,
     S::Error: Into<BoxError>,
@@ -133,55 +173,48 @@ where
 {
     type Response = Response<R>;
     type Error = BoxError;
-    type Future = ResponseFuture<S, B>;
+    type Future = ReplayingFuture<S, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let connection = ConnectionId::of(&request);
-        let can_refresh = self.source.can_refresh(&connection);
-        let mut token = self.source.token(&connection);
-        let ready_token = match token.take_ready() {
-            Some(Ok(token)) => Some(token),
-            Some(Err(source)) => {
-                return ResponseFuture::failed(TokenUnavailableError::new(connection, source));
-            }
-            None => None,
+        let source = Arc::clone(&self.source) as Arc<dyn TokenSource>;
+        let (parts, body) = request.into_parts();
+        // A replay is prepared for only when one could help: a source that can produce
+        // another token, for a request that is not already a replay.
+        let replay = parts.extensions.get::<ReplayAfterRefresh>().is_none()
+            && source.can_refresh(&ConnectionId::from_extensions(&parts.extensions));
+        let (body, kept) = if replay {
+            let body = ReplayBody::new(body, self.replay_cap);
+            let kept = body.replayer().map(|replay| Kept::of(&parts, replay));
+            (body, kept)
+        } else {
+            (ReplayBody::once(body), None)
         };
+        let future = self.inner.call(Request::from_parts(parts, body));
+        ReplayingFuture::new(future, source, kept, Arc::clone(&self.spare))
+    }
+}
 
-        let (head, body) = request.into_parts();
-        let mut buffer = ReplayBody::buffer(body, self.replay_cap);
-        // A body already in memory (or empty) is kept without waiting; a streamed one is
-        // read when the future is polled, which registers the real waker.
-        let body = match Pin::new(&mut buffer).poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(Ok(body)) => Some(body),
-            Poll::Ready(Err(error)) => return ResponseFuture::failed(error),
-            Poll::Pending => None,
-        };
-        let head = Request::from_parts(head, ());
-        let mut ctx = Ctx::new(Arc::clone(&self.source) as Arc<dyn TokenSource>, connection);
+impl<S, T, B, R> Service<Request<B>> for Refresh<S, T, replay::ByRetry>
+where
+    S: Service<Request<B>, Response = Response<R>>,
+    S::Error: Into<BoxError>,
+    T: TokenSource,
+{
+    type Response = Response<R>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, R>;
 
-        match (ready_token, body) {
-            (Some(token), Some(body)) => {
-                // Fast path: the inner service was polled ready by our caller. A replay is
-                // prepared for only when one could help: a replayable body and a source
-                // that can produce another token.
-                let replay = body.is_replayable() && can_refresh;
-                let future = ctx.first_call(&mut self.inner, head, token, body, replay);
-                ResponseFuture::called(future, ctx, replay.then(|| Arc::clone(&self.spare)))
-            }
-            (token_ready, body) => {
-                let clone = self.inner.clone();
-                let ready = std::mem::replace(&mut self.inner, clone);
-                let prep = Prep::new(
-                    head,
-                    token_ready.map_or(token, |t| TokenFuture::ready(Ok(t))),
-                    body.ok_or(buffer),
-                );
-                ResponseFuture::preparing(prep, ctx, ready)
-            }
-        }
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let is_replay = request.extensions().get::<ReplayAfterRefresh>().is_some();
+        let source = Arc::clone(&self.source) as Arc<dyn TokenSource>;
+        ResponseFuture::new(self.inner.call(request), source, is_replay)
     }
 }

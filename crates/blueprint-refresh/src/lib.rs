@@ -16,11 +16,17 @@
 //!   never retried; a 5xx or network failure starts a cooldown during which calls fail
 //!   fast. Tokens without expiry and refresh token (Intercom's) are never refreshed.
 //! - [`RefreshLayer`] sits above the auth-injection layer, which gets its token from the
-//!   same source. Before each request it makes sure the source holds a fresh token; on a
-//!   401 it marks that token stale (only if it is still the current one, so a burst of
-//!   401s makes one refresh), gets a fresh one and replays the request once, body
-//!   included ([`ReplayBody`]). If no refresh is possible, or the replay gets a 401 too,
-//!   the 401 comes back with a [`NeedsReauthorization`] extension.
+//!   same source, once per attempt, and names the token it sent on a 401
+//!   ([`SentToken`](blueprint_core::SentToken)). On a 401 the layer marks exactly that
+//!   token stale (only if it is still the current one, so a burst of 401s makes one
+//!   refresh), waits for a fresh one and has the request replayed once, body included: by
+//!   itself from its own copy ([`replay::OwnCopy`], the default), or, under a retry layer
+//!   that keeps the stack's only copy, by marking the 401
+//!   [`CredentialsRefreshed`](blueprint_core::CredentialsRefreshed) for the retry layer to
+//!   replay ([`RefreshLayer::replay_by_retry`], what the engine does). If no refresh is
+//!   possible, or the replay gets a 401 too, the 401 comes back with a
+//!   [`NeedsReauthorization`] extension. A token that cannot be refreshed (no refresh
+//!   token: Intercom's) costs no copy at all ([`TokenSource::can_refresh`]).
 //! - [`TokenStore`]: [`MemoryStore`], and [`SqliteStore`] (WAL, migrations, safe for
 //!   several processes on one machine, optionally encrypted with AES-256-GCM).
 //! - [`AuthorizationFlow`]: authorization URL with a random state and PKCE, pending
@@ -35,7 +41,10 @@
 //! ```
 //! use std::time::SystemTime;
 //!
-//! use blueprint_core::{AccessToken, BoxError, ConnectionId, NeedsReauthorization, ReplayBody};
+//! use blueprint_core::{
+//!     AccessToken, BoxError, ConnectionId, NeedsReauthorization, ReplayBody, SentToken,
+//!     TokenSource,
+//! };
 //! use blueprint_refresh::{
 //!     MemoryStore, OAuth2TokenSource, Provider, ProviderConfig, RefreshLayer, StoreKey,
 //!     TokenRecord, TokenStore,
@@ -62,11 +71,21 @@
 //! store.put(&StoreKey::new("intercom", acme.clone()), record).await?;
 //! let source = OAuth2TokenSource::builder(provider, store).integration("intercom").build();
 //!
-//! // Stands in for the auth layer and the HTTP client: the server refuses the token.
-//! let client = service_fn(|_request: Request<ReplayBody<Full<Bytes>>>| async {
-//!     let mut response = Response::new(());
-//!     *response.status_mut() = StatusCode::UNAUTHORIZED;
-//!     Ok::<_, BoxError>(response)
+//! // Stands in for the auth layer and the HTTP client: it sends the source's token and
+//! // the server refuses it; like the auth layer, it names the token it sent on the 401.
+//! let client = service_fn({
+//!     let source = source.clone();
+//!     move |request: Request<ReplayBody<Full<Bytes>>>| {
+//!         let source = source.clone();
+//!         async move {
+//!             let connection = ConnectionId::of(&request);
+//!             let token = source.token(&connection).await?;
+//!             let mut response = Response::new(());
+//!             *response.status_mut() = StatusCode::UNAUTHORIZED;
+//!             response.extensions_mut().insert(SentToken { token, connection });
+//!             Ok::<_, BoxError>(response)
+//!         }
+//!     }
 //! });
 //! let service = ServiceBuilder::new()
 //!     .layer(RefreshLayer::new(source.clone()))
@@ -91,12 +110,11 @@ mod future;
 mod http_client;
 mod layer;
 mod provider;
-mod secret;
 mod source;
 mod store;
 
 pub use blueprint_core::{
-    AccessToken, ConnectionId, NeedsReauthorization, ReplayBody, TokenSource,
+    AccessToken, ConnectionId, NeedsReauthorization, ReplayBody, Secret, TokenSource,
 };
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use error::TokenUnavailableError;
@@ -104,14 +122,14 @@ pub use flow::{
     AuthorizationFlow, AuthorizationRequest, Authorized, CallbackError, CallbackParams,
     DEFAULT_PENDING_TTL, MAX_PENDING, Pending, PendingAuthorizations,
 };
-pub use future::ResponseFuture;
+pub use future::{ReplayingFuture, ResponseFuture};
 pub use http_client::{DEFAULT_TOKEN_TIMEOUT, HttpClient, HttpClientError};
-pub use layer::{Refresh, RefreshLayer};
+pub use layer::{Refresh, RefreshLayer, replay};
 pub use provider::{ClientAuth, Provider, ProviderConfig, ProviderConfigError, TokenEndpointError};
-pub use secret::Secret;
 pub use source::{
-    DEFAULT_COOLDOWN, DEFAULT_LEASE, DEFAULT_LEASE_POLL, DEFAULT_RECHECK, DEFAULT_REFRESH_JITTER,
-    DEFAULT_REFRESH_MARGIN, OAuth2TokenSource, OAuth2TokenSourceBuilder,
+    DEFAULT_COOLDOWN, DEFAULT_LEASE, DEFAULT_LEASE_POLL, DEFAULT_MAX_CONNECTIONS, DEFAULT_RECHECK,
+    DEFAULT_REFRESH_JITTER, DEFAULT_REFRESH_MARGIN, DEFAULT_STORE_RETRY, OAuth2TokenSource,
+    OAuth2TokenSourceBuilder,
 };
 pub use store::{
     DecryptError, EncryptionKey, InvalidKeyError, Lease, MemoryStore, MissingKeyError, SqliteStore,

@@ -6,7 +6,8 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
 use blueprint_core::{
-    Attempt, BoxError, Buffer, Deadline, RateLimit, ReplayBody, parse_retry_after,
+    Attempt, BoxError, CredentialsRefreshed, Deadline, Event, KeptRequest, RateLimit,
+    ReplayAfterRefresh, ReplayBody, RetryStop, parse_retry_after,
 };
 use http::header::RETRY_AFTER;
 use http::request::Parts;
@@ -25,29 +26,29 @@ pin_project! {
     /// Response future of [`Retry`](crate::Retry).
     pub struct ResponseFuture<F, S, B, P> {
         #[pin]
-        state: State<F, B>,
-        // Fires when the call's deadline passes; only set when there is a deadline. Boxed,
-        // like the other rarely used states, to keep the future small: it is moved on
-        // every call and nested in every layer above.
+        state: State<F>,
+        // Fires when the call's deadline passes; only set when there is a deadline and the
+        // layer's own timer is on. Boxed, like the other rarely used states, to keep the
+        // future small: it is moved on every call and nested in every layer above.
         deadline_timer: Option<Pin<Box<Sleep>>>,
-        // The service of the next call: the one polled ready by our caller while the body is
-        // read, else made from `spare` when a retry comes.
+        // The service of the next attempt, cloned from `spare` when a retry comes.
         service: Option<Box<S>>,
         // A clone of the inner service made when the layer was applied: a retry clones it,
         // so the common call (no retry) pays one reference count, not a clone of the stack.
         spare: Arc<S>,
         shared: Arc<Shared<P>>,
-        // The request head and body to send again; `None` once no retry is possible. Boxed:
-        // the future stays small (it is moved on every call and nested in the layers above).
-        kept: Option<Box<Kept<B>>>,
+        // What is needed to send the request again; `None` once no retry is possible.
+        // Boxed: the future stays small.
+        kept: Option<Box<KeptRequest<B>>>,
         attempt: Attempt,
+        // Whether the one replay after a token refresh has been made.
+        replayed_after_refresh: bool,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<F, B> {
-        Buffering { buffer: Box<Buffer<B>> },
+    enum State<F> {
         Calling { #[pin] future: F },
         Waiting { sleep: Pin<Box<Sleep>> },
         Readying,
@@ -55,15 +56,10 @@ pin_project! {
     }
 }
 
-/// What a retry sends again. `body` is `None` while the first body is still being read.
-struct Kept<B> {
-    parts: Parts,
-    body: Option<ReplayBody<B>>,
-}
-
 enum Decision<T> {
     Return(Result<T, BoxError>),
     RetryAfter(Duration),
+    ReplayNow,
 }
 
 impl<F, S, B, P> ResponseFuture<F, S, B, P>
@@ -71,29 +67,6 @@ where
     S: Service<Request<ReplayBody<B>>, Future = F> + Clone,
     B: Body,
 {
-    fn with_state(
-        state: State<F, B>,
-        service: Option<Box<S>>,
-        spare: Arc<S>,
-        shared: Arc<Shared<P>>,
-        kept: Option<Box<Kept<B>>>,
-        deadline: Option<Deadline>,
-    ) -> Self {
-        let timer = shared.deadline_timer;
-        ResponseFuture {
-            state,
-            deadline_timer: deadline
-                .filter(|_| timer)
-                .map(|d| Box::pin(tokio::time::sleep_until(d.instant()))),
-            service,
-            spare,
-            shared,
-            kept,
-            attempt: Attempt::FIRST,
-        }
-    }
-
-    /// Sends the first attempt on `ready`, the service our caller polled ready.
     pub(crate) fn start(
         ready: &mut S,
         spare: Arc<S>,
@@ -102,32 +75,34 @@ where
         body: ReplayBody<B>,
         deadline: Option<Deadline>,
     ) -> Self {
-        let mut future = Self::with_state(State::Readying, None, spare, shared, None, deadline);
-        let request = future.first_request(parts, body);
-        let call = ready.call(request);
-        future.state = State::Calling { future: call };
-        future
-    }
-
-    /// Reads the body first; `ready` is the service our caller polled ready, moved here.
-    pub(crate) fn buffering(
-        ready: S,
-        spare: Arc<S>,
-        shared: Arc<Shared<P>>,
-        parts: Parts,
-        buffer: Buffer<B>,
-        deadline: Option<Deadline>,
-    ) -> Self {
-        Self::with_state(
-            State::Buffering {
-                buffer: Box::new(buffer),
-            },
-            Some(Box::new(ready)),
+        let keep = shared.max_attempts > 1 || shared.replay_after_refresh;
+        let kept = match body.replayer() {
+            Some(replay) if keep => Some(Box::new(KeptRequest::of(&parts, replay))),
+            Some(_) => None,
+            None => {
+                if keep {
+                    tracing::debug!(
+                        "request body is larger than the replay cap: it is sent once and \
+                         the request will not be retried"
+                    );
+                }
+                None
+            }
+        };
+        let future = ready.call(Request::from_parts(parts, body));
+        let timer = shared.deadline_timer;
+        ResponseFuture {
+            state: State::Calling { future },
+            deadline_timer: deadline
+                .filter(|_| timer)
+                .map(|d| Box::pin(tokio::time::sleep_until(d.instant()))),
+            service: None,
             spare,
             shared,
-            Some(Box::new(Kept { parts, body: None })),
-            deadline,
-        )
+            kept,
+            attempt: Attempt::FIRST,
+            replayed_after_refresh: false,
+        }
     }
 
     pub(crate) fn expired(spare: Arc<S>, shared: Arc<Shared<P>>) -> Self {
@@ -135,49 +110,24 @@ where
             attempts: 0,
             budget: shared.total,
         };
-        let state = State::Failed {
-            error: Some(error.into()),
-        };
-        let mut future = Self::with_state(state, None, spare, shared, None, None);
-        future.deadline_timer = None;
-        future
-    }
-}
-
-impl<F, S, B, P> ResponseFuture<F, S, B, P> {
-    /// The request of the first attempt; keeps the head and body for retries when a retry
-    /// is possible at all.
-    fn first_request(&mut self, parts: Parts, body: ReplayBody<B>) -> Request<ReplayBody<B>> {
-        first_request(self.shared.max_attempts, parts, body, &mut self.kept)
-    }
-}
-
-fn first_request<B>(
-    max_attempts: u32,
-    parts: Parts,
-    body: ReplayBody<B>,
-    kept: &mut Option<Box<Kept<B>>>,
-) -> Request<ReplayBody<B>> {
-    if max_attempts > 1 {
-        if let Some(copy) = body.try_clone() {
-            *kept = Some(Box::new(Kept {
-                parts: parts.clone(),
-                body: Some(body),
-            }));
-            return Request::from_parts(parts, copy);
+        ResponseFuture {
+            state: State::Failed {
+                error: Some(error.into()),
+            },
+            deadline_timer: None,
+            service: None,
+            spare,
+            shared,
+            kept: None,
+            attempt: Attempt::FIRST,
+            replayed_after_refresh: false,
         }
-        tracing::debug!(
-            "request body is larger than the replay cap or of unknown length: \
-             it is sent once and the request will not be retried"
-        );
     }
-    Request::from_parts(parts, body)
 }
 
 impl<F, S, B, P> fmt::Debug for ResponseFuture<F, S, B, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
-            State::Buffering { .. } => "buffering the body",
             State::Calling { .. } => "calling",
             State::Waiting { .. } => "waiting to retry",
             State::Readying => "waiting for the service",
@@ -195,8 +145,7 @@ where
     F: Future<Output = Result<Response<ResB>, E>>,
     S: Service<Request<ReplayBody<B>>, Response = Response<ResB>, Error = E, Future = F> + Clone,
     E: Into<BoxError>,
-    B: Body + Unpin,
-    B::Error: Into<BoxError>,
+    B: Body,
     P: RetryPolicy,
 {
     type Output = Result<Response<ResB>, BoxError>;
@@ -206,15 +155,11 @@ where
         if let Some(timer) = this.deadline_timer.as_mut() {
             if timer.as_mut().poll(cx).is_ready() {
                 // Waits are only started when they end before the deadline, so reaching it
-                // means an attempt (or the body, or the service's readiness) outlived it.
-                let attempts = match this.state.as_ref().get_ref() {
-                    State::Buffering { .. } => 0,
-                    _ => this.attempt.number(),
-                };
+                // means an attempt (or the service's readiness) outlived it.
                 *this.deadline_timer = None;
                 this.state.set(State::Failed { error: None });
                 return Poll::Ready(Err(DeadlineExceeded {
-                    attempts,
+                    attempts: this.attempt.number(),
                     budget: this.shared.total,
                 }
                 .into()));
@@ -222,27 +167,16 @@ where
         }
         loop {
             match this.state.as_mut().project() {
-                StateProj::Buffering { buffer } => {
-                    let body = match ready!(Pin::new(&mut **buffer).poll(cx)) {
-                        Ok(body) => body,
-                        Err(error) => {
-                            this.state.set(State::Failed { error: None });
-                            return Poll::Ready(Err(error));
-                        }
-                    };
-                    let Some(parts) = this.kept.take().map(|kept| kept.parts) else {
-                        return Poll::Ready(Err(polled_after_completion()));
-                    };
-                    let request = first_request(this.shared.max_attempts, parts, body, this.kept);
-                    let Some(service) = this.service.as_mut() else {
-                        return Poll::Ready(Err(polled_after_completion()));
-                    };
-                    let future = service.call(request);
-                    this.state.set(State::Calling { future });
-                }
                 StateProj::Calling { future } => {
                     let result = ready!(future.poll(cx)).map_err(Into::into);
-                    match decide(result, this.shared, this.kept.as_deref(), *this.attempt) {
+                    let decision = decide(
+                        result,
+                        this.shared,
+                        this.kept.as_deref(),
+                        *this.attempt,
+                        *this.replayed_after_refresh,
+                    );
+                    let wait = match decision {
                         Decision::Return(mut result) => {
                             this.state.set(State::Failed { error: None });
                             *this.deadline_timer = None;
@@ -253,17 +187,23 @@ where
                             }
                             return Poll::Ready(result);
                         }
-                        Decision::RetryAfter(wait) => {
-                            *this.attempt = this.attempt.next();
-                            // The service that made the last attempt must be polled ready
-                            // again; a fresh clone is as good.
-                            if this.service.is_none() {
-                                *this.service = Some(Box::new(S::clone(this.spare)));
-                            }
-                            this.state.set(State::Waiting {
-                                sleep: Box::pin(tokio::time::sleep(wait)),
-                            });
+                        Decision::RetryAfter(wait) => Some(wait),
+                        Decision::ReplayNow => {
+                            *this.replayed_after_refresh = true;
+                            None
                         }
+                    };
+                    *this.attempt = this.attempt.next();
+                    // The service that made the last attempt must be polled ready again; a
+                    // fresh clone is as good.
+                    if this.service.is_none() {
+                        *this.service = Some(Box::new(S::clone(this.spare)));
+                    }
+                    match wait {
+                        Some(wait) => this.state.set(State::Waiting {
+                            sleep: Box::pin(tokio::time::sleep(wait)),
+                        }),
+                        None => this.state.set(State::Readying),
                     }
                 }
                 StateProj::Waiting { sleep } => {
@@ -278,25 +218,19 @@ where
                         this.state.set(State::Failed { error: None });
                         return Poll::Ready(Err(error.into()));
                     }
-                    let last = this.attempt.number() >= this.shared.max_attempts;
-                    // The last attempt takes the kept head and body instead of copying them.
-                    let (parts, body) = match this.kept.take() {
-                        Some(kept) if last => (Some(kept.parts), kept.body),
-                        Some(kept) => {
-                            let copy = (
-                                Some(kept.parts.clone()),
-                                kept.body.as_ref().and_then(ReplayBody::try_clone),
-                            );
-                            *this.kept = Some(kept);
-                            copy
-                        }
-                        None => (None, None),
-                    };
-                    let (Some(mut parts), Some(body)) = (parts, body) else {
+                    let Some(mut request) = this.kept.as_ref().and_then(|k| k.request()) else {
                         return Poll::Ready(Err(polled_after_completion()));
                     };
-                    parts.extensions.insert(*this.attempt);
-                    let future = service.call(Request::from_parts(parts, body));
+                    request.extensions_mut().insert(*this.attempt);
+                    if *this.replayed_after_refresh {
+                        request.extensions_mut().insert(ReplayAfterRefresh);
+                    }
+                    let last = this.attempt.number() >= this.shared.max_attempts;
+                    if last && !this.shared.replay_after_refresh {
+                        // Nothing can follow this attempt: the copy is no longer needed.
+                        *this.kept = None;
+                    }
+                    let future = service.call(request);
                     this.state.set(State::Calling { future });
                 }
                 StateProj::Failed { error } => {
@@ -311,27 +245,44 @@ fn polled_after_completion() -> BoxError {
     "retry future polled after completion".into()
 }
 
-/// Whether to hand `result` back or retry, and after how long.
-fn decide<ResB, B, P: RetryPolicy>(
+fn decide<ResB, B: Body, P: RetryPolicy>(
     result: Result<Response<ResB>, BoxError>,
     shared: &Shared<P>,
-    kept: Option<&Kept<B>>,
+    kept: Option<&KeptRequest<B>>,
     attempt: Attempt,
+    replayed_after_refresh: bool,
 ) -> Decision<Response<ResB>> {
-    // Nothing kept: retries are off, the body cannot be replayed, or this was the last.
-    let Some(Kept {
-        parts,
-        body: Some(_),
-    }) = kept
-    else {
+    // Nothing kept: retries are off, or the body cannot be replayed.
+    let Some(kept) = kept.filter(|k| k.is_ready()) else {
         return Decision::Return(result);
     };
-    let info = RequestInfo {
-        method: &parts.method,
-        uri: &parts.uri,
-        extensions: &parts.extensions,
-        attempt,
-    };
+    // A 401 after which the refresh layer renewed the credentials: the request was not
+    // processed, so it is sent again at once, whatever its method, once per call.
+    if let Ok(response) = &result {
+        if !replayed_after_refresh
+            && shared.replay_after_refresh
+            && response
+                .extensions()
+                .get::<CredentialsRefreshed>()
+                .is_some()
+        {
+            shared.events.emit(&Event::ReplayAfterRefresh {
+                connection: kept.connection(),
+            });
+            tracing::debug!(
+                attempt = attempt.number() + 1,
+                "sending the request again with the refreshed credentials"
+            );
+            return Decision::ReplayNow;
+        }
+    }
+    if attempt.number() >= shared.max_attempts {
+        return Decision::Return(result);
+    }
+    let mut info = RequestInfo::new(kept.method(), kept.uri(), kept.other_extensions(), attempt);
+    info.retry_safe = kept.retry_safe();
+    info.connection = kept.connection();
+    info.target = kept.target();
     let outcome = match &result {
         Ok(response) => Outcome::Response {
             status: response.status(),
@@ -342,13 +293,19 @@ fn decide<ResB, B, P: RetryPolicy>(
     let Some(reason) = shared.policy.classify(&info, &outcome) else {
         return Decision::Return(result);
     };
-    if attempt.number() >= shared.max_attempts {
-        return Decision::Return(result);
-    }
 
+    let connection = kept.connection();
+    let stopped = |stop: RetryStop| {
+        shared.events.emit(&Event::RetryStopped {
+            connection,
+            attempts: attempt.number(),
+            reason,
+            stop,
+        });
+    };
     let now = Instant::now();
     let server_wait = result.as_ref().ok().and_then(|r| server_wait(r, now));
-    let deadline = parts.extensions.get::<Deadline>().copied();
+    let deadline = kept.deadline();
     let wait = match server_wait {
         Some(wait) => {
             if wait > shared.max_server_wait {
@@ -359,6 +316,7 @@ fn decide<ResB, B, P: RetryPolicy>(
                     max_server_wait_ms = millis(shared.max_server_wait),
                     "not retrying: the server asked to wait longer than the longest wait allowed"
                 );
+                stopped(RetryStop::ServerWaitTooLong);
                 return Decision::Return(result);
             }
             // Exactly the server's wait plus a little jitter, but never past the deadline.
@@ -367,12 +325,15 @@ fn decide<ResB, B, P: RetryPolicy>(
                     .saturating_duration_since(now)
                     .saturating_sub(wait)
             });
-            wait + server_wait_jitter(wait).min(room / 2)
+            wait.saturating_add(server_wait_jitter(wait).min(room / 2))
         }
         None => shared.backoff.delay(attempt.number()),
     };
     if let Some(deadline) = deadline {
-        if now + wait >= deadline.instant() {
+        if now
+            .checked_add(wait)
+            .is_none_or(|at| at >= deadline.instant())
+        {
             tracing::info!(
                 attempt = attempt.number(),
                 %reason,
@@ -380,6 +341,7 @@ fn decide<ResB, B, P: RetryPolicy>(
                 remaining_ms = millis(deadline.remaining()),
                 "not retrying: the wait would pass the call's deadline"
             );
+            stopped(RetryStop::Deadline);
             return Decision::Return(result);
         }
     }
@@ -389,6 +351,7 @@ fn decide<ResB, B, P: RetryPolicy>(
             %reason,
             "not retrying: the retry budget is spent"
         );
+        stopped(RetryStop::Budget);
         return Decision::Return(result);
     }
     match &result {
@@ -407,11 +370,16 @@ fn decide<ResB, B, P: RetryPolicy>(
             "retrying"
         ),
     }
+    shared.events.emit(&Event::Retry {
+        connection,
+        attempt: attempt.number() + 1,
+        reason,
+        wait,
+        server_directed: server_wait.is_some(),
+    });
     Decision::RetryAfter(wait)
 }
 
-/// The wait the server asked for: the rate-limit layer's parsed [`RateLimit`], else the
-/// response's own `Retry-After`.
 fn server_wait<B>(response: &Response<B>, now: Instant) -> Option<Duration> {
     if let Some(at) = response
         .extensions()

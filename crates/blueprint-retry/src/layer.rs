@@ -2,8 +2,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use blueprint_core::{BoxError, DEFAULT_REPLAY_CAP, Deadline, ReplayBody};
-use bytes::Bytes;
+use blueprint_core::{BoxError, DEFAULT_REPLAY_CAP, Deadline, EventSink, ReplayBody};
 use http::{Request, Response};
 use http_body::Body;
 use tower_layer::Layer;
@@ -25,6 +24,8 @@ pub(crate) struct Shared<P> {
     pub(crate) max_server_wait: Duration,
     pub(crate) replay_cap: usize,
     pub(crate) deadline_timer: bool,
+    pub(crate) replay_after_refresh: bool,
+    pub(crate) events: EventSink,
 }
 
 /// Builds a [`RetryLayer`]; see [`RetryLayer::builder`].
@@ -42,6 +43,8 @@ pub struct RetryBuilder<P = DefaultPolicy> {
     max_server_wait: Duration,
     replay_cap: usize,
     deadline_timer: bool,
+    replay_after_refresh: bool,
+    events: EventSink,
 }
 
 impl Default for RetryBuilder {
@@ -59,6 +62,8 @@ impl Default for RetryBuilder {
             max_server_wait: Duration::from_secs(60),
             replay_cap: DEFAULT_REPLAY_CAP,
             deadline_timer: true,
+            replay_after_refresh: true,
+            events: EventSink::none(),
         }
     }
 }
@@ -79,6 +84,8 @@ impl<P: RetryPolicy> RetryBuilder<P> {
             max_server_wait: self.max_server_wait,
             replay_cap: self.replay_cap,
             deadline_timer: self.deadline_timer,
+            replay_after_refresh: self.replay_after_refresh,
+            events: self.events,
         }
     }
 
@@ -169,6 +176,28 @@ impl<P: RetryPolicy> RetryBuilder<P> {
         self
     }
 
+    /// Whether a 401 after which the token-refresh layer below renewed the credentials
+    /// ([`CredentialsRefreshed`](blueprint_core::CredentialsRefreshed)) is sent again at
+    /// once, with the layer's copy of the request, whatever its method (a 401 proves the
+    /// request was not processed). Once per call, besides `max_attempts`. Default on; with
+    /// it on, a copy of a replayable request is kept even when `max_attempts` is 1. The
+    /// engine turns it off for APIs whose tokens never expire.
+    #[must_use]
+    pub fn replay_after_refresh(mut self, on: bool) -> Self {
+        self.replay_after_refresh = on;
+        self
+    }
+
+    /// Where the layer reports what it does ([`Event::Retry`](blueprint_core::Event::Retry),
+    /// [`Event::RetryStopped`](blueprint_core::Event::RetryStopped),
+    /// [`Event::ReplayAfterRefresh`](blueprint_core::Event::ReplayAfterRefresh)), for
+    /// metrics. Default: nowhere.
+    #[must_use]
+    pub fn events(mut self, events: EventSink) -> Self {
+        self.events = events;
+        self
+    }
+
     /// Checks the settings and builds the layer.
     ///
     /// # Errors
@@ -204,6 +233,8 @@ impl<P: RetryPolicy> RetryBuilder<P> {
                 max_server_wait: self.max_server_wait,
                 replay_cap: self.replay_cap,
                 deadline_timer: self.deadline_timer,
+                replay_after_refresh: self.replay_after_refresh,
+                events: self.events,
             }),
         })
     }
@@ -238,6 +269,8 @@ impl RetryLayer {
                 max_server_wait: Duration::from_secs(60),
                 replay_cap: DEFAULT_REPLAY_CAP,
                 deadline_timer: true,
+                replay_after_refresh: true,
+                events: EventSink::none(),
             }),
         }
     }
@@ -351,22 +384,7 @@ where
         if deadline.is_some_and(Deadline::is_expired) {
             return ResponseFuture::expired(template, shared);
         }
-        if body.is_end_stream() {
-            let empty = ReplayBody::from_bytes(Bytes::new());
-            return ResponseFuture::start(
-                &mut self.inner,
-                template,
-                shared,
-                parts,
-                empty,
-                deadline,
-            );
-        }
-        // The body is read before the first attempt: the future keeps the service that was
-        // polled ready, and a clone takes its place.
-        let clone = self.inner.clone();
-        let ready = std::mem::replace(&mut self.inner, clone);
-        let buffer = ReplayBody::buffer(body, shared.replay_cap);
-        ResponseFuture::buffering(ready, template, shared, parts, buffer, deadline)
+        let body = ReplayBody::new(body, shared.replay_cap);
+        ResponseFuture::start(&mut self.inner, template, shared, parts, body, deadline)
     }
 }

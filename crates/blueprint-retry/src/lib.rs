@@ -43,17 +43,37 @@
 //!
 //! # Bodies
 //!
-//! The inner service receives `Request<ReplayBody<B>>`. A request body whose size is known
-//! to be at most 64 KiB ([`RetryBuilder::replay_cap`]) is kept in memory and sent again
-//! byte for byte; a larger one, or a stream of unknown length, is sent once and that
-//! request is not retried (logged at DEBUG). An empty body costs nothing.
+//! The inner service receives `Request<ReplayBody<B>>`. As the first attempt streams the
+//! request body, up to 64 KiB of it ([`RetryBuilder::replay_cap`]) is recorded (reference
+//! counted, not copied); a body sent to its end within the cap is sent again byte for byte,
+//! trailers included, so a chunked upload is retried like any other. A body that passes the
+//! cap is sent once and that request is not retried (logged at DEBUG). An empty body, or
+//! one already in memory, costs no allocation.
+//!
+//! # Replays after a token refresh
+//!
+//! This layer keeps the stack's only copy of a request. When the token-refresh layer below
+//! answers a 401 with [`CredentialsRefreshed`](blueprint_core::CredentialsRefreshed) (it
+//! renewed the connection's token), the request is sent again at once, whatever its method —
+//! a 401 proves it was not processed — once per call, besides `max_attempts`, with
+//! [`ReplayAfterRefresh`](blueprint_core::ReplayAfterRefresh) on the new attempt
+//! ([`RetryBuilder::replay_after_refresh`]).
+//!
+//! # Events
+//!
+//! Besides its log lines, the layer reports each retry, each retry it declined and each
+//! replay after a refresh as a typed [`Event`](blueprint_core::Event) to the
+//! [`EventSink`](blueprint_core::EventSink) given to [`RetryBuilder::events`].
 //!
 //! # Attempts
 //!
 //! The inner service is polled ready again before every retry. Each retry's request
 //! carries its [`Attempt`](blueprint_core::Attempt) number and emits an INFO event
 //! (attempt, reason, wait); a response that took more than one attempt carries an
-//! `Attempt` extension with the number of attempts made (absent means one).
+//! `Attempt` extension with the number of attempts made (absent means one). A retry's
+//! request carries the first one's method, URI, headers and extensions; to keep the common
+//! call cheap, the extensions are copied as a map only when the caller put extensions of
+//! its own on the request (the Blueprint ones are kept as plain values).
 //!
 //! # Example
 //!

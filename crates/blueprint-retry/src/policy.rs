@@ -1,24 +1,58 @@
 //! What is retried.
 
 use std::error::Error as StdError;
-use std::fmt;
 
-use blueprint_core::{Attempt, RetrySafe};
+pub use blueprint_core::RetryReason;
+use blueprint_core::{Attempt, ConnectionId, RetrySafe, Target};
 use http::{Extensions, HeaderMap, Method, StatusCode, Uri};
 
 use crate::timeout::AttemptTimeoutError;
 
 /// The request an outcome belongs to, as a [`RetryPolicy`] sees it.
+///
+/// The Blueprint extensions have their own fields. `extensions` holds the caller's own
+/// extensions when the request carried any; to keep the common call cheap, a request that
+/// carried only Blueprint extensions ([`ConnectionId`], [`Deadline`](blueprint_core::Deadline),
+/// [`Target`], [`RetrySafe`]) is described with an empty map.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct RequestInfo<'a> {
     /// The request's method.
     pub method: &'a Method,
     /// The request's URI.
     pub uri: &'a Uri,
-    /// The request's extensions ([`RetrySafe`], [`ConnectionId`](blueprint_core::ConnectionId), …).
+    /// Whether the caller marked the request [`RetrySafe`].
+    pub retry_safe: bool,
+    /// Whose request it is.
+    pub connection: &'a ConnectionId,
+    /// Where it goes and its route template, when the stack resolved them.
+    pub target: Option<&'a Target>,
+    /// The request's own extensions (see above).
     pub extensions: &'a Extensions,
     /// The attempt that produced the outcome.
     pub attempt: Attempt,
+}
+
+impl<'a> RequestInfo<'a> {
+    /// Describes a request from its method, URI and extensions (the Blueprint fields are
+    /// read from them).
+    pub fn new(
+        method: &'a Method,
+        uri: &'a Uri,
+        extensions: &'a Extensions,
+        attempt: Attempt,
+    ) -> Self {
+        static DEFAULT: ConnectionId = ConnectionId::DEFAULT;
+        RequestInfo {
+            method,
+            uri,
+            retry_safe: extensions.get::<RetrySafe>().is_some(),
+            connection: extensions.get::<ConnectionId>().unwrap_or(&DEFAULT),
+            target: extensions.get::<Target>(),
+            extensions,
+            attempt,
+        }
+    }
 }
 
 impl RequestInfo<'_> {
@@ -33,7 +67,7 @@ impl RequestInfo<'_> {
                 | Method::PUT
                 | Method::DELETE
                 | Method::TRACE
-        ) || self.extensions.get::<RetrySafe>().is_some()
+        ) || self.retry_safe
     }
 }
 
@@ -49,34 +83,6 @@ pub enum Outcome<'a> {
     },
     /// The attempt failed without an answer.
     Error(&'a (dyn StdError + 'static)),
-}
-
-/// Why an attempt is retried; shown in the retry's tracing event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum RetryReason {
-    /// The server answered with a retryable status (408, 429, 5xx…).
-    Status(StatusCode),
-    /// The connection could not be made, so the request was never sent.
-    ConnectFailed,
-    /// Another transport error (reset, broken pipe, protocol error).
-    Transport,
-    /// The attempt took longer than the attempt timeout.
-    AttemptTimeout,
-    /// A reason of the policy's own.
-    Other(&'static str),
-}
-
-impl fmt::Display for RetryReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RetryReason::Status(status) => write!(f, "status {}", status.as_u16()),
-            RetryReason::ConnectFailed => f.write_str("connection failed"),
-            RetryReason::Transport => f.write_str("transport error"),
-            RetryReason::AttemptTimeout => f.write_str("attempt timed out"),
-            RetryReason::Other(reason) => f.write_str(reason),
-        }
-    }
 }
 
 /// Decides whether an attempt's outcome is worth another attempt.
@@ -203,12 +209,7 @@ mod tests {
     use super::*;
 
     fn info<'a>(method: &'a Method, uri: &'a Uri, ext: &'a Extensions) -> RequestInfo<'a> {
-        RequestInfo {
-            method,
-            uri,
-            extensions: ext,
-            attempt: Attempt::FIRST,
-        }
+        RequestInfo::new(method, uri, ext, Attempt::FIRST)
     }
 
     #[test]

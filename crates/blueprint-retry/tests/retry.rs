@@ -592,3 +592,247 @@ async fn the_attempt_timeout_enforces_an_earlier_deadline_with_one_timer() {
         "no retry after the deadline"
     );
 }
+
+/// A body streamed in small chunks, with no size hint and `Pending` between chunks, like
+/// an upload read from a socket.
+struct Dribble {
+    parts: Vec<&'static [u8]>,
+    ready: bool,
+}
+
+impl Body for Dribble {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if !std::mem::replace(&mut self.ready, false) {
+            self.ready = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        if self.parts.is_empty() {
+            return Poll::Ready(None);
+        }
+        let next = self.parts.remove(0);
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(next)))))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_chunked_body_under_the_cap_is_retried_byte_identical() {
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .and(path("/upload"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path("/upload"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let parts: Vec<&'static [u8]> = vec![b"{\"name\":", b"\"caf\xc3\xa9\",", b"\"n\":1}"];
+    let body = Dribble {
+        parts: parts.clone(),
+        ready: false,
+    };
+    assert!(
+        body.size_hint().upper().is_none(),
+        "the body must look streamed"
+    );
+    let response = RetryLayer::new()
+        .layer_on(client::<Dribble>())
+        .oneshot(
+            Request::put(format!("{}/upload", server.uri()))
+                .body(body)
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let sent = server.received_requests().await.unwrap();
+    assert_eq!(sent.len(), 2, "the chunked body was not retried");
+    let whole: Vec<u8> = parts.concat();
+    assert!(
+        sent.iter().all(|r| r.body == whole),
+        "a body differs: {:?}",
+        sent.iter().map(|r| r.body.len()).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_401_after_a_refresh_is_replayed_at_once_once_even_for_a_post() {
+    use blueprint_core::{CredentialsRefreshed, ReplayAfterRefresh};
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let upstream = service_fn({
+        let calls = Arc::clone(&calls);
+        let seen = Arc::clone(&seen);
+        move |req: Request<ReplayBody<Full<Bytes>>>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let replay = req.extensions().get::<ReplayAfterRefresh>().is_some();
+            let seen = Arc::clone(&seen);
+            async move {
+                let body = req.into_body().collect().await?.to_bytes();
+                seen.lock().unwrap().push((replay, body));
+                // Every answer is a 401 after which the credentials were renewed.
+                let mut res = Response::builder()
+                    .status(StatusCode::UNAUTHORIZED)
+                    .body(Full::<Bytes>::default())?;
+                res.extensions_mut().insert(CredentialsRefreshed);
+                Ok::<_, BoxError>(res)
+            }
+        }
+    });
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = {
+        let events = Arc::clone(&events);
+        blueprint_core::EventSink::new(move |e: &blueprint_core::Event<'_>| {
+            events.lock().unwrap().push(format!("{e:?}"));
+        })
+    };
+    let started = Instant::now();
+    let response = RetryLayer::builder()
+        .max_attempts(1)
+        .events(sink)
+        .build()
+        .unwrap()
+        .layer_on(upstream)
+        .oneshot(request(
+            Method::POST,
+            "https://api.example.com/messages",
+            "hi",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "replayed once, not more");
+    assert_eq!(started.elapsed(), Duration::ZERO, "the replay waited");
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen[0], (false, Bytes::from_static(b"hi")));
+        assert_eq!(seen[1], (true, Bytes::from_static(b"hi")));
+        let events = events.lock().unwrap();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert!(events[0].starts_with("ReplayAfterRefresh"), "{events:?}");
+    }
+
+    // Turned off, the 401 comes back as it is.
+    calls.store(0, Ordering::SeqCst);
+    let upstream = service_fn(move |_req: Request<ReplayBody<Full<Bytes>>>| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let mut res = Response::builder()
+                .status(StatusCode::UNAUTHORIZED)
+                .body(Full::<Bytes>::default())?;
+            res.extensions_mut().insert(CredentialsRefreshed);
+            Ok::<_, BoxError>(res)
+        }
+    });
+    let mut svc = RetryLayer::builder()
+        .replay_after_refresh(false)
+        .build()
+        .unwrap()
+        .layer_on(upstream);
+    let response = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(request(Method::GET, "https://api.example.com/me", ""))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct CallerTag(&'static str);
+
+#[tokio::test(start_paused = true)]
+async fn retries_carry_the_first_attempts_extensions_and_report_typed_events() {
+    use blueprint_core::{ConnectionId, Event, EventSink, RetrySafe};
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let upstream = service_fn({
+        let seen = Arc::clone(&seen);
+        move |req: Request<ReplayBody<Full<Bytes>>>| {
+            seen.lock().unwrap().push((
+                req.extensions().get::<ConnectionId>().cloned(),
+                req.extensions().get::<CallerTag>().cloned(),
+                req.extensions().get::<RetrySafe>().is_some(),
+                req.headers().get("x-request").cloned(),
+            ));
+            async move {
+                Ok::<_, BoxError>(
+                    Response::builder()
+                        .status(StatusCode::SERVICE_UNAVAILABLE)
+                        .body(Full::<Bytes>::default())?,
+                )
+            }
+        }
+    });
+    let retries = Arc::new(Mutex::new(Vec::new()));
+    let sink = {
+        let retries = Arc::clone(&retries);
+        EventSink::new(move |e: &Event<'_>| match e {
+            Event::Retry {
+                connection,
+                attempt,
+                reason,
+                ..
+            } => retries
+                .lock()
+                .unwrap()
+                .push((connection.to_string(), *attempt, *reason)),
+            Event::RetryStopped { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        })
+    };
+    let layer = RetryLayer::builder()
+        .max_attempts(3)
+        .events(sink)
+        .build()
+        .unwrap();
+    // Only Blueprint extensions: kept as plain values.
+    let mut req = request(Method::POST, "https://api.example.com/companies", "{}");
+    req.extensions_mut().insert(ConnectionId::new("ws-1"));
+    req.extensions_mut().insert(RetrySafe);
+    req.headers_mut()
+        .insert("x-request", http::HeaderValue::from_static("1"));
+    let upstream2 = upstream.clone();
+    layer.clone().layer_on(upstream).oneshot(req).await.unwrap();
+    // With one of the caller's own: the map is kept.
+    let mut req = request(Method::GET, "https://api.example.com/me", "");
+    req.extensions_mut().insert(CallerTag("mine"));
+    layer.layer_on(upstream2).oneshot(req).await.unwrap();
+
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 6, "{seen:?}");
+    for (connection, tag, safe, header) in &seen[..3] {
+        assert_eq!(connection.as_ref().map(ConnectionId::as_str), Some("ws-1"));
+        assert_eq!(tag, &None);
+        assert!(safe, "RetrySafe lost on a retry");
+        assert_eq!(
+            header.as_ref().map(http::HeaderValue::as_bytes),
+            Some(&b"1"[..])
+        );
+    }
+    for (_, tag, _, _) in &seen[3..] {
+        assert_eq!(
+            tag,
+            &Some(CallerTag("mine")),
+            "the caller's extension was lost"
+        );
+    }
+    let status = RetryReason::Status(StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        *retries.lock().unwrap(),
+        vec![
+            ("ws-1".to_owned(), 2, status),
+            ("ws-1".to_owned(), 3, status),
+            ("default".to_owned(), 2, status),
+            ("default".to_owned(), 3, status),
+        ]
+    );
+}

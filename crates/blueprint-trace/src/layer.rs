@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use blueprint_core::ConnectionId;
+use blueprint_core::{ConnectionId, Target};
 use http::{HeaderName, Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -41,6 +41,7 @@ struct Config {
     redaction: Arc<Redaction>,
     request_headers: bool,
     response_headers: bool,
+    raw_path: bool,
     server_address: Option<Arc<str>>,
 }
 
@@ -67,6 +68,7 @@ impl TraceLayer {
                 redaction: Arc::default(),
                 request_headers: false,
                 response_headers: false,
+                raw_path: false,
                 server_address: None,
             }),
         }
@@ -146,8 +148,16 @@ impl TraceLayer {
         })
     }
 
-    /// The `server.address` recorded for requests with a relative URI (when this layer sits
-    /// above the one that adds the base URL).
+    /// Also records the raw path (`url.path`), ids and all. Off by default: a call is named
+    /// by its route (`url.template`) instead.
+    #[must_use]
+    pub fn log_raw_path(self) -> Self {
+        self.edit(|c| c.raw_path = true)
+    }
+
+    /// The `server.address` recorded for requests with a relative URI and no
+    /// [`Target`](blueprint_core::Target) (when this layer sits above the one that adds the
+    /// base URL, in a stack of your own).
     #[must_use]
     pub fn server_address(self, host: impl Into<Arc<str>>) -> Self {
         let host = host.into();
@@ -208,7 +218,8 @@ impl<S> Trace<S> {
                     http.request.method = request.method().as_str(),
                     server.address = field::Empty,
                     server.port = field::Empty,
-                    url.path = request.uri().path(),
+                    url.template = field::Empty,
+                    url.path = field::Empty,
                     url.query = field::Empty,
                     blueprint.connection_id = field::Empty,
                     http.request.headers = field::Empty,
@@ -231,18 +242,37 @@ impl<S> Trace<S> {
             return span;
         }
         let uri = request.uri();
-        match uri.host() {
-            Some(host) => {
-                span.record("server.address", host);
+        let target = Target::of(request);
+        match (target, uri.host()) {
+            (Some(target), _) => {
+                let origin = target.origin();
+                span.record("server.address", origin.host());
+                span.record("server.port", origin.port());
             }
-            None => {
+            (None, Some(host)) => {
+                span.record("server.address", host);
+                let https = uri.scheme_str() == Some("https");
+                span.record(
+                    "server.port",
+                    uri.port_u16().unwrap_or(if https { 443 } else { 80 }),
+                );
+            }
+            (None, None) => {
                 if let Some(host) = &self.config.server_address {
                     span.record("server.address", &**host);
                 }
             }
         }
-        if let Some(port) = uri.port_u16() {
-            span.record("server.port", port);
+        match target.and_then(Target::route) {
+            Some(route) => {
+                span.record("url.template", route);
+            }
+            None => {
+                span.record("url.template", redacted_path(uri.path()).as_str());
+            }
+        }
+        if self.config.raw_path {
+            span.record("url.path", uri.path());
         }
         if let Some(connection) = request.extensions().get::<ConnectionId>() {
             span.record("blueprint.connection_id", connection.as_str());
@@ -282,5 +312,42 @@ where
             .response_headers
             .then(|| Arc::clone(&self.config.redaction));
         ResponseFuture::new(future, span, self.config.levels, response_headers)
+    }
+}
+
+/// A path with no route template, made safe to log: every segment that may be an id — it
+/// holds a digit or a percent-encoded byte, or is longer than 32 bytes — becomes `{}`.
+fn redacted_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        let id_like =
+            segment.len() > 32 || segment.bytes().any(|b| b.is_ascii_digit() || b == b'%');
+        out.push_str(if id_like { "{}" } else { segment });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_path;
+
+    #[test]
+    fn paths_without_a_route_are_logged_without_ids() {
+        assert_eq!(
+            redacted_path("/contacts/6657a3c0b2b0e4d9/tags"),
+            "/contacts/{}/tags"
+        );
+        assert_eq!(
+            redacted_path("/conversations/123456789"),
+            "/conversations/{}"
+        );
+        assert_eq!(redacted_path("/contacts/search"), "/contacts/search");
+        assert_eq!(redacted_path("/users/jane%40example.com"), "/users/{}");
+        assert_eq!(redacted_path("/"), "/");
+        let long = format!("/tokens/{}", "a".repeat(40));
+        assert_eq!(redacted_path(&long), "/tokens/{}");
     }
 }

@@ -4,8 +4,13 @@
 //! # What is recorded
 //!
 //! The span, named `http.client`, carries `http.request.method`, `server.address`,
-//! `server.port`, `url.path`, `blueprint.connection_id` and, once known,
-//! `http.response.status_code`, `error.type` and `duration_ms`. Every event an inner layer
+//! `server.port`, `url.template`, `blueprint.connection_id` and, once known,
+//! `http.response.status_code`, `http.request.resend_count`, `error.type` and
+//! `duration_ms`. `url.template` is the call's route (`/contacts/{id}`) when the stack
+//! resolved it (the request's [`Target`](blueprint_core::Target)), else the path with every
+//! segment that may be an id (it holds a digit or a percent-encoded byte, or is longer than
+//! 32 bytes) written `{}`: raw ids are not logged unless asked for with
+//! [`TraceLayer::log_raw_path`]. The origin comes from the `Target` too when there is one. Every event an inner layer
 //! emits while the call runs (retries, rate-limit waits, token refreshes) falls inside it.
 //!
 //! When the response headers arrive, or the call fails, one event is emitted at a level

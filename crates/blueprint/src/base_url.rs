@@ -1,17 +1,11 @@
-//! Stack position 7: relative paths onto the API's base URL, and the API's default headers.
+//! An API's base URL, and joining a request's path onto it safely.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use blueprint_core::{BoxError, InvalidOrigin, Origin};
+use blueprint_core::{InvalidOrigin, Origin};
+use http::Uri;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, Request, Uri};
-use pin_project_lite::pin_project;
-use tower_layer::Layer;
-use tower_service::Service;
 
 /// The base URL of an API: an origin and a path prefix (`https://api.example.com/v2`).
 ///
@@ -73,6 +67,11 @@ impl BaseUrl {
     /// The path prefix, without a trailing slash (empty for the root).
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// The authority (host and port, as written).
+    pub fn authority(&self) -> &Authority {
+        &self.authority
     }
 
     /// Joins `target` (a path with an optional query, relative to the base) onto the base.
@@ -248,154 +247,6 @@ impl fmt::Display for InvalidPath {
 }
 
 impl std::error::Error for InvalidPath {}
-
-/// Layer that applies [`SetBaseUrl`].
-#[derive(Debug, Clone)]
-pub struct BaseUrlLayer {
-    shared: Arc<Target>,
-}
-
-/// Where requests go and what they carry; one reference count per service clone.
-#[derive(Debug)]
-struct Target {
-    base: BaseUrl,
-    headers: HeaderMap,
-}
-
-impl BaseUrlLayer {
-    /// Sends relative requests to `base`.
-    pub fn new(base: BaseUrl) -> Self {
-        BaseUrlLayer {
-            shared: Arc::new(Target {
-                base,
-                headers: HeaderMap::new(),
-            }),
-        }
-    }
-
-    /// Adds these headers to every request that does not have them already.
-    #[must_use]
-    pub fn default_headers(self, headers: HeaderMap) -> Self {
-        BaseUrlLayer {
-            shared: Arc::new(Target {
-                base: self.shared.base.clone(),
-                headers,
-            }),
-        }
-    }
-}
-
-impl<S> Layer<S> for BaseUrlLayer {
-    type Service = SetBaseUrl<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        SetBaseUrl {
-            inner,
-            shared: Arc::clone(&self.shared),
-        }
-    }
-}
-
-/// Turns a relative request URI (`/contacts`) into one on the base URL, and adds the
-/// default headers the request lacks. Absolute URIs are left as they are (the auth layer
-/// above decides whether credentials go with them).
-#[derive(Debug, Clone)]
-pub struct SetBaseUrl<S> {
-    inner: S,
-    shared: Arc<Target>,
-}
-
-impl<S> SetBaseUrl<S> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
-
-impl<S, B> Service<Request<B>> for SetBaseUrl<S>
-where
-    S: Service<Request<B>>,
-    S::Error: Into<BoxError>,
-{
-    type Response = S::Response;
-    type Error = BoxError;
-    type Future = BaseUrlFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let uri = request.uri();
-        if uri.scheme().is_none() && uri.authority().is_none() {
-            let target = uri.path_and_query().map_or("/", PathAndQuery::as_str);
-            match self.shared.base.resolve(target) {
-                Ok(resolved) => *request.uri_mut() = resolved,
-                Err(error) => {
-                    return BaseUrlFuture {
-                        inner: Inner::Failed {
-                            error: Some(error.into()),
-                        },
-                    };
-                }
-            }
-        }
-        for (name, value) in &self.shared.headers {
-            if !request.headers().contains_key(name) {
-                request.headers_mut().insert(name.clone(), value.clone());
-            }
-        }
-        BaseUrlFuture {
-            inner: Inner::Called {
-                future: self.inner.call(request),
-            },
-        }
-    }
-}
-
-pin_project! {
-    /// Response future of [`SetBaseUrl`].
-    pub struct BaseUrlFuture<F> {
-        #[pin]
-        inner: Inner<F>,
-    }
-}
-
-pin_project! {
-    #[project = InnerProj]
-    enum Inner<F> {
-        Called { #[pin] future: F },
-        Failed { error: Option<BoxError> },
-    }
-}
-
-impl<F> fmt::Debug for BaseUrlFuture<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("BaseUrlFuture")
-    }
-}
-
-impl<F, T, E> Future for BaseUrlFuture<F>
-where
-    F: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
-{
-    type Output = Result<T, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().inner.project() {
-            InnerProj::Called { future } => future.poll(cx).map_err(Into::into),
-            InnerProj::Failed { error } => Poll::Ready(Err(error
-                .take()
-                .unwrap_or_else(|| "base URL future polled after completion".into()))),
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -4,9 +4,10 @@
 //! - [`Blueprint`]: an API as data — base URL and regions, default headers, OAuth2
 //!   endpoints, rate-limit headers, retry settings and per-path retry rules, whether tokens
 //!   expire.
-//! - [`StackBuilder`]: composes logging, retry, rate-limit pacing, token refresh, auth
-//!   injection, attempt timeout and base URL (in that order, outermost first) around a
-//!   hyper-util client, an axum `Router` or a test double. The result is a `Clone + Send`
+//! - [`StackBuilder`]: resolves each call's target once (base URL, route, default
+//!   headers), then composes logging, retry, rate-limit pacing, token refresh, auth
+//!   injection and attempt timeout (in that order, outermost first) around a hyper-util
+//!   client, an axum `Router` or a test double. The result is a `Clone + Send`
 //!   tower service whose [`Error`] has predicates (`is_timeout()`, `is_rate_limited()`,
 //!   `retry_after()`, `needs_reauthorization()`, …).
 //! - [`default_client`]: hyper-util with rustls (ring, webpki roots), HTTP/1.1 and HTTP/2.
@@ -39,8 +40,9 @@ mod client;
 mod config;
 mod error;
 mod stack;
+mod target;
 
-pub use base_url::{BaseUrl, BaseUrlFuture, BaseUrlLayer, InvalidBaseUrl, InvalidPath, SetBaseUrl};
+pub use base_url::{BaseUrl, InvalidBaseUrl, InvalidPath};
 pub use blueprint::{
     Blueprint, BlueprintError, ClientAuth, OAuthSettings, RateLimitHeaders, Region, ResetFormat,
     RetryRule, RetrySettings,
@@ -52,3 +54,4 @@ pub use stack::{
     BlueprintLayer, BlueprintPolicy, BlueprintService, ResponseFuture, SharedTokenSource,
     StackBody, StackBuilder,
 };
+pub use target::{BaseUrlFuture, BaseUrlLayer, Routes, SetBaseUrl};

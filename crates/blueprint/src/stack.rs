@@ -1,4 +1,23 @@
 //! Composing the layers in the order of the design, from a blueprint.
+//!
+//! One call, top to bottom:
+//!
+//! 0. [`SetBaseUrl`] resolves the call's target once: the path joined onto the base URL,
+//!    the [`Target`](blueprint_core::Target) (origin, route template) put in the request,
+//!    the default headers added;
+//! 1. [`Trace`] opens the call's span, named by the route;
+//! 2. [`Retry`] sets the [`Deadline`](blueprint_core::Deadline), keeps the stack's only
+//!    copy of the request (its body recorded as it streams) and resends by policy, or at
+//!    once after a token refresh;
+//! 3. [`RateLimiting`] holds the request while the connection's budget at the target's
+//!    origin is spent, and learns from the response's headers;
+//! 4. [`Refresh`] turns a 401 into one refresh of the token that was sent, and asks the
+//!    retry layer to replay;
+//! 5. [`AddAuthorization`] fetches the connection's token (once per attempt), checks the
+//!    URI's origin, sets `Authorization`, and names the token on a 401;
+//! 6. [`AttemptTimeout`] bounds the network attempt by its timeout and the deadline, with
+//!    one timer;
+//! 7. your service.
 
 use std::fmt;
 use std::future::Future;
@@ -7,9 +26,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use blueprint_auth::{AddAuthorization, AuthLayer, ForeignOrigin};
-use blueprint_core::{BoxError, ReplayBody, TokenSource};
+use blueprint_core::{BoxError, EventSink, Events, ReplayBody, TokenSource};
 use blueprint_ratelimit::{HeaderConfig, RateLimitLayer, RateLimiting};
-use blueprint_refresh::{Refresh, RefreshLayer};
+use blueprint_refresh::{Refresh, RefreshLayer, replay};
 use blueprint_retry::{
     AttemptTimeout, AttemptTimeoutLayer, DefaultPolicy, Outcome, RequestInfo, Retry, RetryLayer,
     RetryPolicy, RetryReason,
@@ -20,26 +39,29 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::base_url::{BaseUrlLayer, SetBaseUrl};
 use crate::blueprint::{Blueprint, BlueprintError, ResetFormat, RetryRule};
 use crate::error::Error;
+use crate::target::{BaseUrlLayer, Routes, SetBaseUrl};
 
 /// The token source the stack shares between its refresh and auth layers.
 pub type SharedTokenSource = Arc<dyn TokenSource>;
 
 /// The request body type the inner service receives from a stack whose callers send `B`:
-/// the retry layer and the refresh layer each make the body replayable.
-pub type StackBody<B> = ReplayBody<ReplayBody<B>>;
+/// the retry layer's [`ReplayBody`], the one copy of the body a call keeps.
+pub type StackBody<B> = ReplayBody<B>;
 
-type Inner<S> = Trace<
-    Retry<
-        RateLimiting<
-            Refresh<
-                AddAuthorization<AttemptTimeout<SetBaseUrl<S>>, SharedTokenSource>,
-                SharedTokenSource,
+type Inner<S> = SetBaseUrl<
+    Trace<
+        Retry<
+            RateLimiting<
+                Refresh<
+                    AddAuthorization<AttemptTimeout<S>, SharedTokenSource>,
+                    SharedTokenSource,
+                    replay::ByRetry,
+                >,
             >,
+            BlueprintPolicy,
         >,
-        BlueprintPolicy,
     >,
 >;
 
@@ -62,7 +84,10 @@ impl BlueprintPolicy {
         }
     }
 
-    fn rule(&self, method: &Method, path: &str) -> Option<bool> {
+    /// Whether a blueprint rule marks `method` on `path` (the request's whole path, base
+    /// URL prefix included) safe (`Some(true)`) or unsafe (`Some(false)`) to resend; `None`
+    /// when no rule applies and the [`DefaultPolicy`] decides.
+    pub fn rule(&self, method: &Method, path: &str) -> Option<bool> {
         // A path with dot segments (plain or encoded) goes somewhere else than it reads:
         // no rule applies to it, the default policy decides (it never resends a POST that
         // may have been processed).
@@ -97,16 +122,19 @@ impl RetryPolicy for BlueprintPolicy {
 
 /// Stacks the Blueprint layers, in the design's order, around any HTTP service:
 ///
-/// 1. logging ([`TraceLayer`]), 2. retry with backoff, budget and deadline
+/// 0. the call's target, resolved once ([`BaseUrlLayer`]: base URL, route, default
+///    headers), 1. logging ([`TraceLayer`]), 2. retry with backoff, budget and deadline
 ///    ([`RetryLayer`]), 3. rate-limit pacing ([`RateLimitLayer`]), 4. token refresh
 ///    ([`RefreshLayer`]), 5. auth injection ([`AuthLayer`]), 6. attempt timeout
-///    ([`AttemptTimeoutLayer`]), 7. base URL and default headers ([`BaseUrlLayer`]),
-/// 8. your service: a hyper-util client ([`default_client`](crate::default_client)), an
+///    ([`AttemptTimeoutLayer`]),
+/// 7. your service: a hyper-util client ([`default_client`](crate::default_client)), an
 ///    axum `Router`, a test double.
 ///
 /// Every layer's settings come from the [`Blueprint`] and can be replaced before building.
 /// The built [`BlueprintService`] is `Clone` and `Send`, works in `tower::ServiceBuilder`
-/// chains, and fails with [`Error`], whose predicates name what happened.
+/// chains, and fails with [`Error`], whose predicates name what happened. What the layers
+/// do that a program may want to count (retries, waits for the rate-limit budget,
+/// replays after a refresh) goes to [`StackBuilder::events`].
 ///
 /// ```
 /// use blueprint::{Blueprint, StackBuilder, StackBody};
@@ -140,6 +168,7 @@ pub struct StackBuilder {
     rate_limit: Option<RateLimitLayer>,
     foreign: ForeignOrigin,
     replay_cap: usize,
+    events: EventSink,
 }
 
 impl fmt::Debug for StackBuilder {
@@ -160,14 +189,14 @@ impl StackBuilder {
     /// Like [`StackBuilder::new`], with a token source shared with something else (an
     /// OAuth flow that stores new connections, another stack).
     pub fn with_shared_tokens(blueprint: Blueprint, tokens: SharedTokenSource) -> Self {
-        let trace = TraceLayer::new().server_address(blueprint.base_url().origin().host());
         StackBuilder {
             blueprint,
             tokens,
-            trace,
+            trace: TraceLayer::new(),
             rate_limit: None,
             foreign: ForeignOrigin::Reject,
             replay_cap: blueprint_core::DEFAULT_REPLAY_CAP,
+            events: EventSink::none(),
         }
     }
 
@@ -192,7 +221,8 @@ impl StackBuilder {
 
     /// Replaces the rate-limit layer (by default built from the blueprint's headers, with
     /// pacing and smoothing on). Its state is shared by every service built from this
-    /// builder's layer.
+    /// builder's layer. The stack's [events](StackBuilder::events) are not given to a
+    /// layer set here: give them to it yourself.
     #[must_use]
     pub fn rate_limit(mut self, rate_limit: RateLimitLayer) -> Self {
         self.rate_limit = Some(rate_limit);
@@ -215,6 +245,23 @@ impl StackBuilder {
         self
     }
 
+    /// Reports what the layers do — retries and why, waits for the rate-limit budget,
+    /// replays after a token refresh — as typed [`Event`](blueprint_core::Event)s, for
+    /// metrics. (A token source reports its refreshes itself: see
+    /// `OAuth2TokenSourceBuilder::events`.)
+    #[must_use]
+    pub fn events(mut self, events: impl Events) -> Self {
+        self.events = EventSink::new(events);
+        self
+    }
+
+    /// Like [`StackBuilder::events`], with a sink shared with others.
+    #[must_use]
+    pub fn event_sink(mut self, events: EventSink) -> Self {
+        self.events = events;
+        self
+    }
+
     /// Builds the stack as a layer.
     ///
     /// # Errors
@@ -231,6 +278,10 @@ impl StackBuilder {
             .max_delay(settings.max_delay)
             .max_server_wait(settings.max_server_wait)
             .replay_cap(self.replay_cap)
+            // Tokens that never expire are never refreshed: no copy is kept for a replay
+            // after a refresh.
+            .replay_after_refresh(bp.tokens_expire())
+            .events(self.events.clone())
             // The attempt-timeout layer below bounds every attempt by the deadline too.
             .deadline_timer(false);
         if let Some(deadline) = settings.deadline {
@@ -255,21 +306,24 @@ impl StackBuilder {
                     format,
                 ))
                 .origin(bp.base_url().origin().clone())
+                .events(self.events.clone())
             }
         };
         let auth = AuthLayer::for_origin(bp.base_url().origin().clone(), Arc::clone(&self.tokens))
             .on_foreign_origin(self.foreign);
+        let routes = Routes::new(bp.retry().rules.iter().map(|rule| rule.path.as_str()));
         Ok(BlueprintLayer {
+            target: BaseUrlLayer::new(bp.base_url().clone())
+                .routes(routes)
+                .default_headers(bp.default_headers().clone()),
             trace: self.trace.clone(),
             retry,
             rate_limit,
-            refresh: RefreshLayer::new(Arc::clone(&self.tokens)).replay_cap(self.replay_cap),
+            refresh: RefreshLayer::new(Arc::clone(&self.tokens)).replay_by_retry(),
             auth,
             timeout: settings
                 .attempt_timeout
                 .map_or_else(AttemptTimeoutLayer::disabled, AttemptTimeoutLayer::new),
-            base_url: BaseUrlLayer::new(bp.base_url().clone())
-                .default_headers(bp.default_headers().clone()),
         })
     }
 
@@ -286,13 +340,13 @@ impl StackBuilder {
 /// The whole Blueprint stack as one tower layer; built by [`StackBuilder::layer`].
 #[derive(Clone)]
 pub struct BlueprintLayer {
+    target: BaseUrlLayer,
     trace: TraceLayer,
     retry: RetryLayer<BlueprintPolicy>,
     rate_limit: RateLimitLayer,
-    refresh: RefreshLayer<SharedTokenSource>,
+    refresh: RefreshLayer<SharedTokenSource, replay::ByRetry>,
     auth: AuthLayer<SharedTokenSource>,
     timeout: AttemptTimeoutLayer,
-    base_url: BaseUrlLayer,
 }
 
 impl fmt::Debug for BlueprintLayer {
@@ -307,14 +361,15 @@ impl<S: Clone> Layer<S> for BlueprintLayer {
     type Service = BlueprintService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let inner = self.base_url.layer(inner);
+        // Built from the inside out; a call goes through them in the opposite order.
         let inner = self.timeout.layer(inner);
         let inner = self.auth.layer(inner);
         let inner = self.refresh.layer(inner);
         let inner = self.rate_limit.layer(inner);
         let inner = self.retry.layer(inner);
+        let inner = self.trace.layer(inner);
         BlueprintService {
-            inner: self.trace.layer(inner),
+            inner: self.target.layer(inner),
         }
     }
 }

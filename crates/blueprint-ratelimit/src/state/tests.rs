@@ -1,4 +1,5 @@
 use super::*;
+use blueprint_core::EventSink;
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
@@ -29,7 +30,7 @@ fn seen(remaining: u64, reset: Instant) -> Observation {
 }
 
 fn go(state: &KeyState, now: Instant) -> Admission {
-    state.admit(now, None, false, None)
+    state.admit(now, None, false, None, &EventSink::none())
 }
 
 fn hold(until: Instant, why: Hold) -> Admission {
@@ -80,11 +81,11 @@ async fn a_deadline_before_the_reset_is_refused_one_after_is_held() {
     let state = state(now);
     state.settle(false, Some((&seen(0, reset), false)), now);
     assert_eq!(
-        state.admit(now, Some(now + secs(9)), false, None),
+        state.admit(now, Some(now + secs(9)), false, None, &EventSink::none()),
         Admission::Refuse { retry_at: reset }
     );
     assert_eq!(
-        state.admit(now, Some(now + secs(10)), false, None),
+        state.admit(now, Some(now + secs(10)), false, None, &EventSink::none()),
         hold(reset, Hold::Spent)
     );
 }
@@ -223,19 +224,28 @@ async fn smoothing_spaces_a_small_budget_to_the_reset() {
     let state = state(now);
     // A 10 s window opened with all of its 10 requests left: not small, no spacing.
     state.settle(false, Some((&seen(10, now + secs(10)), false)), now);
-    assert_eq!(state.admit(now, None, true, None), Admission::Go);
+    assert_eq!(
+        state.admit(now, None, true, None, &EventSink::none()),
+        Admission::Go
+    );
     state.settle(true, None, now);
 
     // Later, 2 left for 8 s of a 10 s window of 10: spaced 4 s apart.
     let t = now + secs(2);
     state.settle(false, Some((&seen(2, now + secs(10)), false)), t);
-    assert_eq!(state.admit(t, None, true, None), Admission::Go);
     assert_eq!(
-        state.admit(t, None, true, None),
+        state.admit(t, None, true, None, &EventSink::none()),
+        Admission::Go
+    );
+    assert_eq!(
+        state.admit(t, None, true, None, &EventSink::none()),
         hold(t + secs(4), Hold::Smoothing)
     );
     // A deadline that cannot wait for its turn goes now.
-    assert_eq!(state.admit(t, Some(t + secs(1)), true, None), Admission::Go);
+    assert_eq!(
+        state.admit(t, Some(t + secs(1)), true, None, &EventSink::none()),
+        Admission::Go
+    );
     // Without smoothing, it would all go at once.
     let plain = self::state(now);
     plain.settle(false, Some((&seen(10, now + secs(10)), false)), now);
@@ -263,10 +273,10 @@ async fn waiters_for_answers_are_woken_by_an_answer() {
     let state = state(now);
     state.settle(false, Some((&seen(1, reset), false)), now);
     assert_eq!(go(&state, now), Admission::Go);
-    let held = state.admit(now, None, false, Some(&waker));
+    let held = state.admit(now, None, false, Some(&waker), &EventSink::none());
     assert_eq!(held, hold(reset, Hold::Answers));
     // Registered once, however often it asks.
-    let _ = state.admit(now, None, false, Some(&waker));
+    let _ = state.admit(now, None, false, Some(&waker), &EventSink::none());
     state.settle(true, Some((&seen(1, reset), false)), now);
     assert_eq!(count.0.load(Ordering::SeqCst), 1);
     // That answer was already counted: one is left.
@@ -427,7 +437,7 @@ mod fuzz {
                     }
                     Step::Admit { deadline, smoothing } => {
                         let deadline = deadline.map(|ms| after(now, ms));
-                        match state.admit(now, deadline, smoothing, None) {
+                        match state.admit(now, deadline, smoothing, None, &EventSink::none()) {
                             Admission::Go | Admission::Hold { until: None, .. } => {}
                             Admission::Hold { until: Some(until), .. } => prop_assert!(until > now),
                             Admission::Refuse { retry_at } => {

@@ -159,12 +159,23 @@ impl<T: TokenSource + Clone> tower::Service<Request<ReplayBody<Full<Bytes>>>> fo
         let client = self.client.clone();
         let sent = Arc::clone(&self.sent);
         Box::pin(async move {
-            let token = source.token(&ConnectionId::of(&request)).await?;
+            // What the auth layer does: one token per attempt, named on a 401.
+            let connection = ConnectionId::of(&request);
+            let token = source
+                .token(&connection)
+                .await
+                .map_err(|e| blueprint_core::TokenUnavailable::new(connection.clone(), e))?;
             request
                 .headers_mut()
                 .insert(AUTHORIZATION, token.bearer_header().clone());
             sent.fetch_add(1, Ordering::SeqCst);
-            Ok(client.request(request).await?)
+            let mut response = client.request(request).await?;
+            if response.status() == http::StatusCode::UNAUTHORIZED {
+                response
+                    .extensions_mut()
+                    .insert(blueprint_core::SentToken { token, connection });
+            }
+            Ok(response)
         })
     }
 }

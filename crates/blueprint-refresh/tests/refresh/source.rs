@@ -211,8 +211,8 @@ async fn a_token_inside_the_margin_is_refreshed_in_the_background_while_still_ha
     let server = MockServer::start().await;
     mount_refresh(&server, "rt-1", granted("a-2", Some("rt-2"), Some(3600)), 1).await;
     let source = source(&server, Arc::new(MemoryStore::new()));
-    // Expires in 30 s: inside the 60 s margin, still valid.
-    let record = TokenRecord::new(token("a-1"), SystemTime::now())
+    // Issued an hour ago, expires in 30 s: inside the 60 s margin, still valid.
+    let record = TokenRecord::new(token("a-1"), SystemTime::now() - Duration::from_secs(3600))
         .with_refresh_token("rt-1")
         .with_expires_at(SystemTime::now() + Duration::from_secs(30));
     source.put_credentials(&conn(), record).await.unwrap();
@@ -348,4 +348,94 @@ async fn two_sources_on_one_sqlite_file_make_one_refresh() {
     assert_eq!(stored.record.refresh_token.unwrap().expose(), "rt-2");
     first.close().await;
     second.close().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_that_lives_seconds_is_refreshed_once_at_half_its_life_not_on_every_call() {
+    let server = MockServer::start().await;
+    // The provider's tokens live 20 s, far less than the 60 s margin.
+    mount_refresh(&server, "rt-1", granted("a-2", Some("rt-2"), Some(20)), 1).await;
+    let source = source(&server, Arc::new(MemoryStore::new()));
+    let issued = source.clock().now();
+    let record = TokenRecord::new(token("a-1"), issued)
+        .with_refresh_token("rt-1")
+        .with_expires_at(issued + Duration::from_secs(20));
+    source.put_credentials(&conn(), record).await.unwrap();
+
+    // For the first half of its life the token is handed out and nothing is refreshed.
+    for _ in 0..9 {
+        let now = source.token(&conn()).take_ready().expect("ready").unwrap();
+        assert_eq!(now, token("a-1"));
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
+    tokio::task::yield_now().await;
+    assert_eq!(token_calls(&server).await, 0, "refreshed on every call");
+
+    // Past half its life: one background refresh, and the new token is used.
+    tokio::time::advance(Duration::from_millis(1500)).await;
+    let landed = async {
+        loop {
+            let current = source.token(&conn()).take_ready().expect("ready").unwrap();
+            if current == token("a-2") {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), landed)
+        .await
+        .expect("the refresh never landed");
+    assert_eq!(token_calls(&server).await, 1);
+}
+
+#[tokio::test]
+async fn can_refresh_says_whether_a_refresh_could_give_another_token() {
+    let server = MockServer::start().await;
+    let store = memory_with(
+        "intercom-like",
+        TokenRecord::new(token("forever"), SystemTime::now()),
+    )
+    .await;
+    store
+        .put(&key("oauth"), valid("a-1", "rt-1", SystemTime::now()))
+        .await
+        .unwrap();
+    let source = source(&server, store);
+    let forever = ConnectionId::new("intercom-like");
+    let oauth = ConnectionId::new("oauth");
+    // Not read yet: it might.
+    assert!(source.can_refresh(&forever));
+    source.token(&forever).await.unwrap();
+    source.token(&oauth).await.unwrap();
+    assert!(!source.can_refresh(&forever), "no refresh token, no expiry");
+    assert!(source.can_refresh(&oauth));
+}
+
+#[tokio::test]
+async fn a_flood_of_unknown_connection_ids_leaves_the_cache_bounded() {
+    let server = MockServer::start().await;
+    let store = memory_with("known", valid("k-1", "rt-1", SystemTime::now())).await;
+    let source = blueprint_refresh::OAuth2TokenSource::builder_shared(provider(&server), store)
+        .integration("test")
+        .http_client(http())
+        .max_connections(64)
+        .build();
+    let known = ConnectionId::new("known");
+    assert_eq!(source.token(&known).await.unwrap(), token("k-1"));
+    for n in 0..5_000 {
+        let unknown = ConnectionId::new(format!("nobody-{n}"));
+        let err = source.token(&unknown).await.unwrap_err();
+        assert_eq!(err.kind(), TokenErrorKind::NotFound);
+        assert!(
+            source.connections_held() <= 64,
+            "{} held",
+            source.connections_held()
+        );
+        if n % 500 == 0 {
+            // The connection in use keeps its token through the flood.
+            let mut again = source.token(&known);
+            assert_eq!(again.take_ready().expect("cached").unwrap(), token("k-1"));
+        }
+    }
+    assert!(source.connections_held() <= 64);
 }

@@ -1,0 +1,158 @@
+//! What the source holds in memory per connection: the cached token, a failure that makes
+//! calls fail fast for a while, and the refresh in flight. Bounded: a caller naming
+//! connections that do not exist cannot make it grow without end.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, SystemTime};
+
+use blueprint_core::{AccessToken, ConnectionId, TokenError};
+use tokio::time::Instant;
+
+use super::flight::Flight;
+
+/// One connection's state.
+pub(super) struct Conn {
+    /// This connection's share of the refresh jitter, drawn once.
+    pub(super) jitter: Duration,
+    /// When the connection was last asked for (a tick of [`Connections`]), for eviction.
+    last_used: AtomicU64,
+    state: Mutex<ConnState>,
+}
+
+#[derive(Default)]
+pub(super) struct ConnState {
+    pub(super) cached: Option<Cached>,
+    pub(super) failure: Option<Failure>,
+    pub(super) flight: Option<Flight>,
+}
+
+pub(super) struct Cached {
+    pub(super) token: AccessToken,
+    pub(super) expires_at: Option<SystemTime>,
+    pub(super) refresh_at: Option<SystemTime>,
+    pub(super) can_refresh: bool,
+    /// Refused by the server (a 401): never handed out again.
+    pub(super) stale: bool,
+}
+
+pub(super) struct Failure {
+    pub(super) error: TokenError,
+    pub(super) until: Instant,
+}
+
+impl Conn {
+    pub(super) fn lock(&self) -> MutexGuard<'_, ConnState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The connections a source has met, at most `max` of them. When full, the least recently
+/// used eighth is dropped (never one whose refresh is in flight), those that hold no token
+/// first: forgetting a connection only costs a read of the store when it is next used.
+pub(super) struct Connections {
+    map: RwLock<HashMap<ConnectionId, Arc<Conn>>>,
+    max: usize,
+    clock: AtomicU64,
+}
+
+impl Connections {
+    pub(super) fn new(max: usize) -> Self {
+        Connections {
+            map: RwLock::default(),
+            max: max.max(1),
+            clock: AtomicU64::new(0),
+        }
+    }
+
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The connection's state, if held; marks it used.
+    pub(super) fn get(&self, connection: &ConnectionId) -> Option<Arc<Conn>> {
+        let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
+        let conn = map.get(connection)?;
+        conn.last_used.store(self.tick(), Ordering::Relaxed);
+        Some(Arc::clone(conn))
+    }
+
+    /// The connection's state, made (with `jitter`) if not held yet.
+    pub(super) fn get_or_insert(
+        &self,
+        connection: &ConnectionId,
+        jitter: impl FnOnce() -> Duration,
+    ) -> Arc<Conn> {
+        if let Some(conn) = self.get(connection) {
+            return conn;
+        }
+        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(conn) = map.get(connection) {
+            return Arc::clone(conn);
+        }
+        if map.len() >= self.max {
+            evict(&mut map, self.max);
+        }
+        let conn = Arc::new(Conn {
+            jitter: jitter(),
+            last_used: AtomicU64::new(self.tick()),
+            state: Mutex::default(),
+        });
+        map.insert(connection.clone(), Arc::clone(&conn));
+        conn
+    }
+
+    /// Forgets the connection.
+    pub(super) fn remove(&self, connection: &ConnectionId) {
+        self.map
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(connection);
+    }
+
+    /// Forgets every connection (after the store said it lost track of changes).
+    pub(super) fn clear(&self) {
+        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        map.retain(|_, conn| conn.lock().flight.is_some());
+    }
+
+    /// How many connections are held.
+    pub(super) fn len(&self) -> usize {
+        self.map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+fn evict(map: &mut HashMap<ConnectionId, Arc<Conn>>, max: usize) {
+    let goal = max - max / 8 - 1;
+    // (holds a token, last used, id): those without a token go first, then the oldest.
+    let mut candidates: Vec<(bool, u64, ConnectionId)> = map
+        .iter()
+        .filter_map(|(id, conn)| {
+            // A connection being refreshed (or locked right now) stays.
+            let state = conn.state.try_lock().ok()?;
+            if state.flight.is_some() {
+                return None;
+            }
+            let holds_token = state.cached.as_ref().is_some_and(|c| !c.stale);
+            Some((
+                holds_token,
+                conn.last_used.load(Ordering::Relaxed),
+                id.clone(),
+            ))
+        })
+        .collect();
+    let excess = map.len().saturating_sub(goal);
+    if excess == 0 {
+        return;
+    }
+    if excess < candidates.len() {
+        candidates.select_nth_unstable_by(excess, |a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    }
+    for (_, _, id) in candidates.into_iter().take(excess) {
+        map.remove(&id);
+    }
+}

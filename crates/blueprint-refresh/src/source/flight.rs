@@ -1,0 +1,98 @@
+//! The one refresh (or load) of a connection at a time in this process: every concurrent
+//! caller shares it, and it runs on its own task so that a cancelled caller cannot lose a
+//! rotated refresh token.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use blueprint_core::{AccessToken, ConnectionId, TokenError, TokenErrorKind};
+use futures_util::FutureExt as _;
+use futures_util::future::Shared;
+use tokio::runtime::Handle;
+use tokio::time::Instant;
+
+use super::cache::{Conn, ConnState, Failure};
+use super::{Fresh, Inner, later};
+
+/// A refresh shared by every caller for one connection.
+pub(super) type Flight =
+    Shared<Pin<Box<dyn Future<Output = Result<AccessToken, TokenError>> + Send>>>;
+
+impl Inner {
+    /// Starts the one refresh (or load) of `connection`, on its own task when there is a
+    /// runtime, and records it in `state` so that every caller shares it.
+    pub(super) fn start_flight(
+        self: &Arc<Self>,
+        connection: &ConnectionId,
+        conn: &Arc<Conn>,
+        stale: Option<AccessToken>,
+        state: &mut ConnState,
+    ) -> Flight {
+        let inner = Arc::clone(self);
+        let task_conn = Arc::clone(conn);
+        let connection = connection.clone();
+        let work = async move {
+            let result = inner.run_flight(&connection, &task_conn, stale).await;
+            inner.finish(&task_conn, result)
+        };
+        let future: Pin<Box<dyn Future<Output = Result<AccessToken, TokenError>> + Send>> =
+            match Handle::try_current() {
+                Ok(handle) => {
+                    let task = handle.spawn(work);
+                    let inner = Arc::clone(self);
+                    let conn = Arc::clone(conn);
+                    Box::pin(async move {
+                        match task.await {
+                            Ok(result) => result,
+                            // The task panicked or its runtime shut down: clear the flight
+                            // so that the next caller starts another.
+                            Err(_) => inner.finish(
+                                &conn,
+                                Err(TokenError::new(
+                                    TokenErrorKind::Other,
+                                    "the token refresh task stopped before it finished",
+                                )),
+                            ),
+                        }
+                    })
+                }
+                Err(_) => Box::pin(work),
+            };
+        let flight = future.shared();
+        state.flight = Some(flight.clone());
+        flight
+    }
+
+    fn finish(
+        &self,
+        conn: &Conn,
+        result: Result<Fresh, TokenError>,
+    ) -> Result<AccessToken, TokenError> {
+        let mut state = conn.lock();
+        state.flight = None;
+        match result {
+            Ok(fresh) => {
+                let token = fresh.token.clone();
+                state.cached = Some(fresh.into_cached());
+                state.failure = None;
+                Ok(token)
+            }
+            Err(error) => {
+                let wait = match error.kind() {
+                    // The store failed: try it again soon (it says so in its retry_after).
+                    TokenErrorKind::Unavailable => {
+                        error.retry_after().unwrap_or(self.config.cooldown)
+                    }
+                    TokenErrorKind::Other => self.config.cooldown,
+                    _ => self.config.recheck,
+                };
+                state.failure = Some(Failure {
+                    error: error.clone(),
+                    until: later(Instant::now(), wait),
+                });
+                Err(error)
+            }
+        }
+    }
+}
