@@ -1,5 +1,5 @@
 //! Contract tests: `IntercomClient` against a Prism mock generated from Intercom's own
-//! OpenAPI description (version 2.14, in `../shared/intercom-openapi/`).
+//! OpenAPI description (version 2.16, vendored in `crates/intercom-blueprint/openapi/`).
 //!
 //! Prism checks every request against the description (path, method, headers, query,
 //! body, security) and answers 422/400/401/406 with a problem+json body when the
