@@ -17,7 +17,9 @@ pub(crate) fn parse_rfc3339(text: &str) -> Option<SystemTime> {
     // A leap second (`:60`) has its nanoseconds past one second: it counts as the next.
     UNIX_EPOCH
         .checked_add(Duration::from_secs(secs))?
-        .checked_add(Duration::from_nanos(u64::from(time.timestamp_subsec_nanos())))
+        .checked_add(Duration::from_nanos(u64::from(
+            time.timestamp_subsec_nanos(),
+        )))
 }
 
 /// Writes `time` as RFC 3339 in UTC, to the second (`2025-06-01T12:00:00Z`); instants
