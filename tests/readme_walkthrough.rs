@@ -163,7 +163,8 @@ async fn every_command_of_the_readme_walkthrough_works() {
     has(&start);
     has("proxy=$!");
     has("kill $proxy $standin");
-    let setup = ["export ", "cargo ", "standin=", "proxy=", "kill "];
+    has("wait");
+    let setup = ["export ", "cargo ", "standin=", "proxy=", "kill ", "wait"];
     for command in &commands {
         assert!(
             command.starts_with("curl ") || setup.iter().any(|s| command.starts_with(s)),
