@@ -9,7 +9,8 @@
 #
 # Environment (all optional):
 #   PRISM_HOME        where Prism is installed and reused (default /var/tmp/blueprint-prism)
-#   INTERCOM_OPENAPI  the description (default ../shared/intercom-openapi/api.intercom.io-2.14.yaml)
+#   INTERCOM_OPENAPI  the description (default: the copy vendored in the repository,
+#                     crates/intercom-blueprint/openapi/api.intercom.io-2.16.yaml)
 #   CARGO_TARGET_DIR  honoured by cargo as usual
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +21,7 @@ PRISM_VERSION=5.16.0
 # cursor, so the tests also check the requests for second pages.
 PRISM_SEED=38
 PRISM_HOME="${PRISM_HOME:-/var/tmp/blueprint-prism}"
-SPEC="${INTERCOM_OPENAPI:-../shared/intercom-openapi/api.intercom.io-2.14.yaml}"
+SPEC="${INTERCOM_OPENAPI:-crates/intercom-blueprint/openapi/api.intercom.io-2.16.yaml}"
 
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f s", b - a }'; }

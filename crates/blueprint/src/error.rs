@@ -138,9 +138,41 @@ impl fmt::Debug for Error {
 }
 
 impl fmt::Display for Error {
+    /// The wrapped error's message, followed by the causes an HTTP client's error keeps
+    /// only in its sources: hyper-util says "client error (Connect)", and why (connection
+    /// refused, dns error, the TLS alert) is one or two sources further down.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.inner, f)
+        let mut written = self.inner.to_string();
+        f.write_str(&written)?;
+        // Only below a client or I/O error: the layers' own errors already say what their
+        // sources hold (and a token source's errors stay exactly as the source wrote them).
+        let mut below_transport = false;
+        let mut current: Option<&(dyn StdError + 'static)> = Some(&*self.inner);
+        for _ in 0..MAX_CAUSES {
+            let Some(error) = current else { break };
+            if !below_transport && is_transport(error) {
+                below_transport = true;
+            } else if below_transport {
+                let cause = error.to_string();
+                if !cause.is_empty() && !written.contains(&cause) {
+                    write!(f, ": {cause}")?;
+                    written.push_str(": ");
+                    written.push_str(&cause);
+                }
+            }
+            current = error.source();
+        }
+        Ok(())
     }
+}
+
+/// How deep [`Error`]'s message looks for causes.
+const MAX_CAUSES: usize = 8;
+
+/// Whether `error` is the HTTP client's own error, whose message leaves the cause to its
+/// sources.
+fn is_transport(error: &(dyn StdError + 'static)) -> bool {
+    error.is::<hyper_util::client::legacy::Error>() || error.is::<std::io::Error>()
 }
 
 impl StdError for Error {
@@ -156,5 +188,76 @@ impl From<BoxError> for Error {
             Ok(error) => *error,
             Err(inner) => Error { inner },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::default_client;
+    use blueprint_core::{TokenError, TokenErrorKind};
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn failure(url: &str) -> Error {
+        let client = default_client::<Full<Bytes>>().unwrap();
+        let uri: http::Uri = url.parse().unwrap();
+        Error::new(client.get(uri).await.unwrap_err())
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_names_the_cause() {
+        // Bound, then closed: nothing listens on the port.
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let error = failure(&format!("http://127.0.0.1:{port}/")).await;
+        assert!(error.is_connect(), "{error:?}");
+        let text = error.to_string();
+        assert!(text.starts_with("client error (Connect)"), "{text}");
+        assert!(
+            text.to_lowercase().contains("connection refused"),
+            "the cause is missing: {text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tls_failure_names_the_cause() {
+        // A server that answers in plain text where TLS is expected.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            if let Ok((mut socket, _)) = listener.accept().await {
+                let mut buf = [0u8; 512];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        let error = failure(&format!("https://127.0.0.1:{port}/")).await;
+        let text = error.to_string();
+        assert!(text.starts_with("client error (Connect)"), "{text}");
+        assert!(
+            text.contains("corrupt message"),
+            "the TLS cause is missing: {text}"
+        );
+        server.abort();
+    }
+
+    #[test]
+    fn the_layers_own_messages_are_unchanged() {
+        let inner = TokenUnavailable::new(
+            ConnectionId::new("acme"),
+            TokenError::new(
+                TokenErrorKind::Unavailable,
+                "the token endpoint answered 503",
+            )
+            .with_source(std::io::Error::other("a cause the message leaves out")),
+        );
+        let expected = inner.to_string();
+        assert_eq!(Error::new(inner).to_string(), expected);
     }
 }

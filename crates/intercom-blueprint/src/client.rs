@@ -16,9 +16,10 @@ use blueprint_core::{
     parse_retry_after,
 };
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use percent_encoding::utf8_percent_encode;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
@@ -27,6 +28,12 @@ use tower_layer::Layer;
 
 use crate::definition::{IntercomRegion, intercom};
 use crate::error::{ApiError, IntercomError};
+use crate::path::COMPONENT;
+
+/// The default cap on the body of one answer the client reads: 16 MiB. A page of 150
+/// contacts or conversations is well under it; an answer over it is refused with
+/// [`IntercomError::ResponseTooLarge`] instead of filling memory.
+pub const DEFAULT_MAX_RESPONSE_BODY: usize = 16 * 1024 * 1024;
 
 /// Settings shared by [`IntercomLayer`] and [`IntercomClient`]; from
 /// [`IntercomLayer::builder`] or [`IntercomClient::builder`].
@@ -35,6 +42,7 @@ pub struct IntercomBuilder {
     region: IntercomRegion,
     version: Option<String>,
     base_url: Option<String>,
+    max_response_body: usize,
     stack: Option<Box<dyn FnOnce(StackBuilder) -> StackBuilder + Send>>,
 }
 
@@ -44,6 +52,7 @@ impl fmt::Debug for IntercomBuilder {
             .field("region", &self.region)
             .field("version", &self.version)
             .field("base_url", &self.base_url)
+            .field("max_response_body", &self.max_response_body)
             .finish_non_exhaustive()
     }
 }
@@ -55,6 +64,7 @@ impl IntercomBuilder {
             region: IntercomRegion::Us,
             version: None,
             base_url: None,
+            max_response_body: DEFAULT_MAX_RESPONSE_BODY,
             stack: None,
         }
     }
@@ -79,6 +89,16 @@ impl IntercomBuilder {
     #[must_use]
     pub fn base_url(mut self, url: impl Into<String>) -> Self {
         self.base_url = Some(url.into());
+        self
+    }
+
+    /// The largest answer body the client reads, in bytes (default
+    /// [`DEFAULT_MAX_RESPONSE_BODY`], 16 MiB); a larger one fails the call with
+    /// [`IntercomError::ResponseTooLarge`]. Only [`IntercomClient`] reads bodies: a
+    /// [`layer`](IntercomBuilder::layer) hands them to you as they stream.
+    #[must_use]
+    pub fn max_response_body(mut self, bytes: usize) -> Self {
+        self.max_response_body = bytes;
         self
     }
 
@@ -125,10 +145,12 @@ impl IntercomBuilder {
     ///
     /// [`BuildError`] for a bad setting or when TLS cannot be set up.
     pub fn client(self) -> Result<IntercomClient, BuildError> {
+        let max_body = self.max_response_body;
         let layer = self.layer().map_err(BuildError::Blueprint)?;
         let http = default_client::<StackBody<Full<Bytes>>>().map_err(BuildError::Client)?;
         Ok(IntercomClient {
             service: layer.layer(http),
+            max_body,
         })
     }
 }
@@ -186,7 +208,7 @@ impl std::error::Error for BuildError {
 ///     .layer(IntercomLayer::new(StaticToken::new("dG9r")?)?)
 ///     .service(http);
 /// let response = intercom.oneshot(Request::get("/me").body(Full::default())?).await?;
-/// assert_eq!(response.body(), "https://api.intercom.io/me 2.14");
+/// assert_eq!(response.body(), "https://api.intercom.io/me 2.16");
 /// # Ok(())
 /// # }
 /// ```
@@ -247,11 +269,14 @@ type Stack = BlueprintService<HttpsClient<StackBody<Full<Bytes>>>>;
 #[derive(Clone)]
 pub struct IntercomClient {
     service: Stack,
+    max_body: usize,
 }
 
 impl fmt::Debug for IntercomClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IntercomClient").finish_non_exhaustive()
+        f.debug_struct("IntercomClient")
+            .field("max_response_body", &self.max_body)
+            .finish_non_exhaustive()
     }
 }
 
@@ -348,7 +373,7 @@ impl IntercomClient {
         // compiler cannot show it inside an `async` block (a higher-ranked lifetime
         // limitation of rustc).
         let response: ResponseFuture = Box::pin(self.service.clone().oneshot(request));
-        Box::pin(finish(response, connection))
+        Box::pin(finish(response, connection, self.max_body))
     }
 }
 
@@ -361,16 +386,30 @@ type ResponseFuture = Pin<
 async fn finish(
     response: ResponseFuture,
     connection: ConnectionId,
+    max_body: usize,
 ) -> Result<Bytes, IntercomError> {
     {
         let response = response.await.map_err(|e| stack_error(e, &connection))?;
         let (parts, body) = response.into_parts();
-        let bytes = body
-            .collect()
-            .await
-            .map_err(|e| IntercomError::Transport(e.into()))?
-            .to_bytes();
         let status = parts.status;
+        let too_large = || IntercomError::ResponseTooLarge {
+            status,
+            limit: max_body,
+        };
+        // A declared length over the cap: refused before a byte is read.
+        let declared = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > u64::try_from(max_body).unwrap_or(u64::MAX)) {
+            return Err(too_large());
+        }
+        let bytes = match Limited::new(body, max_body).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<LengthLimitError>() => return Err(too_large()),
+            Err(e) => return Err(IntercomError::Transport(e)),
+        };
         if status.is_success() {
             return Ok(bytes);
         }
@@ -431,7 +470,9 @@ fn stack_error(error: blueprint::Error, connection: &ConnectionId) -> IntercomEr
     if error.is_token_unavailable() {
         return IntercomError::TokenUnavailable(error.into_inner());
     }
-    IntercomError::Transport(error.into_inner())
+    // The stack's error itself, not its inner one: its message carries the cause
+    // (connection refused, dns error, tls) that hyper's own message leaves out.
+    IntercomError::Transport(Box::new(error))
 }
 
 /// One call to Intercom with per-call settings; from [`IntercomClient::request`].
@@ -468,7 +509,8 @@ impl Call {
         self
     }
 
-    /// Adds query parameters (percent-encoded here).
+    /// Adds query parameters, each name and value percent-encoded (everything but RFC 3986's
+    /// unreserved characters), so `&`, `=`, `+`, `#` and spaces in a value stay in it.
     pub fn query<K: AsRef<str>, V: AsRef<str>>(mut self, params: &[(K, V)]) -> Self {
         self.query.extend(
             params
@@ -530,9 +572,9 @@ impl Call {
                 if i > 0 {
                     target.push('&');
                 }
-                encode_into(&mut target, k);
+                target.extend(utf8_percent_encode(k, COMPONENT));
                 target.push('=');
-                encode_into(&mut target, v);
+                target.extend(utf8_percent_encode(v, COMPONENT));
             }
         }
         let mut builder = Request::builder().method(self.method).uri(target);
@@ -559,17 +601,5 @@ impl Call {
             extensions.insert(RetrySafe);
         }
         Ok(request)
-    }
-}
-
-fn encode_into(out: &mut String, text: &str) {
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push('%');
-            out.push(char::from(b"0123456789ABCDEF"[usize::from(byte >> 4)]));
-            out.push(char::from(b"0123456789ABCDEF"[usize::from(byte & 0xf)]));
-        }
     }
 }

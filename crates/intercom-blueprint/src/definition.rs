@@ -9,7 +9,7 @@ use http::{HeaderName, Method};
 /// The Intercom API version the blueprint pins with the `Intercom-Version` header (the
 /// version of the OpenAPI description the crate is tested against). Override it per client
 /// or per request.
-pub const API_VERSION: &str = "2.14";
+pub const API_VERSION: &str = "2.16";
 
 /// The blueprint's name and version, as `integrations.yaml` names it.
 pub const BLUEPRINT_ID: &str = "intercom:v0";
@@ -60,7 +60,7 @@ impl IntercomRegion {
 /// The Intercom blueprint (`intercom:v0`), in the US region.
 ///
 /// - Hosts per region (US, EU, AU) with their OAuth endpoints; `Accept: application/json`
-///   and `Intercom-Version: 2.14` on every request (a request's own header wins).
+///   and `Intercom-Version: 2.16` on every request (a request's own header wins).
 /// - OAuth2 without PKCE (Intercom does not document it); the token endpoint takes the
 ///   client id and secret in the body. Intercom's tokens never expire and come without a
 ///   refresh token, so a 401 means the connection must be authorized again.

@@ -137,6 +137,15 @@ pub enum IntercomError {
     /// The request could not be built (a path leaving the base URL, a body that does not
     /// serialize, no token for the connection).
     InvalidRequest(BoxError),
+    /// The answer's body was larger than the client reads
+    /// ([`IntercomBuilder::max_response_body`](crate::IntercomBuilder::max_response_body));
+    /// it was not kept.
+    ResponseTooLarge {
+        /// The status Intercom answered with.
+        status: StatusCode,
+        /// The cap, in bytes.
+        limit: usize,
+    },
     /// A success response whose body was not the JSON expected.
     Decode {
         /// The status.
@@ -176,7 +185,8 @@ impl IntercomError {
             IntercomError::Api(api) => Some(api.status),
             IntercomError::RateLimited { api, .. }
             | IntercomError::NeedsReauthorization { api, .. } => api.as_ref().map(|a| a.status),
-            IntercomError::Decode { status, .. } => Some(*status),
+            IntercomError::Decode { status, .. }
+            | IntercomError::ResponseTooLarge { status, .. } => Some(*status),
             _ => None,
         }
     }
@@ -240,11 +250,23 @@ impl fmt::Display for IntercomError {
             IntercomError::Transport(e) => write!(f, "could not reach Intercom: {e}"),
             IntercomError::InvalidRequest(e) => write!(f, "invalid request: {e}"),
             IntercomError::TokenUnavailable(e) => write!(f, "no access token: {e}"),
+            IntercomError::ResponseTooLarge { status, limit } => write!(
+                f,
+                "Intercom answered {status} with a body larger than the client's limit of \
+                 {limit} bytes; ask for smaller pages (`per_page`) or raise the limit with \
+                 `IntercomBuilder::max_response_body`"
+            ),
             IntercomError::Decode { status, message } => write!(
                 f,
                 "Intercom answered {status} with a body that is not the JSON expected: {message}"
             ),
         }
+    }
+}
+
+impl From<crate::InvalidSegment> for IntercomError {
+    fn from(error: crate::InvalidSegment) -> Self {
+        IntercomError::InvalidRequest(Box::new(error))
     }
 }
 

@@ -12,6 +12,9 @@
 //!   [`IntercomClient::search`] and [`IntercomClient::scroll_companies`] stream every item.
 //! - [`IntercomError`]: Intercom's `error.list` parsed (status, codes, request id), non-JSON
 //!   bodies kept, and rate-limited / needs-re-authorization / timeout / transport cases.
+//! - [`path!`] and [`ApiPath`]: request paths with ids from outside percent-encoded as one
+//!   segment each (`path!("/contacts/{}", id)`), so an id holding `?`, `#`, `%` or a space
+//!   still names the resource meant.
 //! - [`webhook`]: a server-side layer that verifies `X-Hub-Signature`.
 //!
 //! # Example
@@ -42,12 +45,16 @@ mod client;
 mod definition;
 mod error;
 mod pagination;
+mod path;
 pub mod webhook;
 
-pub use client::{BuildError, Call, IntercomBuilder, IntercomClient, IntercomLayer};
+pub use client::{
+    BuildError, Call, DEFAULT_MAX_RESPONSE_BODY, IntercomBuilder, IntercomClient, IntercomLayer,
+};
 pub use definition::{API_VERSION, BLUEPRINT_ID, IntercomRegion, US_BASE_URL, intercom};
 pub use error::{ApiError, ErrorItem, IntercomError};
 pub use pagination::Paginate;
+pub use path::{ApiPath, InvalidSegment};
 
 /// The repository README's Rust examples, compiled as doc tests so they stay true.
 #[doc = include_str!("../../../README.md")]

@@ -44,9 +44,11 @@ pub fn verify_signature(secret: &[u8], body: &[u8], signature: &str) -> bool {
     let Some(hex) = signature.trim().strip_prefix("sha1=") else {
         return false;
     };
-    let Some(expected) = decode_hex(hex) else {
+    // An HMAC-SHA1 is 20 bytes: any other length, or a non-hex digit, is refused here.
+    let mut expected = [0u8; 20];
+    if hex::decode_to_slice(hex, &mut expected).is_err() {
         return false;
-    };
+    }
     let Ok(mut mac) = Hmac::<Sha1>::new_from_slice(secret) else {
         return false;
     };
@@ -59,30 +61,9 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
     let mut out = String::from("sha1=");
     if let Ok(mut mac) = Hmac::<Sha1>::new_from_slice(secret) {
         mac.update(body);
-        for byte in mac.finalize().into_bytes() {
-            out.push(char::from(HEX[usize::from(byte >> 4)]));
-            out.push(char::from(HEX[usize::from(byte & 0xf)]));
-        }
+        out.push_str(&hex::encode(mac.finalize().into_bytes()));
     }
     out
-}
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
-        return None;
-    }
-    let digit = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    };
-    hex.as_bytes()
-        .chunks(2)
-        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
-        .collect()
 }
 
 /// Layer that applies [`VerifyWebhook`].
@@ -253,6 +234,43 @@ fn refuse<RB: From<Bytes>>(status: StatusCode, message: &'static str) -> Respons
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signatures_are_lowercase_hex_of_the_hmac_sha1() {
+        // RFC 2202-style known answer: HMAC-SHA1("key", "The quick brown fox jumps over the
+        // lazy dog"), computed independently of this crate.
+        let body = b"The quick brown fox jumps over the lazy dog";
+        assert_eq!(
+            sign(b"key", body),
+            "sha1=de7c9b85b8b78aa6bc8a7a36f70a90701c9db4d9"
+        );
+        assert!(verify_signature(
+            b"key",
+            body,
+            "sha1=de7c9b85b8b78aa6bc8a7a36f70a90701c9db4d9"
+        ));
+        assert!(verify_signature(
+            b"key",
+            body,
+            "sha1=DE7C9B85B8B78AA6BC8A7A36F70A90701C9DB4D9"
+        ));
+        // One byte short, one byte long, one digit off.
+        assert!(!verify_signature(
+            b"key",
+            body,
+            "sha1=de7c9b85b8b78aa6bc8a7a36f70a90701c9db4"
+        ));
+        assert!(!verify_signature(
+            b"key",
+            body,
+            "sha1=de7c9b85b8b78aa6bc8a7a36f70a90701c9db4d900"
+        ));
+        assert!(!verify_signature(
+            b"key",
+            body,
+            "sha1=de7c9b85b8b78aa6bc8a7a36f70a90701c9db4d8"
+        ));
+    }
 
     #[test]
     fn signatures_round_trip_and_tampering_fails() {

@@ -54,7 +54,7 @@ async fn every_request_carries_token_accept_and_the_pinned_version() {
         .and(path("/me"))
         .and(header("authorization", "Bearer tok_live_123"))
         .and(header("accept", "application/json"))
-        .and(header("intercom-version", "2.14"))
+        .and(header("intercom-version", "2.16"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"type": "admin", "id": "1"})))
         .mount(&server)
         .await;
@@ -520,4 +520,196 @@ async fn listings_end_when_cursors_cycle_or_a_page_is_empty() {
         .map(|r| r.url.to_string())
         .collect();
     assert_eq!(empty.len(), 1, "{empty:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn query_values_arrive_as_written() {
+    let server = MockServer::start().await;
+    Mock::given(path("/contacts"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .mount(&server)
+        .await;
+    let tricky = "a&b=c+d e#f%g/zoë";
+    let _: Value = client(&server)
+        .request(Method::GET, "/contacts")
+        .query(&[("email", tricky), ("a key", "1")])
+        .send()
+        .await
+        .unwrap();
+    let requests = server.received_requests().await.unwrap();
+    let url = &requests[0].url;
+    let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    assert_eq!(
+        pairs,
+        [
+            ("email".to_owned(), tricky.to_owned()),
+            ("a key".to_owned(), "1".to_owned())
+        ],
+        "query sent: {:?}",
+        url.query()
+    );
+    // `+` is encoded too, so no server reads it as a space.
+    assert_eq!(
+        url.query(),
+        Some("email=a%26b%3Dc%2Bd%20e%23f%25g%2Fzo%C3%AB&a%20key=1")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn ids_put_in_with_path_reach_the_resource_meant() {
+    use intercom_blueprint::path;
+
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"type": "contact"})))
+        .mount(&server)
+        .await;
+    let intercom = client(&server);
+    let id = "ext 7?x=1#frag%41";
+    let _: Value = intercom
+        .get(&path!("/contacts/{}", id).unwrap())
+        .await
+        .unwrap();
+    let _: Value = intercom
+        .get(
+            &intercom_blueprint::ApiPath::new("/contacts")
+                .segment(id)
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let requests = server.received_requests().await.unwrap();
+    for request in &requests {
+        assert_eq!(request.url.path(), "/contacts/ext%207%3Fx%3D1%23frag%2541");
+        assert_eq!(request.url.query(), None, "the id leaked into the query");
+    }
+    assert_eq!(requests.len(), 2);
+
+    // What cannot be one segment is refused as an invalid request: nothing is sent.
+    for bad in ["..", "a/b", ""] {
+        let error = (|| -> Result<intercom_blueprint::ApiPath, IntercomError> {
+            Ok(path!("/contacts/{}", bad)?)
+        })()
+        .unwrap_err();
+        assert!(
+            matches!(error, IntercomError::InvalidRequest(_)),
+            "{bad:?}: {error}"
+        );
+    }
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_over_the_body_limit_is_a_typed_error() {
+    let server = MockServer::start().await;
+    Mock::given(path("/big"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("x".repeat(2048)))
+        .mount(&server)
+        .await;
+    Mock::given(path("/small"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"ok": true})))
+        .mount(&server)
+        .await;
+    Mock::given(path("/big-error"))
+        .respond_with(ResponseTemplate::new(500).set_body_string("e".repeat(4096)))
+        .mount(&server)
+        .await;
+    let intercom = no_timers(
+        IntercomClient::builder(StaticToken::new("t").unwrap())
+            .base_url(server.uri())
+            .max_response_body(1024)
+            .map_stack(|stack| stack.map_blueprint(|bp| bp.map_retry(|r| r.max_attempts = 1))),
+    )
+    .client()
+    .unwrap();
+    let ok: Value = intercom.get("/small").await.unwrap();
+    assert_eq!(ok["ok"], true);
+    let error = intercom.get::<Value>("/big").await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            IntercomError::ResponseTooLarge {
+                status: StatusCode::OK,
+                limit: 1024
+            }
+        ),
+        "{error}"
+    );
+    assert!(error.to_string().contains("limit of 1024 bytes"), "{error}");
+    let error = intercom.get::<Value>("/big-error").await.unwrap_err();
+    assert_eq!(
+        error.status(),
+        Some(StatusCode::INTERNAL_SERVER_ERROR),
+        "{error}"
+    );
+    assert!(
+        matches!(error, IntercomError::ResponseTooLarge { .. }),
+        "{error}"
+    );
+}
+
+/// A body without `Content-Length` (chunked) is cut off at the limit as it streams.
+#[tokio::test]
+async fn a_streamed_answer_over_the_body_limit_is_a_typed_error() {
+    let chunks = |n: usize| {
+        axum::body::Body::from_stream(futures_util::stream::iter(
+            (0..n).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b' '; 256]))),
+        ))
+    };
+    let app = axum::Router::new()
+        .route(
+            "/stream/small",
+            axum::routing::get(move || async move { chunks(2) }),
+        )
+        .route(
+            "/stream/big",
+            axum::routing::get(move || async move { chunks(64) }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let intercom = no_timers(
+        IntercomClient::builder(StaticToken::new("t").unwrap())
+            .base_url(format!("http://{address}"))
+            .max_response_body(1024),
+    )
+    .client()
+    .unwrap();
+    // 512 spaces: under the limit, and JSON whitespace only (parses as no value).
+    let small = intercom
+        .request(Method::GET, "/stream/small")
+        .send_bytes()
+        .await;
+    assert_eq!(small.unwrap().len(), 512);
+    let error = intercom
+        .request(Method::GET, "/stream/big")
+        .send_bytes()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, IntercomError::ResponseTooLarge { limit: 1024, .. }),
+        "{error}"
+    );
+    server.abort();
+}
+
+/// "client error (Connect)" alone does not say what to fix: the cause is kept.
+#[tokio::test]
+async fn a_refused_connection_says_so() {
+    // A port that was just free: bound, then closed, so nothing listens on it.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let intercom = no_timers(
+        IntercomClient::builder(StaticToken::new("t").unwrap())
+            .base_url(format!("http://127.0.0.1:{port}"))
+            .map_stack(|stack| stack.map_blueprint(|bp| bp.map_retry(|r| r.max_attempts = 1))),
+    )
+    .client()
+    .unwrap();
+    let error = intercom.get::<Value>("/me").await.unwrap_err();
+    assert!(matches!(error, IntercomError::Transport(_)), "{error:?}");
+    let text = error.to_string().to_lowercase();
+    assert!(text.contains("connection refused"), "{text}");
 }
