@@ -439,6 +439,8 @@ impl Loader<'_> {
                 let why = match e {
                     InvalidBaseUrl::Origin(_) => "it must be an absolute http(s) URL with a host",
                     InvalidBaseUrl::NotPlain => "it must not have a query, fragment or user info",
+                    InvalidBaseUrl::Port => "its port must be a number from 1 to 65535",
+                    InvalidBaseUrl::Path(reason) => reason,
                 };
                 return Err(self
                     .invalid(
