@@ -345,7 +345,7 @@ fn has_dangerous_escape(once: &[u8]) -> bool {
         w[0] == b'%'
             && hex(w[1]).zip(hex(w[2])).is_some_and(|(h, l)| {
                 let b = h << 4 | l;
-                matches!(b, b'.' | b'/' | b'\\' | b'%' | b';') || b < 0x20 || b >= 0x7f
+                matches!(b, b'.' | b'/' | b'\\' | b'%' | b';') || !(0x20..0x7f).contains(&b)
             })
     })
 }
