@@ -14,8 +14,8 @@ use blueprint::{
     Registry, StackBody, StackBuilder, default_client,
 };
 use blueprint_refresh::{
-    AuthorizationFlow, ClientAuth, HttpClient, MemoryStore, OAuth2TokenSource, Provider,
-    ProviderConfig, ProviderConfigError, Secret, TokenStore,
+    AuthorizationFlow, HttpClient, MemoryStore, OAuth2TokenSource, Provider, ProviderConfig,
+    ProviderConfigError, Secret, TokenStore,
 };
 use blueprint_trace::{Level, TraceLayer};
 use http::StatusCode;
@@ -292,10 +292,7 @@ fn provider_config(integration: &Integration, redirect_url: &str) -> Option<Prov
         redirect_url: Some(redirect_url.to_owned()),
         scopes: oauth.scopes.clone(),
         pkce: oauth.pkce,
-        client_auth: match oauth.client_auth {
-            blueprint::ClientAuth::RequestBody => ClientAuth::RequestBody,
-            blueprint::ClientAuth::BasicAuth => ClientAuth::Basic,
-        },
+        client_auth: oauth.client_auth,
         extra_auth_params: oauth.extra_authorization_params.clone(),
     })
 }

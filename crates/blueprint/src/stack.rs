@@ -21,7 +21,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::base_url::{BaseUrlLayer, SetBaseUrl};
-use crate::blueprint::{Blueprint, BlueprintError, ResetFormat, RetryRule};
+use crate::blueprint::{Blueprint, BlueprintError, RetryRule};
 use crate::error::Error;
 
 /// The token source the stack shares between its refresh and auth layers.
@@ -243,16 +243,11 @@ impl StackBuilder {
             Some(layer) => layer.clone(),
             None => {
                 let headers = bp.rate_limit();
-                let format = match headers.reset_format {
-                    ResetFormat::EpochSeconds => blueprint_ratelimit::ResetFormat::EpochSeconds,
-                    ResetFormat::EpochMillis => blueprint_ratelimit::ResetFormat::EpochMillis,
-                    ResetFormat::DeltaSeconds => blueprint_ratelimit::ResetFormat::DeltaSeconds,
-                };
                 RateLimitLayer::with_headers(HeaderConfig::new(
                     headers.limit.clone(),
                     headers.remaining.clone(),
                     headers.reset.clone(),
-                    format,
+                    headers.reset_format,
                 ))
                 .origin(bp.base_url().origin().clone())
             }
