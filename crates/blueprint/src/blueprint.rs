@@ -126,7 +126,7 @@ pub struct RateLimitRule {
     /// The status of the answer.
     pub status: StatusCode,
     /// Headers the answer must carry with these values (compared trimmed, ignoring ASCII
-    /// case); all of them.
+    /// case; `*` means any value); all of them.
     pub when: Vec<(HeaderName, String)>,
     /// Where the wait is read from.
     pub wait_from: WaitFrom,
@@ -160,8 +160,9 @@ impl RateLimitRule {
         status == self.status
             && self.when.iter().all(|(name, want)| {
                 headers.get_all(name).iter().any(|v| {
-                    v.to_str()
-                        .is_ok_and(|v| v.trim().eq_ignore_ascii_case(want.trim()))
+                    want == "*"
+                        || v.to_str()
+                            .is_ok_and(|v| v.trim().eq_ignore_ascii_case(want.trim()))
                 })
             })
     }
