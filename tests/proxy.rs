@@ -105,7 +105,7 @@ async fn an_imported_token_is_sent_and_the_answer_passes_through_as_sent() {
     }
     assert_eq!(sent["host"], upstream.address().to_string().as_str());
     assert_eq!(
-        sent["intercom-version"], "2.14",
+        sent["intercom-version"], "2.16",
         "the blueprint's default headers are added"
     );
     proxy.stop().await;

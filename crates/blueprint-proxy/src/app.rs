@@ -31,13 +31,13 @@ pub(crate) type Client = HttpsClient<StackBody<Body>>;
 /// One integration's stack.
 pub(crate) type Stack = BlueprintService<Client>;
 
-/// The blueprints the proxy knows: Intercom (`intercom:v0`).
+/// The blueprints the proxy knows: the built-in catalog ([`Registry::builtin`]).
 ///
 /// # Errors
 ///
-/// Never in practice: the Intercom blueprint is built from constants.
+/// Never in practice: the catalog's files are embedded and tested.
 pub fn registry() -> Result<Registry, BlueprintError> {
-    Ok(Registry::new().with(intercom_blueprint::intercom()?))
+    Registry::builtin().map_err(|e| BlueprintError::new("blueprints", e.to_string()))
 }
 
 /// The ready-to-run proxy: an axum [`Router`] with the routes of the crate docs, over one

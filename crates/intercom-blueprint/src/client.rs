@@ -186,7 +186,7 @@ impl std::error::Error for BuildError {
 ///     .layer(IntercomLayer::new(StaticToken::new("dG9r")?)?)
 ///     .service(http);
 /// let response = intercom.oneshot(Request::get("/me").body(Full::default())?).await?;
-/// assert_eq!(response.body(), "https://api.intercom.io/me 2.14");
+/// assert_eq!(response.body(), "https://api.intercom.io/me 2.16");
 /// # Ok(())
 /// # }
 /// ```

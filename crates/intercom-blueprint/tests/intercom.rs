@@ -54,7 +54,7 @@ async fn every_request_carries_token_accept_and_the_pinned_version() {
         .and(path("/me"))
         .and(header("authorization", "Bearer tok_live_123"))
         .and(header("accept", "application/json"))
-        .and(header("intercom-version", "2.14"))
+        .and(header("intercom-version", "2.16"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"type": "admin", "id": "1"})))
         .mount(&server)
         .await;
