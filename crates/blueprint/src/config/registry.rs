@@ -53,7 +53,7 @@ struct Entry {
 /// the latest.
 ///
 /// [`Registry::builtin`] holds the catalog of YAML blueprints embedded in the binary
-/// (Intercom, GitHub, HubSpot, Slack, Zendesk); [`Registry::new`] starts empty. YAML
+/// (Intercom, GitHub, `HubSpot`, Slack, Zendesk); [`Registry::new`] starts empty. YAML
 /// blueprints of your own come from [`Registry::load_dir`] or a `blueprints:` section of
 /// `integrations.yaml`, loaded by the same code as the built-in ones.
 ///
@@ -87,7 +87,7 @@ impl Registry {
     }
 
     /// The catalog embedded in the binary: every YAML file of `crates/blueprint/blueprints/`
-    /// (Intercom, GitHub, HubSpot, Slack, Zendesk), loaded like a user's.
+    /// (Intercom, GitHub, `HubSpot`, Slack, Zendesk), loaded like a user's.
     ///
     /// ```
     /// let registry = blueprint::Registry::builtin()?;
