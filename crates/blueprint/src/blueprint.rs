@@ -829,6 +829,14 @@ impl Blueprint {
         Ok(self)
     }
 
+    /// Marks a default header's value sensitive (it came from a secret place, such as the
+    /// environment): `Debug` output and summaries then hide it.
+    pub(crate) fn hide_header(&mut self, name: &HeaderName) {
+        if let Some(value) = self.default_headers.get_mut(name) {
+            value.set_sensitive(true);
+        }
+    }
+
     /// Sets the OAuth2 settings.
     #[must_use]
     pub fn with_oauth(mut self, oauth: OAuthSettings) -> Self {

@@ -841,6 +841,25 @@ fn secrets_never_reach_debug_display_or_errors() {
 }
 
 #[test]
+fn header_values_from_the_environment_stay_hidden_in_blueprints_that_declare_them() {
+    let loaded = load(
+        "blueprints:\n  b:\n    base_url: https://b.test\n    headers: { X-Plain: '${API_KEY}' }\nintegrations:\n  i:\n    extends_blueprint: b\n",
+    )
+    .unwrap();
+    let bp = loaded.registry().get("b").unwrap();
+    assert_eq!(bp.default_headers()["x-plain"], SECRET);
+    for shown in [
+        bp.to_string(),
+        format!("{bp:?}"),
+        loaded.to_string(),
+        format!("{loaded:?}"),
+    ] {
+        assert!(!shown.contains(SECRET), "secret shown in: {shown}");
+    }
+    assert!(bp.to_string().contains("x-plain: <redacted>"), "{bp}");
+}
+
+#[test]
 fn the_summary_prints_resolved_settings() {
     let loaded = load(ISSUE_EXAMPLE).unwrap();
     let summary = loaded.to_string();

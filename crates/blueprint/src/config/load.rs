@@ -995,6 +995,9 @@ impl Loader<'_> {
                             .hint("declare the parameter under `connection_params`")
                     })?;
                 if value.from_env {
+                    // Hidden wherever the blueprint is shown, also in blueprints that
+                    // extend this one.
+                    bp.hide_header(&header);
                     secret_headers.push(header);
                 }
             }
