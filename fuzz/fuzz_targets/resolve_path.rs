@@ -44,16 +44,30 @@ fn no_dot_segments(path: &[u8], what: &str, target: &str) {
 
 fuzz_target!(|data: &[u8]| {
     let [choice, rest @ ..] = data else { return };
-    let Ok(target) = std::str::from_utf8(rest) else { return };
+    let Ok(target) = std::str::from_utf8(rest) else {
+        return;
+    };
     let Ok(base) = BaseUrl::parse(BASES[usize::from(*choice) % BASES.len()]) else {
         return;
     };
-    let Ok(uri) = base.resolve(target) else { return };
+    let Ok(uri) = base.resolve(target) else {
+        return;
+    };
     assert_eq!(uri.scheme_str(), Some(base.origin().scheme()), "{target:?}");
-    let Some(host) = uri.host() else { panic!("no host for {target:?}") };
-    assert!(host.eq_ignore_ascii_case(base.origin().host()), "{target:?} -> {uri}");
+    let Some(host) = uri.host() else {
+        panic!("no host for {target:?}")
+    };
+    assert!(
+        host.eq_ignore_ascii_case(base.origin().host()),
+        "{target:?} -> {uri}"
+    );
     assert_eq!(
-        uri.port_u16().unwrap_or(if base.origin().scheme() == "https" { 443 } else { 80 }),
+        uri.port_u16()
+            .unwrap_or(if base.origin().scheme() == "https" {
+                443
+            } else {
+                80
+            }),
         base.origin().port(),
         "{target:?} -> {uri}"
     );

@@ -8,8 +8,13 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     // secret \0 body \0 signature
     let mut parts = data.splitn(3, |&b| b == 0);
-    let (Some(secret), Some(body)) = (parts.next(), parts.next()) else { return };
-    let signature = parts.next().map(String::from_utf8_lossy).unwrap_or_default();
+    let (Some(secret), Some(body)) = (parts.next(), parts.next()) else {
+        return;
+    };
+    let signature = parts
+        .next()
+        .map(String::from_utf8_lossy)
+        .unwrap_or_default();
     let _ = verify_signature(secret, body, &signature);
 
     let good = sign(secret, body);

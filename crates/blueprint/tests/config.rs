@@ -611,6 +611,21 @@ fn yaml_syntax_errors_have_a_position() {
 }
 
 #[test]
+fn a_syntax_error_at_the_end_points_at_a_line_that_exists() {
+    // Found by fuzzing: the parser placed this error on line 4 of a three-line text.
+    let e = fails("a: &a [x, x]\nb:\nintegra\u{13}te");
+    assert_eq!(e.kind(), ConfigErrorKind::Syntax);
+    assert_eq!(e.line(), Some(3), "{e}");
+    // And this empty explicit key on line 2 of a one-line text.
+    let e = fails("? ");
+    assert_eq!(
+        (e.kind(), e.line(), e.column()),
+        (ConfigErrorKind::UnknownKey, Some(1), Some(3)),
+        "{e}"
+    );
+}
+
+#[test]
 fn an_unset_variable_is_named_with_the_key() {
     let e = fails(
         "integrations:\n  intercom:\n    extends_blueprint: intercom\n    oauth_client_secret: ${INTERCOM_SECRET}\n",

@@ -165,7 +165,7 @@ impl Decl<'_> {
 /// Parses a YAML text, refusing a file larger than the loader reads.
 pub(crate) fn parse_text(file: &str, text: &str) -> Result<Option<Node>, ConfigError> {
     if text.len() > MAX_FILE_BYTES {
-        let pos = position_of(text, MAX_FILE_BYTES);
+        let pos = yaml::position_of(text, MAX_FILE_BYTES);
         return Err(ConfigError::new(
             Kind::TooLarge,
             file,
@@ -193,21 +193,6 @@ pub(crate) fn parse_text(file: &str, text: &str) -> Result<Option<Node>, ConfigE
             },
         )
     })
-}
-
-/// The line and column of a byte offset (counting characters).
-fn position_of(text: &str, offset: usize) -> Pos {
-    let mut end = offset.min(text.len());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    let before = &text[..end];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |at| at + 1);
-    Pos {
-        line,
-        column: before[line_start..].chars().count() + 1,
-    }
 }
 
 impl<'a> Loader<'a> {

@@ -4,6 +4,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use super::error::{ConfigError, ConfigErrorKind};
 use super::load::{self, Loader};
@@ -102,6 +103,11 @@ impl Registry {
     /// Never for the files as shipped (a test loads them); a [`ConfigError`] naming the file
     /// if one were broken.
     pub fn builtin() -> Result<Self, ConfigError> {
+        // Loaded once per process; each caller gets its own copy.
+        static CATALOG: OnceLock<Registry> = OnceLock::new();
+        if let Some(catalog) = CATALOG.get() {
+            return Ok(catalog.clone());
+        }
         let mut registry = Registry::new();
         let files: Vec<(String, &str)> = super::builtin::FILES
             .iter()
@@ -115,7 +121,7 @@ impl Registry {
                 }
             }
         }
-        Ok(registry)
+        Ok(CATALOG.get_or_init(|| registry).clone())
     }
 
     /// Adds a blueprint; hands back the one it replaces (same name and version), if any.

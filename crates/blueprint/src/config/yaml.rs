@@ -109,14 +109,48 @@ impl SyntaxError {
 }
 
 /// Parses one YAML document; `None` when the text holds none (empty, or only comments).
+///
+/// Every position is within the text: the parser places some marks past its end (an error
+/// at the end of the stream, an empty explicit key), which point at the text's end instead.
 pub(crate) fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
+    let last = position_of(text, text.len());
     let mut builder = Builder {
         parser: Parser::new_from_str(text),
         anchors: HashMap::new(),
         nodes: 0,
         bytes: 0,
+        last,
     };
-    builder.document()
+    builder.document().map_err(|mut e| {
+        e.pos = clamp(e.pos, last);
+        e
+    })
+}
+
+fn clamp(pos: Pos, last: Pos) -> Pos {
+    if (pos.line, pos.column) > (last.line, last.column) {
+        last
+    } else {
+        pos
+    }
+}
+
+/// The line and column of a byte offset (counting characters; `\r\n`, `\r` and `\n`
+/// each end a line, as in YAML).
+pub(crate) fn position_of(text: &str, offset: usize) -> Pos {
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
+    let line = before.matches('\n').count() + before.matches('\r').count()
+        - before.matches("\r\n").count()
+        + 1;
+    let line_start = before.rfind(['\n', '\r']).map_or(0, |at| at + 1);
+    Pos {
+        line,
+        column: before[line_start..].chars().count() + 1,
+    }
 }
 
 struct Builder<'a> {
@@ -124,6 +158,8 @@ struct Builder<'a> {
     anchors: HashMap<usize, Node>,
     nodes: usize,
     bytes: usize,
+    /// The position of the text's end.
+    last: Pos,
 }
 
 impl<'a> Builder<'a> {
@@ -184,7 +220,7 @@ impl<'a> Builder<'a> {
                 format!("too many values (more than {MAX_NODES}, aliases included)"),
             ));
         }
-        let pos = Pos::of(&span);
+        let pos = self.at(&span);
         let (node, anchor) = match event {
             Event::Scalar(text, style, anchor, tag) => {
                 check_tag(tag.as_deref(), &span)?;
@@ -231,7 +267,7 @@ impl<'a> Builder<'a> {
                             self.text(&text, &span)?;
                             Key {
                                 text: text.into_owned(),
-                                pos: Pos::of(&span),
+                                pos: self.at(&span),
                             }
                         }
                         Event::Alias(_) => {
@@ -310,6 +346,11 @@ fn size(node: &Node) -> (usize, usize) {
 }
 
 impl Builder<'_> {
+    /// Where a span starts, never past the text's end.
+    fn at(&self, span: &Span) -> Pos {
+        clamp(Pos::of(span), self.last)
+    }
+
     /// Counts a text value (or key), refusing one that is too long.
     fn text(&mut self, text: &str, span: &Span) -> Result<(), SyntaxError> {
         if text.len() > MAX_SCALAR_BYTES {
