@@ -16,8 +16,8 @@ use blueprint::{
     Registry, StackBody, StackBuilder, default_client,
 };
 use blueprint_refresh::{
-    AuthorizationFlow, ClientAuth, HttpClient, MemoryStore, OAuth2TokenSource, Provider,
-    ProviderConfig, ProviderConfigError, Secret, TokenStore,
+    AuthorizationFlow, HttpClient, MemoryStore, OAuth2TokenSource, Provider, ProviderConfig,
+    ProviderConfigError, Secret, TokenStore,
 };
 use blueprint_trace::{Level, TraceLayer};
 use http::StatusCode;
@@ -34,13 +34,13 @@ pub(crate) type Client = HttpsClient<StackBody<Body>>;
 /// One integration's stack.
 pub(crate) type Stack = BlueprintService<Client>;
 
-/// The blueprints the proxy knows: Intercom (`intercom:v0`).
+/// The blueprints the proxy knows: the built-in catalog ([`Registry::builtin`]).
 ///
 /// # Errors
 ///
-/// Never in practice: the Intercom blueprint is built from constants.
+/// Never in practice: the catalog's files are embedded and tested.
 pub fn registry() -> Result<Registry, BlueprintError> {
-    Ok(Registry::new().with(intercom_blueprint::intercom()?))
+    Registry::builtin().map_err(|e| BlueprintError::new("blueprints", e.to_string()))
 }
 
 /// The ready-to-run proxy: an axum [`Router`] with the routes of the crate docs, over one
@@ -338,10 +338,7 @@ fn provider_config(integration: &Integration, redirect_url: &str) -> Option<Prov
         redirect_url: Some(redirect_url.to_owned()),
         scopes: oauth.scopes.clone(),
         pkce: oauth.pkce,
-        client_auth: match oauth.client_auth {
-            blueprint::ClientAuth::RequestBody => ClientAuth::RequestBody,
-            blueprint::ClientAuth::BasicAuth => ClientAuth::Basic,
-        },
+        client_auth: oauth.client_auth,
         extra_auth_params: oauth.extra_authorization_params.clone(),
     })
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use blueprint::Integrations;
+use blueprint::{Integrations, Registry};
 use blueprint_refresh::{EncryptionKey, SqliteStore, TokenStore};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
@@ -79,8 +79,12 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Validate integrations.yaml and print the resolved integrations, secrets redacted.
+    /// Validate integrations.yaml and print the resolved blueprints (with where each comes
+    /// from) and integrations, secrets redacted.
     Check(CheckArgs),
+    /// List the blueprints: the built-in catalog, a `--blueprints` folder and the
+    /// `blueprints:` of a `--config` file.
+    Blueprints(BlueprintsArgs),
 }
 
 /// Arguments of `check`.
@@ -89,6 +93,20 @@ pub struct CheckArgs {
     /// The integrations file.
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
+    /// A folder of YAML blueprint files (one blueprint each), added to the built-in ones.
+    #[arg(long, value_name = "DIR")]
+    pub blueprints: Option<PathBuf>,
+}
+
+/// Arguments of `blueprints`.
+#[derive(Debug, Args)]
+pub struct BlueprintsArgs {
+    /// An integrations file whose `blueprints:` are listed too.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// A folder of YAML blueprint files (one blueprint each), added to the built-in ones.
+    #[arg(long, value_name = "DIR")]
+    pub blueprints: Option<PathBuf>,
 }
 
 /// Arguments of serving (the default).
@@ -97,6 +115,9 @@ pub struct ServeArgs {
     /// The integrations file (see examples/integrations.yaml).
     #[arg(long, value_name = "FILE", required = true)]
     pub config: Option<PathBuf>,
+    /// A folder of YAML blueprint files (one blueprint each), added to the built-in ones.
+    #[arg(long, value_name = "DIR")]
+    pub blueprints: Option<PathBuf>,
     /// The address to listen on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3003")]
     pub listen: SocketAddr,
@@ -166,18 +187,96 @@ pub enum LogFormat {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Check(args)) => run_check(&args.config),
+        Some(Command::Check(args)) => run_check(&args.config, args.blueprints.as_deref()),
+        Some(Command::Blueprints(args)) => {
+            run_blueprints(args.config.as_deref(), args.blueprints.as_deref())
+        }
         None => run_serve(cli.serve),
     }
 }
 
-fn load(path: &Path) -> Result<Integrations, String> {
-    let registry = registry().map_err(|e| e.to_string())?;
+/// The built-in blueprints and those of `dir`.
+fn blueprints(dir: Option<&Path>) -> Result<Registry, String> {
+    let mut registry = registry().map_err(|e| e.to_string())?;
+    if let Some(dir) = dir {
+        registry.load_dir(dir).map_err(|e| e.to_string())?;
+    }
+    Ok(registry)
+}
+
+fn load(path: &Path, dir: Option<&Path>) -> Result<Integrations, String> {
+    let registry = blueprints(dir)?;
     Integrations::load(path, &registry).map_err(|e| e.to_string())
 }
 
-fn run_check(path: &Path) -> ExitCode {
-    let integrations = match load(path).and_then(|i| {
+/// How a blueprint's connections are made.
+fn auth_kind(blueprint: &blueprint::Blueprint) -> &'static str {
+    if blueprint.oauth().is_some() {
+        "oauth2"
+    } else {
+        "token import only"
+    }
+}
+
+/// The catalog as a table: name, version, base URL, auth kind, where it comes from.
+fn catalog_table(registry: &Registry) -> String {
+    let rows: Vec<[String; 5]> = registry
+        .iter_with_source()
+        .map(|(bp, source)| {
+            [
+                bp.name().to_owned(),
+                bp.version().to_owned(),
+                bp.base_url_template()
+                    .map_or_else(|| bp.base_url().to_string(), str::to_owned),
+                auth_kind(bp).to_owned(),
+                source.to_string(),
+            ]
+        })
+        .collect();
+    let header = ["NAME", "VERSION", "BASE URL", "AUTH", "FROM"].map(str::to_owned);
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:width$}  "));
+            }
+        }
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+fn run_blueprints(config: Option<&Path>, dir: Option<&Path>) -> ExitCode {
+    let registry = match config {
+        Some(path) => load(path, dir).map(|i| i.registry().clone()),
+        None => blueprints(dir),
+    };
+    let registry = match registry {
+        Ok(registry) => registry,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if out.write_all(catalog_table(&registry).as_bytes()).is_err() {
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+fn run_check(path: &Path, dir: Option<&Path>) -> ExitCode {
+    let integrations = match load(path, dir).and_then(|i| {
         check(&i).map_err(|e| e.to_string())?;
         Ok(i)
     }) {
@@ -188,9 +287,26 @@ fn run_check(path: &Path) -> ExitCode {
         }
     };
     let mut out = std::io::stdout().lock();
-    let mut text = format!("{integrations}\n");
+    let registry = integrations.registry();
+    let mut text = String::from("blueprints:\n");
+    for (bp, source) in registry.iter_with_source() {
+        text.push_str(&format!("  {}: {source}\n", bp.id()));
+    }
+    // The blueprints a file declares are printed whole, as resolved.
+    for (bp, source) in registry.iter_with_source() {
+        if matches!(source, blueprint::BlueprintSource::File { .. }) {
+            text.push_str(&format!("{bp}\n  from: {source}\n"));
+        }
+    }
+    text.push_str(&format!("{integrations}\n"));
     for integration in &integrations {
         let name = integration.name();
+        if let Some(source) = registry.source(integration.extends()) {
+            text.push_str(&format!(
+                "{name}: extends {} ({source})\n",
+                integration.extends()
+            ));
+        }
         if integration.oauth_client_id().is_some() && integration.blueprint().oauth().is_some() {
             text.push_str(&format!(
                 "{name}: connect through POST /connect/sessions, or import a token\n"
@@ -254,7 +370,7 @@ fn run_serve(args: ServeArgs) -> ExitCode {
     let Some(config) = args.config else {
         return fail(&"--config is required");
     };
-    let integrations = match load(&config) {
+    let integrations = match load(&config, args.blueprints.as_deref()) {
         Ok(i) => i,
         Err(e) => return fail(&e),
     };
@@ -419,10 +535,42 @@ mod tests {
     }
 
     #[test]
+    fn the_catalog_table_names_every_built_in_blueprint() {
+        let table = catalog_table(&registry().unwrap());
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("NAME"), "{table}");
+        for name in ["github", "hubspot", "intercom", "slack", "zendesk"] {
+            let line = lines
+                .iter()
+                .find(|l| l.starts_with(name))
+                .unwrap_or_else(|| panic!("{name} missing:\n{table}"));
+            assert!(line.contains("oauth2"), "{line}");
+            assert!(
+                line.contains(&format!(
+                    "built-in (crates/blueprint/blueprints/{name}.yaml)"
+                )),
+                "{line}"
+            );
+        }
+        assert!(
+            table.contains("https://${connection.subdomain}.zendesk.com/api/v2  "),
+            "{table}"
+        );
+        let plain =
+            Registry::new().with(blueprint::Blueprint::new("p", "v1", "https://p.test").unwrap());
+        assert!(catalog_table(&plain).contains("token import only"));
+    }
+
+    #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
         let cli = Cli::try_parse_from(["blueprint-proxy", "check", "--config", "i.yaml"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Check(_))));
+        let cli =
+            Cli::try_parse_from(["blueprint-proxy", "blueprints", "--blueprints", "bp"]).unwrap();
+        assert!(
+            matches!(&cli.command, Some(Command::Blueprints(a)) if a.blueprints.as_deref() == Some(Path::new("bp")) && a.config.is_none())
+        );
         let cli = Cli::try_parse_from([
             "blueprint-proxy",
             "--config",

@@ -41,14 +41,19 @@ mod config;
 mod error;
 mod stack;
 mod target;
+mod template;
 
 pub use base_url::{BaseUrl, InvalidBaseUrl, InvalidPath};
 pub use blueprint::{
-    Blueprint, BlueprintError, ClientAuth, OAuthSettings, RateLimitHeaders, Region, ResetFormat,
-    RetryRule, RetrySettings,
+    Blueprint, BlueprintError, ClientAuth, ConnectionParam, DEFAULT_MAX_SERVER_WAIT, OAuthSettings,
+    ParamSource, RateLimitHeaders, RateLimitRule, Region, ResetFormat, RetryRule, RetrySettings,
+    Route, WaitFrom,
 };
 pub use client::{ClientError, HttpsClient, default_client};
-pub use config::{ClientSecret, ConfigError, ConfigErrorKind, Integration, Integrations, Registry};
+pub use config::{
+    BlueprintSource, ClientSecret, ConfigError, ConfigErrorKind, Integration, Integrations,
+    Registry,
+};
 pub use error::Error;
 pub use stack::{
     BlueprintLayer, BlueprintPolicy, BlueprintService, ResponseFuture, SharedTokenSource,

@@ -39,7 +39,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::blueprint::{Blueprint, BlueprintError, ResetFormat, RetryRule};
+use crate::blueprint::{Blueprint, BlueprintError, RetryRule};
 use crate::error::Error;
 use crate::target::{BaseUrlLayer, Routes, SetBaseUrl};
 
@@ -294,16 +294,11 @@ impl StackBuilder {
             Some(layer) => layer.clone(),
             None => {
                 let headers = bp.rate_limit();
-                let format = match headers.reset_format {
-                    ResetFormat::EpochSeconds => blueprint_ratelimit::ResetFormat::EpochSeconds,
-                    ResetFormat::EpochMillis => blueprint_ratelimit::ResetFormat::EpochMillis,
-                    ResetFormat::DeltaSeconds => blueprint_ratelimit::ResetFormat::DeltaSeconds,
-                };
                 RateLimitLayer::with_headers(HeaderConfig::new(
                     headers.limit.clone(),
                     headers.remaining.clone(),
                     headers.reset.clone(),
-                    format,
+                    headers.reset_format,
                 ))
                 .origin(bp.base_url().origin().clone())
                 .events(self.events.clone())
@@ -311,10 +306,9 @@ impl StackBuilder {
         };
         let auth = AuthLayer::for_origin(bp.base_url().origin().clone(), Arc::clone(&self.tokens))
             .on_foreign_origin(self.foreign);
-        let routes = Routes::new(bp.retry().rules.iter().map(|rule| rule.path.as_str()));
         Ok(BlueprintLayer {
             target: BaseUrlLayer::new(bp.base_url().clone())
-                .routes(routes)
+                .routes(Routes::of(bp))
                 .default_headers(bp.default_headers().clone()),
             trace: self.trace.clone(),
             retry,

@@ -15,22 +15,24 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::Blueprint;
 use crate::base_url::BaseUrl;
 
-/// The route templates of an API (`/contacts/{id}`, `/events*`): a call is named by its
+/// The route templates of an API (`/contacts/{id}`), indexed: a call is named by its
 /// route in logs and traces, never by its raw path, which holds ids.
 ///
-/// A template's segments are literals, `{name}` (any one segment), and a final `*` makes
-/// it a prefix. When several match, the one with the most literal segments wins (so
-/// `/contacts/search` beats `/contacts/{id}`), and an exact template beats a prefix.
+/// A template matches as a [`RetryRule`](crate::RetryRule)'s path does (literal segments,
+/// `{name}` for any one non-empty segment, a final `*` for a prefix). When several match,
+/// the one with the fewest placeholders wins (the first of equals), so `/contacts/search`
+/// beats `/contacts/{id}`. Lookups compare first segments before anything else, so an API
+/// with many routes costs little per call.
 ///
 /// ```
 /// use blueprint::Routes;
 ///
-/// let routes = Routes::new(["/contacts/{id}", "/contacts/search", "/events*"]);
+/// let routes = Routes::new(["/contacts/{id}", "/contacts/search"]);
 /// assert_eq!(routes.find("/contacts/6657a3c0").map(|r| &**r), Some("/contacts/{id}"));
 /// assert_eq!(routes.find("/contacts/search").map(|r| &**r), Some("/contacts/search"));
-/// assert_eq!(routes.find("/events/summaries").map(|r| &**r), Some("/events*"));
 /// assert_eq!(routes.find("/admins"), None);
 /// ```
 #[derive(Clone, Default)]
@@ -40,14 +42,16 @@ pub struct Routes {
 
 struct Template {
     text: Arc<str>,
-    segments: Box<[Part]>,
-    prefix: bool,
-    literals: usize,
+    // The first segment, when it is a literal: most templates are ruled out by it alone.
+    first: Option<Box<str>>,
+    placeholders: usize,
 }
 
-enum Part {
-    Literal(Box<str>),
-    Param,
+fn first_segment(path: &str) -> &str {
+    path.trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default()
 }
 
 impl Routes {
@@ -63,36 +67,36 @@ impl Routes {
             if parsed.iter().any(|t| &*t.text == text) {
                 continue;
             }
-            let (pattern, prefix) = match text.strip_suffix('*') {
-                Some(p) => (p, true),
-                None => (text, false),
-            };
-            let segments: Box<[Part]> = pattern
-                .trim_matches('/')
+            let first = first_segment(text.trim_end_matches('*'));
+            let first = (!crate::blueprint::is_placeholder_segment(first) && !text.ends_with('*'))
+                .then(|| Box::from(first));
+            let placeholders = text
                 .split('/')
-                .filter(|s| !s.is_empty())
-                .map(|s| {
-                    if s.starts_with('{') && s.ends_with('}') {
-                        Part::Param
-                    } else {
-                        Part::Literal(s.into())
-                    }
-                })
-                .collect();
-            let literals = segments
-                .iter()
-                .filter(|p| matches!(p, Part::Literal(_)))
+                .filter(|s| crate::blueprint::is_placeholder_segment(s))
                 .count();
             parsed.push(Template {
                 text: Arc::from(text),
-                segments,
-                prefix,
-                literals,
+                first,
+                placeholders,
             });
         }
         Routes {
             templates: parsed.into(),
         }
+    }
+
+    /// The routes that name calls to `blueprint`'s API: its
+    /// [routes](Blueprint::routes), then the paths of its exact retry rules (a prefix rule,
+    /// `/events*`, names no route).
+    pub fn of(blueprint: &Blueprint) -> Self {
+        let rules = blueprint.retry().rules.iter();
+        Routes::new(
+            blueprint
+                .routes()
+                .iter()
+                .map(crate::Route::as_str)
+                .chain(rules.map(|r| r.path.as_str()).filter(|p| !p.ends_with('*'))),
+        )
     }
 
     /// Whether there are no routes.
@@ -106,41 +110,13 @@ impl Routes {
         if self.templates.is_empty() {
             return None;
         }
-        let mut best: Option<&Template> = None;
-        for template in self.templates.iter() {
-            if !template.matches(path) {
-                continue;
-            }
-            let better = best.is_none_or(|b| {
-                (!template.prefix, template.literals, template.segments.len())
-                    > (!b.prefix, b.literals, b.segments.len())
-            });
-            if better {
-                best = Some(template);
-            }
-        }
-        best.map(|t| &t.text)
-    }
-}
-
-impl Template {
-    fn matches(&self, path: &str) -> bool {
-        let mut have = path.split('/').filter(|s| !s.is_empty());
-        for (i, want) in self.segments.iter().enumerate() {
-            let Some(segment) = have.next() else {
-                return false;
-            };
-            match want {
-                Part::Param => {}
-                Part::Literal(literal) if **literal == *segment => {}
-                // `/eve*` matches `/events`: the last literal of a prefix template.
-                Part::Literal(literal) if self.prefix && i + 1 == self.segments.len() => {
-                    return segment.starts_with(&**literal);
-                }
-                Part::Literal(_) => return false,
-            }
-        }
-        self.prefix || have.next().is_none()
+        let first = first_segment(path);
+        self.templates
+            .iter()
+            .filter(|t| t.first.as_deref().is_none_or(|f| f == first))
+            .filter(|t| crate::blueprint::path_matches(&t.text, path))
+            .min_by_key(|t| t.placeholders)
+            .map(|t| &t.text)
     }
 }
 

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use blueprint::{
-    Blueprint, ClientAuth, ConfigError, ConfigErrorKind, Integrations, OAuthSettings, Region,
-    Registry, ResetFormat, RetryRule,
+    Blueprint, BlueprintSource, ClientAuth, ConfigError, ConfigErrorKind, Integrations,
+    OAuthSettings, ParamSource, Region, Registry, ResetFormat, RetryRule, WaitFrom,
 };
 use http::Method;
 
@@ -33,6 +33,7 @@ fn intercom(version: &str, base_url: &str) -> Blueprint {
             token_url: "https://api.intercom.io/auth/eagle/token".into(),
             pkce: false,
             scopes: vec![],
+            scope_separator: " ".into(),
             client_auth: ClientAuth::RequestBody,
             extra_authorization_params: vec![("lang".into(), "en".into())],
         })
@@ -47,6 +48,16 @@ fn intercom(version: &str, base_url: &str) -> Blueprint {
             });
         })
         .with_tokens_expire(false)
+}
+
+/// What the loaded rules say about a call: the first rule that covers it (the stack's
+/// policy reads them in the same order).
+fn retry_rule(bp: &Blueprint, method: &Method, path: &str) -> Option<bool> {
+    bp.retry()
+        .rules
+        .iter()
+        .find(|r| r.matches(method, path))
+        .map(|r| r.retry_safe)
 }
 
 fn registry() -> Registry {
@@ -125,7 +136,7 @@ fn the_issue_example_loads_with_its_overrides_applied() {
     assert_eq!(bp.default_headers()["accept"], "application/json");
     // Settings the file does not touch are the blueprint's.
     assert!(!bp.tokens_expire());
-    assert_eq!(bp.retry_rule(&Method::POST, "/companies"), Some(true));
+    assert_eq!(retry_rule(bp, &Method::POST, "/companies"), Some(true));
 }
 
 #[test]
@@ -170,9 +181,9 @@ fn the_example_file_loads_with_a_stub_environment() {
     assert_eq!(retry.max_attempts, 3);
     assert_eq!(retry.max_delay, Duration::from_secs(2));
     assert_eq!(retry.deadline, Some(Duration::from_secs(30)));
-    assert_eq!(bp.retry_rule(&Method::POST, "/events"), Some(true));
+    assert_eq!(retry_rule(bp, &Method::POST, "/events"), Some(true));
     assert_eq!(
-        bp.retry_rule(&Method::POST, "/conversations/7/reply"),
+        retry_rule(bp, &Method::POST, "/conversations/7/reply"),
         Some(false)
     );
     assert_eq!(bp.rate_limit().reset_format, ResetFormat::EpochSeconds);
@@ -205,7 +216,7 @@ integrations:
     let bp = loaded.get("custom").unwrap().blueprint();
     let oauth = bp.oauth().unwrap();
     assert!(oauth.pkce);
-    assert_eq!(oauth.client_auth, ClientAuth::BasicAuth);
+    assert_eq!(oauth.client_auth, ClientAuth::Basic);
     assert_eq!(
         oauth.extra_authorization_params,
         [
@@ -229,7 +240,7 @@ integrations:
     assert_eq!(retry.max_server_wait, Duration::ZERO);
     // The file's rule is checked before the blueprint's, so it wins.
     assert_eq!(retry.rules.len(), 2);
-    assert_eq!(bp.retry_rule(&Method::POST, "/companies"), Some(false));
+    assert_eq!(retry_rule(bp, &Method::POST, "/companies"), Some(false));
     assert!(bp.tokens_expire());
 }
 
@@ -602,6 +613,21 @@ fn yaml_syntax_errors_have_a_position() {
 }
 
 #[test]
+fn a_syntax_error_at_the_end_points_at_a_line_that_exists() {
+    // Found by fuzzing: the parser placed this error on line 4 of a three-line text.
+    let e = fails("a: &a [x, x]\nb:\nintegra\u{13}te");
+    assert_eq!(e.kind(), ConfigErrorKind::Syntax);
+    assert_eq!(e.line(), Some(3), "{e}");
+    // And this empty explicit key on line 2 of a one-line text.
+    let e = fails("? ");
+    assert_eq!(
+        (e.kind(), e.line(), e.column()),
+        (ConfigErrorKind::UnknownKey, Some(1), Some(3)),
+        "{e}"
+    );
+}
+
+#[test]
 fn an_unset_variable_is_named_with_the_key() {
     let e = fails(
         "integrations:\n  intercom:\n    extends_blueprint: intercom\n    oauth_client_secret: ${INTERCOM_SECRET}\n",
@@ -682,7 +708,7 @@ integrations:
     assert_eq!(bp.default_headers()["x-api-key"], SECRET);
     assert_eq!(bp.default_headers()["x-note"], "costs $5");
     assert_eq!(bp.retry().max_attempts, 5);
-    assert_eq!(bp.retry_rule(&Method::GET, "/v9000"), Some(true));
+    assert_eq!(retry_rule(bp, &Method::GET, "/v9000"), Some(true));
     assert_eq!(bp.rate_limit().limit, "x-limit-9000");
 
     // Keys are taken as written.
@@ -832,6 +858,25 @@ fn secrets_never_reach_debug_display_or_errors() {
 }
 
 #[test]
+fn header_values_from_the_environment_stay_hidden_in_blueprints_that_declare_them() {
+    let loaded = load(
+        "blueprints:\n  b:\n    base_url: https://b.test\n    headers: { X-Plain: '${API_KEY}' }\nintegrations:\n  i:\n    extends_blueprint: b\n",
+    )
+    .unwrap();
+    let bp = loaded.registry().get("b").unwrap();
+    assert_eq!(bp.default_headers()["x-plain"], SECRET);
+    for shown in [
+        bp.to_string(),
+        format!("{bp:?}"),
+        loaded.to_string(),
+        format!("{loaded:?}"),
+    ] {
+        assert!(!shown.contains(SECRET), "secret shown in: {shown}");
+    }
+    assert!(bp.to_string().contains("x-plain: <redacted>"), "{bp}");
+}
+
+#[test]
 fn the_summary_prints_resolved_settings() {
     let loaded = load(ISSUE_EXAMPLE).unwrap();
     let summary = loaded.to_string();
@@ -895,4 +940,684 @@ fn load_reads_a_file_and_the_process_environment() {
     assert_eq!(e.line(), None);
     assert!(e.to_string().contains(&path.display().to_string()), "{e}");
     assert!(std::error::Error::source(&e).is_some());
+}
+
+// ---- Issue 13: hostile sizes get an error, never a panic or a long wait ----
+
+/// An integration with `n` default headers (flow style, one line).
+fn with_headers(n: usize) -> String {
+    let mut yaml =
+        String::from("integrations:\n  i:\n    extends_blueprint: intercom\n    headers:\n");
+    for i in 0..n {
+        yaml.push_str(&format!("      X-H{i}: v\n"));
+    }
+    yaml
+}
+
+#[test]
+fn a_huge_headers_mapping_is_an_error_not_a_panic() {
+    // 24,600 entries used to overflow `http`'s HeaderMap (a panic, exit 101).
+    let e = fails(&with_headers(24_600));
+    assert_eq!(e.kind(), ConfigErrorKind::TooLarge, "{e}");
+    assert_eq!((e.line(), e.column()), (Some(1_005), Some(7)), "{e}");
+    assert!(e.to_string().contains("more than 1000 keys"), "{e}");
+
+    // Below the mapping bound, the header bound names the first header too many.
+    let e = fails(&with_headers(65));
+    assert_eq!(
+        at(&e),
+        (
+            ConfigErrorKind::TooLarge,
+            "integrations.i.headers.X-H64",
+            69,
+            7
+        )
+    );
+    assert!(load(&with_headers(64)).is_ok());
+}
+
+#[test]
+fn a_mapping_with_sixty_thousand_keys_is_refused_and_duplicates_are_found_in_one_pass() {
+    let mut yaml = String::from("integrations:\n");
+    for i in 0..60_000 {
+        yaml.push_str(&format!("  i{i}: 0\n"));
+    }
+    assert!(yaml.len() < 1024 * 1024);
+    let e = fails(&yaml);
+    assert_eq!(e.kind(), ConfigErrorKind::TooLarge, "{e}");
+    assert_eq!((e.line(), e.column()), (Some(1_002), Some(3)), "{e}");
+
+    // A duplicate at the end of a full mapping is still found, and named with the first.
+    let mut yaml = String::from("integrations:\n");
+    for i in 0..999 {
+        yaml.push_str(&format!("  i{i}: {{ extends_blueprint: intercom }}\n"));
+    }
+    yaml.push_str("  i3: { extends_blueprint: intercom }\n");
+    let e = fails(&yaml);
+    assert_eq!(
+        at(&e),
+        (ConfigErrorKind::DuplicateKey, "integrations.i3", 1_001, 3)
+    );
+    assert!(e.to_string().contains("first at line 5, column 3"), "{e}");
+}
+
+#[test]
+fn every_size_is_bounded_with_a_position() {
+    // The file.
+    let mut big = String::from("integrations:\n  i:\n    extends_blueprint: intercom\n# ");
+    big.push_str(&"x".repeat(1024 * 1024));
+    let e = fails(&big);
+    assert_eq!(e.kind(), ConfigErrorKind::TooLarge, "{e}");
+    assert_eq!(e.line(), Some(4), "{e}");
+    assert!(e.to_string().contains("larger than 1024 KiB"), "{e}");
+
+    // One value.
+    let long = format!(
+        "integrations:\n  i:\n    extends_blueprint: intercom\n    oauth_client_id: {}\n",
+        "a".repeat(17 * 1024)
+    );
+    let e = fails(&long);
+    assert_eq!(
+        (e.kind(), e.line(), e.column()),
+        (ConfigErrorKind::TooLarge, Some(4), Some(22)),
+        "{e}"
+    );
+
+    // One list.
+    let items = vec!["s"; 1_001].join(", ");
+    let e = fails(&format!(
+        "integrations:\n  i:\n    extends_blueprint: intercom\n    oauth_scopes: [{items}]\n"
+    ));
+    assert_eq!(
+        (e.kind(), e.line()),
+        (ConfigErrorKind::TooLarge, Some(4)),
+        "{e}"
+    );
+    assert!(e.to_string().contains("more than 1000 items"), "{e}");
+
+    // Nesting.
+    let deep = format!("integrations: {}{}\n", "[".repeat(40), "]".repeat(40));
+    let e = fails(&deep);
+    assert_eq!(
+        (e.kind(), e.line()),
+        (ConfigErrorKind::TooLarge, Some(1)),
+        "{e}"
+    );
+    assert!(e.to_string().contains("nested too deeply"), "{e}");
+}
+
+// ---- Issue 13: values that can never work are refused where they are written ----
+
+#[test]
+fn base_urls_that_cannot_work_are_refused_with_their_position() {
+    for (url, why) in [
+        (
+            "http://127.0.0.1:99999/",
+            "port must be a number from 1 to 65535",
+        ),
+        ("https://api.acme.test/api/../", "`..` segments"),
+        ("https://api.acme.test/./v1", "`..` segments"),
+    ] {
+        let e = fails(&format!(
+            "integrations:\n  i:\n    extends_blueprint: plain\n    base_url: {url}\n"
+        ));
+        assert_eq!(
+            at(&e),
+            (
+                ConfigErrorKind::InvalidValue,
+                "integrations.i.base_url",
+                4,
+                15
+            ),
+            "{url}: {e}"
+        );
+        assert!(e.to_string().contains(why), "{url}: {e}");
+    }
+}
+
+#[test]
+fn plain_http_oauth_urls_are_refused_with_their_position_unless_loopback() {
+    let e = fails(
+        "integrations:\n  i:\n    extends_blueprint: intercom\n    oauth_token_url: http://auth.example.com/token\n",
+    );
+    assert_eq!(
+        at(&e),
+        (
+            ConfigErrorKind::InvalidValue,
+            "integrations.i.oauth_token_url",
+            4,
+            22
+        )
+    );
+    assert!(e.to_string().contains("plain http"), "{e}");
+    let e = fails(
+        "integrations:\n  i:\n    extends_blueprint: intercom\n    oauth_authorization_url: http://app.example.com/oauth\n",
+    );
+    assert_eq!(at(&e).1, "integrations.i.oauth_authorization_url");
+    for host in ["127.0.0.1:9000", "localhost", "[::1]:8080"] {
+        let yaml = format!(
+            "integrations:\n  i:\n    extends_blueprint: intercom\n    oauth_token_url: http://{host}/token\n"
+        );
+        assert!(load(&yaml).is_ok(), "{host}");
+    }
+}
+
+// ---- Issue 12: blueprints as data ----
+
+const ACME: &str = r#"
+blueprints:
+  acme:
+    version: v2
+    base_url: https://api.acme.test/v2
+    regions:
+      eu: { base_url: "https://eu.acme.test/v2", oauth_token_url: "https://eu.acme.test/token" }
+    headers: { Accept: application/json, X-Acme-Client: blueprint }
+    oauth_authorization_url: https://acme.test/authorize
+    oauth_token_url: https://acme.test/token
+    oauth_client_auth: basic
+    oauth_pkce: true
+    oauth_scopes: [read, write]
+    oauth_scope_separator: ","
+    oauth_authorization_params: { access_type: offline }
+    tokens_expire: true
+    rate_limit_headers: { limit: X-Limit, remaining: X-Left, reset: X-Reset, reset_format: epoch_millis }
+    rate_limited:
+      - { status: 403, when: { X-Left: "0" }, wait_from: reset }
+      - { status: 429 }
+    max_server_wait_ms: 120000
+    retry:
+      max_attempts: 4
+      rules: [{ method: POST, path: /search, retry_safe: true }]
+    routes: ["/users/{id}", "/users/{id}/orders"]
+  acme-lite:
+    extends_blueprint: acme
+    version: v1
+    tokens_expire: false
+    headers: { X-Acme-Client: lite }
+integrations:
+  acme:
+    extends_blueprint: acme-lite
+    oauth_client_id: id
+"#;
+
+#[test]
+fn a_blueprints_section_declares_every_setting() {
+    let loaded = load(ACME).unwrap();
+    let acme = loaded.registry().get("acme:v2").unwrap();
+    assert_eq!(acme.base_url().to_string(), "https://api.acme.test/v2/");
+    assert_eq!(acme.regions()[0].name, "eu");
+    assert_eq!(
+        acme.regions()[0].token_url.as_deref(),
+        Some("https://eu.acme.test/token")
+    );
+    assert_eq!(acme.default_headers()["x-acme-client"], "blueprint");
+    let oauth = acme.oauth().unwrap();
+    assert_eq!(oauth.authorization_url, "https://acme.test/authorize");
+    assert_eq!(oauth.client_auth, ClientAuth::Basic);
+    assert!(oauth.pkce);
+    assert_eq!(oauth.scope_param(), "read,write");
+    assert_eq!(
+        oauth.extra_authorization_params,
+        [("access_type".to_owned(), "offline".to_owned())]
+    );
+    let rate = acme.rate_limit();
+    assert_eq!(
+        (
+            rate.limit.as_str(),
+            rate.remaining.as_str(),
+            rate.reset.as_str()
+        ),
+        ("x-limit", "x-left", "x-reset")
+    );
+    assert_eq!(rate.reset_format, ResetFormat::EpochMillis);
+    let rules = acme.rate_limited();
+    assert_eq!(rules.len(), 2);
+    assert_eq!(rules[0].status, http::StatusCode::FORBIDDEN);
+    assert_eq!(
+        rules[0].when,
+        [(http::HeaderName::from_static("x-left"), "0".to_owned())]
+    );
+    assert_eq!(rules[0].wait_from, WaitFrom::Reset);
+    assert_eq!(rules[1].wait_from, WaitFrom::RetryAfterOrReset);
+    assert_eq!(acme.max_server_wait(), Duration::from_secs(120));
+    assert_eq!(acme.retry().max_attempts, 4);
+    assert_eq!(retry_rule(acme, &Method::POST, "/search"), Some(true));
+    assert_eq!(
+        blueprint::Routes::of(acme)
+            .find("/users/7/orders")
+            .map(|r| &**r),
+        Some("/users/{id}/orders")
+    );
+    assert_eq!(
+        loaded.registry().source("acme:v2"),
+        Some(&BlueprintSource::File {
+            file: FILE.into(),
+            line: 3,
+            column: 3
+        })
+    );
+}
+
+#[test]
+fn a_blueprint_extends_another_and_inherits_what_it_does_not_set() {
+    let loaded = load(ACME).unwrap();
+    let lite = loaded.registry().get("acme-lite").unwrap();
+    assert_eq!(lite.id(), "acme-lite:v1");
+    assert!(!lite.tokens_expire(), "its own setting");
+    assert_eq!(
+        lite.default_headers()["x-acme-client"],
+        "lite",
+        "merged, its own wins"
+    );
+    assert_eq!(
+        lite.default_headers()["accept"],
+        "application/json",
+        "inherited"
+    );
+    assert_eq!(lite.base_url().to_string(), "https://api.acme.test/v2/");
+    assert_eq!(lite.oauth().unwrap().scope_separator, ",");
+    assert_eq!(lite.rate_limited().len(), 2);
+    assert_eq!(lite.max_server_wait(), Duration::from_secs(120));
+    assert_eq!(lite.routes().len(), 2);
+    let i = loaded.get("acme").unwrap();
+    assert_eq!(i.extends(), "acme-lite:v1");
+    assert!(!i.blueprint().tokens_expire());
+
+    // Declared in any order: the child first.
+    let reordered = "blueprints:\n  child:\n    extends_blueprint: parent\n  parent:\n    base_url: https://p.test\n    tokens_expire: false\nintegrations: {}\n";
+    let loaded = load(reordered).unwrap();
+    assert!(!loaded.registry().get("child").unwrap().tokens_expire());
+    assert_eq!(
+        loaded
+            .registry()
+            .get("child")
+            .unwrap()
+            .base_url()
+            .to_string(),
+        "https://p.test/"
+    );
+    // A blueprint may extend a registered one too.
+    let loaded = load("blueprints:\n  mine:\n    extends_blueprint: intercom:v0\n    version: v1\nintegrations: {}\n").unwrap();
+    assert_eq!(loaded.registry().get("mine:v1").unwrap().regions().len(), 3);
+}
+
+#[test]
+fn blueprint_mistakes_are_named_with_file_line_and_column() {
+    // A cycle.
+    let e = fails(
+        "blueprints:\n  a:\n    extends_blueprint: b\n  b:\n    extends_blueprint: a\nintegrations: {}\n",
+    );
+    assert_eq!(
+        at(&e),
+        (
+            ConfigErrorKind::ExtendsCycle,
+            "blueprints.b.extends_blueprint",
+            5,
+            24
+        )
+    );
+    assert!(
+        e.to_string()
+            .contains("b:v0 extends a:v0, which extends it back"),
+        "{e}"
+    );
+    let e = fails("blueprints:\n  a:\n    extends_blueprint: a\nintegrations: {}\n");
+    assert_eq!(at(&e).0, ConfigErrorKind::ExtendsCycle);
+    // An unknown parent.
+    let e = fails("blueprints:\n  a:\n    extends_blueprint: nope\nintegrations: {}\n");
+    assert_eq!(
+        at(&e),
+        (
+            ConfigErrorKind::UnknownBlueprint,
+            "blueprints.a.extends_blueprint",
+            3,
+            24
+        )
+    );
+    // An unknown key, with a suggestion.
+    let e = fails(
+        "blueprints:\n  a:\n    base_url: https://a.test\n    rate_limted: []\nintegrations: {}\n",
+    );
+    assert_eq!(
+        at(&e),
+        (
+            ConfigErrorKind::UnknownKey,
+            "blueprints.a.rate_limted",
+            4,
+            5
+        )
+    );
+    assert!(
+        e.to_string().contains("did you mean `rate_limited`?"),
+        "{e}"
+    );
+    // A blueprint that extends none needs a base URL.
+    let e = fails("blueprints:\n  a:\n    tokens_expire: true\nintegrations: {}\n");
+    assert_eq!(at(&e), (ConfigErrorKind::MissingKey, "blueprints.a", 2, 3));
+    // Integration-only keys are not a blueprint's, and the other way round.
+    let e = fails(
+        "blueprints:\n  a:\n    base_url: https://a.test\n    oauth_client_secret: x\nintegrations: {}\n",
+    );
+    assert_eq!(at(&e).0, ConfigErrorKind::UnknownKey);
+    let e = fails("integrations:\n  i:\n    extends_blueprint: intercom\n    version: v1\n");
+    assert_eq!(
+        at(&e),
+        (ConfigErrorKind::UnknownKey, "integrations.i.version", 4, 5)
+    );
+    // Bad new values.
+    for (lines, key, token) in [
+        (
+            "rate_limited: [{ status: 200 }]",
+            "rate_limited[0].status",
+            "200",
+        ),
+        (
+            "rate_limited: [{ wait_from: reset }]",
+            "rate_limited[0]",
+            "{",
+        ),
+        (
+            "rate_limited: [{ status: 429, wait_from: later }]",
+            "rate_limited[0].wait_from",
+            "later",
+        ),
+        ("max_server_wait_ms: 0", "max_server_wait_ms", "0"),
+        ("routes: [contacts]", "routes[0]", "contacts"),
+        ("routes: ['/a/{b c}']", "routes[0]", "'/a"),
+        ("oauth_scope_separator: ab", "oauth_scope_separator", "ab"),
+        (
+            "connection_params: { 1x: { from: import } }",
+            "connection_params.1x",
+            "1x",
+        ),
+        (
+            "connection_params: { x: { from: nowhere } }",
+            "connection_params.x.from",
+            "nowhere",
+        ),
+        (
+            "connection_params: { x: { pattern: a } }",
+            "connection_params.x",
+            "x:",
+        ),
+        (
+            "connection_params: { x: { from: import, pattern: '(' } }",
+            "connection_params.x.pattern",
+            "'('",
+        ),
+        (
+            "regions: { eu: { oauth_token_url: 'https://x.test' } }",
+            "regions.eu",
+            "eu:",
+        ),
+    ] {
+        let yaml = format!(
+            "blueprints:\n  a:\n    base_url: https://a.test\n    {lines}\nintegrations: {{}}\n"
+        );
+        let e = fails(&yaml);
+        let column = format!("    {lines}").find(token).unwrap() + 1;
+        assert_eq!(
+            (e.key().unwrap_or(""), e.line(), e.column()),
+            (
+                format!("blueprints.a.{key}").as_str(),
+                Some(4),
+                Some(column)
+            ),
+            "{lines}: {e}"
+        );
+    }
+}
+
+#[test]
+fn connection_parameters_are_declared_checked_and_placed_safely() {
+    let yaml = r#"
+blueprints:
+  desk:
+    version: v2
+    connection_params:
+      subdomain: { from: connect_query, pattern: "[a-z0-9-]+" }
+      instance: { from: token_field, field: instance_url }
+    base_url: https://${connection.subdomain}.desk.example.com/api/${PORT}
+    oauth_token_url: https://${connection.subdomain}.desk.example.com/oauth/tokens
+    oauth_authorization_url: https://desk.example.com/${connection.subdomain}/authorize
+    headers: { X-Desk-Tenant: "${connection.subdomain}" }
+integrations:
+  desk:
+    extends_blueprint: desk
+"#;
+    let loaded = load(yaml).unwrap();
+    let desk = loaded.registry().get("desk").unwrap();
+    assert_eq!(
+        desk.base_url_template(),
+        Some("https://${connection.subdomain}.desk.example.com/api/9000"),
+        "`${{VAR}}` expands beside a connection parameter"
+    );
+    assert!(desk.base_url().origin().host().ends_with(".invalid"));
+    assert!(desk.needs_connection_params());
+    let params = desk.connection_params();
+    assert_eq!(params.len(), 2);
+    assert_eq!(params[0].from(), ParamSource::ConnectQuery);
+    assert_eq!(params[0].pattern_str(), Some("[a-z0-9-]+"));
+    assert_eq!(params[1].field_name(), "instance_url");
+    let acme = desk
+        .for_connection(|n| (n == "subdomain").then(|| "acme".to_owned()))
+        .unwrap();
+    assert_eq!(
+        acme.base_url().to_string(),
+        "https://acme.desk.example.com/api/9000/"
+    );
+    assert_eq!(
+        acme.oauth().unwrap().authorization_url,
+        "https://desk.example.com/acme/authorize"
+    );
+    assert_eq!(acme.default_headers()["x-desk-tenant"], "acme");
+
+    let base = "blueprints:\n  d:\n    connection_params: { sub: { from: import } }\n";
+    for (line, key, token, why) in [
+        (
+            "base_url: https://${connection.nope}.d.example.com",
+            "base_url",
+            "https",
+            "names no declared",
+        ),
+        (
+            "base_url: https://x${connection.sub}.d.example.com",
+            "base_url",
+            "https",
+            "part of a DNS label",
+        ),
+        (
+            "base_url: https://${connection.sub}.com",
+            "base_url",
+            "https",
+            "two literal labels",
+        ),
+        (
+            "base_url: 'https://d.example.com:${connection.sub}'",
+            "base_url",
+            "'https",
+            "port",
+        ),
+        (
+            "base_url: https://d.example.com/a${connection.sub}",
+            "base_url",
+            "https",
+            "part of a path segment",
+        ),
+        (
+            "headers: { X-A: '${connection.nope}' }",
+            "headers.X-A",
+            "'$",
+            "names no declared",
+        ),
+        (
+            "oauth_scopes: ['${connection.sub}']",
+            "oauth_scopes[0]",
+            "'$",
+            "not allowed in this value",
+        ),
+    ] {
+        let yaml =
+            format!("{base}    base_url: https://d.example.com\n    {line}\nintegrations: {{}}\n");
+        let yaml = if line.starts_with("base_url") {
+            format!("{base}    {line}\nintegrations: {{}}\n")
+        } else {
+            yaml
+        };
+        let e = fails(&yaml);
+        let line_no = if line.starts_with("base_url") { 4 } else { 5 };
+        let column = format!("    {line}").find(token).unwrap() + 1;
+        assert_eq!(
+            (e.key().unwrap_or(""), e.line(), e.column()),
+            (
+                format!("blueprints.d.{key}").as_str(),
+                Some(line_no),
+                Some(column)
+            ),
+            "{line}: {e}"
+        );
+        assert!(e.to_string().contains(why), "{line}: {e}");
+    }
+}
+
+#[test]
+fn blueprint_files_load_together_and_duplicates_are_named() {
+    let mut registry = Registry::new();
+    registry
+        .load_files(
+            &[
+                (
+                    "b.yaml".into(),
+                    "name: b\nextends_blueprint: a:v1\ntokens_expire: false\n",
+                ),
+                (
+                    "a.yaml".into(),
+                    "name: a\nversion: v1\nbase_url: https://a.test\n",
+                ),
+            ],
+            &|_| None,
+        )
+        .unwrap();
+    assert!(!registry.get("b").unwrap().tokens_expire());
+    assert_eq!(registry.source("b").unwrap().to_string(), "b.yaml:1:7");
+    let e = Registry::new()
+        .load_files(
+            &[
+                ("a.yaml".into(), "name: a\nbase_url: https://a.test\n"),
+                (
+                    "a2.yaml".into(),
+                    "# again\nname: a\nbase_url: https://b.test\n",
+                ),
+            ],
+            &|_| None,
+        )
+        .unwrap_err();
+    assert_eq!(
+        (e.kind(), e.file(), e.line(), e.column()),
+        (ConfigErrorKind::DuplicateKey, "a2.yaml", Some(2), Some(7))
+    );
+    assert!(e.to_string().contains("first at a.yaml:1:7"), "{e}");
+    let e = Registry::new()
+        .load_files(&[("c.yaml".into(), "base_url: https://c.test\n")], &|_| {
+            None
+        })
+        .unwrap_err();
+    assert_eq!(
+        (e.kind(), e.key()),
+        (ConfigErrorKind::MissingKey, Some("name"))
+    );
+
+    // A folder of files.
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("blueprints-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("acme.yaml"),
+        "name: acme\nversion: v3\nbase_url: https://acme.test\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("notes.txt"), "not a blueprint").unwrap();
+    let mut registry = Registry::builtin().unwrap();
+    registry.load_dir(&dir).unwrap();
+    assert_eq!(registry.get("acme").unwrap().id(), "acme:v3");
+    assert!(registry.get("github").is_some());
+    std::fs::write(dir.join("bad.yaml"), "name: bad\nbase_url: ftp://x\n").unwrap();
+    let e = Registry::new().load_dir(&dir).unwrap_err();
+    assert!(e.file().ends_with("bad.yaml"), "{e}");
+    assert_eq!(e.line(), Some(2));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_built_in_catalog_loads_with_its_facts() {
+    let registry = Registry::builtin().unwrap();
+    let ids: Vec<String> = registry.iter().map(Blueprint::id).collect();
+    assert_eq!(
+        ids,
+        [
+            "github:v1",
+            "hubspot:v1",
+            "intercom:v0",
+            "slack:v2",
+            "zendesk:v2"
+        ]
+    );
+    for (bp, source) in registry.iter_with_source() {
+        assert!(
+            matches!(source, BlueprintSource::BuiltIn { file } if file.ends_with(&format!("{}.yaml", bp.name()))),
+            "{source}"
+        );
+        assert!(bp.oauth().is_some(), "{}", bp.id());
+    }
+    let github = registry.get("github").unwrap();
+    let mut headers = http::HeaderMap::new();
+    assert!(
+        github
+            .rate_limit_rule(http::StatusCode::FORBIDDEN, &headers)
+            .is_none(),
+        "a plain 403 is a refusal"
+    );
+    headers.insert("x-ratelimit-remaining", "0".parse().unwrap());
+    assert_eq!(
+        github
+            .rate_limit_rule(http::StatusCode::FORBIDDEN, &headers)
+            .unwrap()
+            .wait_from,
+        WaitFrom::Reset
+    );
+    assert!(github.tokens_expire());
+    let slack = registry.get("slack").unwrap();
+    assert_eq!(
+        slack.oauth().unwrap().scope_param(),
+        "channels:read,chat:write"
+    );
+    let zendesk = registry.get("zendesk").unwrap();
+    assert!(zendesk.needs_connection_params());
+    let acme = zendesk.for_connection(|_| Some("acme".to_owned())).unwrap();
+    assert_eq!(
+        acme.base_url().to_string(),
+        "https://acme.zendesk.com/api/v2/"
+    );
+    assert_eq!(
+        acme.oauth().unwrap().token_url,
+        "https://acme.zendesk.com/oauth/tokens"
+    );
+    assert!(
+        zendesk
+            .for_connection(|_| Some("evil.com/".to_owned()))
+            .is_err()
+    );
+    assert_eq!(
+        registry.get("hubspot").unwrap().base_url().to_string(),
+        "https://api.hubapi.com/"
+    );
+    // Integrations extend the catalog like any registry.
+    let loaded = Integrations::parse(
+        "integrations:\n  gh:\n    extends_blueprint: github\n    oauth_client_id: Iv1.abc\n",
+        FILE,
+        &registry,
+        env,
+    )
+    .unwrap();
+    assert_eq!(loaded.get("gh").unwrap().extends(), "github:v1");
 }

@@ -1,14 +1,11 @@
-//! The Intercom blueprint: hosts, OAuth endpoints, headers, rate limits and retry rules.
+//! The Intercom blueprint: its settings come from the built-in YAML file
+//! `crates/blueprint/blueprints/intercom.yaml`, loaded by the engine like any user's.
 
-use blueprint::{
-    Blueprint, BlueprintError, ClientAuth, OAuthSettings, RateLimitHeaders, Region, ResetFormat,
-    RetryRule,
-};
-use http::{HeaderName, Method};
+use blueprint::{Blueprint, BlueprintError, Registry};
 
 /// The Intercom API version the blueprint pins with the `Intercom-Version` header (the
 /// version of the OpenAPI description the crate is tested against). Override it per client
-/// or per request.
+/// or per request. The blueprint file says the same (a test checks).
 pub const API_VERSION: &str = "2.16";
 
 /// The blueprint's name and version, as `integrations.yaml` names it.
@@ -47,17 +44,10 @@ impl IntercomRegion {
             IntercomRegion::Au => "https://api.au.intercom.io",
         }
     }
-
-    fn app_host(self) -> &'static str {
-        match self {
-            IntercomRegion::Us => "https://app.intercom.com",
-            IntercomRegion::Eu => "https://app.eu.intercom.com",
-            IntercomRegion::Au => "https://app.au.intercom.com",
-        }
-    }
 }
 
-/// The Intercom blueprint (`intercom:v0`), in the US region.
+/// The Intercom blueprint (`intercom:v0`), in the US region, as the built-in YAML file
+/// declares it, with this crate's `User-Agent` added.
 ///
 /// - Hosts per region (US, EU, AU) with their OAuth endpoints; `Accept: application/json`
 ///   and `Intercom-Version: 2.16` on every request (a request's own header wins).
@@ -70,63 +60,143 @@ impl IntercomRegion {
 ///   `POST /companies` is an upsert, and the search and list endpoints that use `POST`
 ///   only read.
 ///
+/// ```
+/// let intercom = intercom_blueprint::intercom()?;
+/// assert_eq!(intercom.id(), intercom_blueprint::BLUEPRINT_ID);
+/// assert_eq!(intercom.default_headers()["intercom-version"], intercom_blueprint::API_VERSION);
+/// # Ok::<(), blueprint::BlueprintError>(())
+/// ```
+///
 /// # Errors
 ///
-/// Never in practice: the values are constants; the `Result` comes from the builder.
+/// Never for the file as shipped (a test loads it); a [`BlueprintError`] if it were broken.
 pub fn intercom() -> Result<Blueprint, BlueprintError> {
-    let mut blueprint = Blueprint::new("intercom", "v0", US_BASE_URL)?
-        .default_header("accept", "application/json")?
-        .default_header("intercom-version", API_VERSION)?
-        .default_header(
-            "user-agent",
-            concat!("blueprint-intercom/", env!("CARGO_PKG_VERSION")),
-        )?
-        .with_oauth(OAuthSettings {
-            authorization_url: format!("{}/oauth", IntercomRegion::Us.app_host()),
-            token_url: format!("{US_BASE_URL}/auth/eagle/token"),
-            pkce: false,
-            scopes: Vec::new(),
-            client_auth: ClientAuth::RequestBody,
-            extra_authorization_params: Vec::new(),
-        })
-        .with_rate_limit(RateLimitHeaders {
-            limit: HeaderName::from_static("x-ratelimit-limit"),
-            remaining: HeaderName::from_static("x-ratelimit-remaining"),
-            reset: HeaderName::from_static("x-ratelimit-reset"),
-            reset_format: ResetFormat::EpochSeconds,
-        })
-        .with_tokens_expire(false)
-        .map_retry(|retry| {
-            retry.rules = [
-                "/events",
-                "/companies",
-                "/contacts/search",
-                "/conversations/search",
-                "/tickets/search",
-                "/companies/list",
-            ]
-            .into_iter()
-            .map(|path| RetryRule {
-                method: Method::POST,
-                path: path.to_owned(),
-                retry_safe: true,
-            })
-            .collect();
-        });
-    for region in [IntercomRegion::Us, IntercomRegion::Eu, IntercomRegion::Au] {
-        blueprint = blueprint.with_region(Region {
-            name: region.name().to_owned(),
-            base_url: region.base_url().to_owned(),
-            authorization_url: Some(format!("{}/oauth", region.app_host())),
-            token_url: Some(format!("{}/auth/eagle/token", region.base_url())),
-        });
-    }
-    Ok(blueprint)
+    let registry =
+        Registry::builtin().map_err(|e| BlueprintError::new("blueprints", e.to_string()))?;
+    let blueprint = registry.get(BLUEPRINT_ID).cloned().ok_or_else(|| {
+        BlueprintError::new("blueprints", "the built-in catalog has no intercom:v0")
+    })?;
+    blueprint.default_header(
+        "user-agent",
+        concat!("blueprint-intercom/", env!("CARGO_PKG_VERSION")),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use blueprint::{
+        ClientAuth, OAuthSettings, RateLimitHeaders, RateLimitRule, Region, ResetFormat, RetryRule,
+        Route, WaitFrom,
+    };
+    use http::{HeaderName, Method, StatusCode};
+
+    fn app_host(region: IntercomRegion) -> &'static str {
+        match region {
+            IntercomRegion::Us => "https://app.intercom.com",
+            IntercomRegion::Eu => "https://app.eu.intercom.com",
+            IntercomRegion::Au => "https://app.au.intercom.com",
+        }
+    }
+
+    /// What the crate's constants and Intercom's documentation say, built by hand; the
+    /// YAML file must agree, field by field.
+    fn expected() -> Blueprint {
+        let mut bp = Blueprint::new("intercom", "v0", US_BASE_URL)
+            .unwrap()
+            .default_header("accept", "application/json")
+            .unwrap()
+            .default_header("intercom-version", API_VERSION)
+            .unwrap()
+            .with_oauth(OAuthSettings {
+                authorization_url: format!("{}/oauth", app_host(IntercomRegion::Us)),
+                token_url: format!("{US_BASE_URL}/auth/eagle/token"),
+                pkce: false,
+                scopes: Vec::new(),
+                scope_separator: " ".to_owned(),
+                client_auth: ClientAuth::RequestBody,
+                extra_authorization_params: Vec::new(),
+            })
+            .with_rate_limit(RateLimitHeaders {
+                limit: HeaderName::from_static("x-ratelimit-limit"),
+                remaining: HeaderName::from_static("x-ratelimit-remaining"),
+                reset: HeaderName::from_static("x-ratelimit-reset"),
+                reset_format: ResetFormat::EpochSeconds,
+            })
+            .with_rate_limited([RateLimitRule::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                WaitFrom::RetryAfterOrReset,
+            )])
+            .with_tokens_expire(false)
+            .map_retry(|retry| {
+                retry.rules = [
+                    "/events",
+                    "/companies",
+                    "/contacts/search",
+                    "/conversations/search",
+                    "/tickets/search",
+                    "/companies/list",
+                ]
+                .into_iter()
+                .map(|path| RetryRule {
+                    method: Method::POST,
+                    path: path.to_owned(),
+                    retry_safe: true,
+                })
+                .collect();
+            });
+        for region in [IntercomRegion::Us, IntercomRegion::Eu, IntercomRegion::Au] {
+            bp = bp.with_region(Region {
+                name: region.name().to_owned(),
+                base_url: region.base_url().to_owned(),
+                authorization_url: Some(format!("{}/oauth", app_host(region))),
+                token_url: Some(format!("{}/auth/eagle/token", region.base_url())),
+            });
+        }
+        bp
+    }
+
+    #[test]
+    fn the_yaml_file_agrees_with_the_crate_field_by_field() {
+        let loaded = intercom().unwrap();
+        let want = expected();
+        assert_eq!(loaded.id(), want.id());
+        assert_eq!(loaded.base_url(), want.base_url());
+        assert_eq!(loaded.regions(), want.regions());
+        assert_eq!(loaded.oauth(), want.oauth());
+        assert_eq!(loaded.rate_limit(), want.rate_limit());
+        assert_eq!(loaded.rate_limited(), want.rate_limited());
+        assert_eq!(loaded.retry(), want.retry());
+        assert_eq!(loaded.tokens_expire(), want.tokens_expire());
+        assert_eq!(loaded.max_server_wait(), want.max_server_wait());
+        assert!(loaded.connection_params().is_empty());
+        for (name, value) in want.default_headers() {
+            assert_eq!(loaded.default_headers().get(name), Some(value), "{name}");
+        }
+        assert_eq!(
+            loaded.default_headers()["user-agent"],
+            concat!("blueprint-intercom/", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(
+            loaded.default_headers().len(),
+            want.default_headers().len() + 1
+        );
+        // The routes name calls in logs; they are the file's alone.
+        assert!(
+            loaded
+                .routes()
+                .contains(&Route::new("/contacts/{id}").unwrap())
+        );
+        let routes = blueprint::Routes::of(&loaded);
+        assert_eq!(
+            routes.find("/contacts/6789").map(|r| &**r),
+            Some("/contacts/{id}")
+        );
+        assert_eq!(
+            routes.find("/contacts/search").map(|r| &**r),
+            Some("/contacts/search")
+        );
+    }
 
     #[test]
     fn regions_move_the_api_and_oauth_hosts() {
@@ -138,16 +208,5 @@ mod tests {
             oauth.token_url,
             "https://api.eu.intercom.io/auth/eagle/token"
         );
-    }
-
-    #[test]
-    fn only_documented_posts_are_retry_safe() {
-        let bp = intercom().unwrap();
-        assert_eq!(bp.retry_rule(&Method::POST, "/events"), Some(true));
-        assert_eq!(bp.retry_rule(&Method::POST, "/contacts/search"), Some(true));
-        assert_eq!(bp.retry_rule(&Method::POST, "/conversations"), None);
-        assert_eq!(bp.retry_rule(&Method::POST, "/messages"), None);
-        assert!(!bp.tokens_expire());
-        assert_eq!(bp.default_headers()["intercom-version"], API_VERSION);
     }
 }

@@ -27,6 +27,11 @@ pub enum ConfigErrorKind {
     UnsetVariable,
     /// A `${` without its `}`, or a `${...}` that holds no variable name.
     BadVariable,
+    /// The file, or something in it, is larger than the loader takes (a bound on the size
+    /// of the file, of a mapping, a list, a value, the nesting, or the headers).
+    TooLarge,
+    /// Blueprints extend one another in a circle.
+    ExtendsCycle,
 }
 
 /// A mistake in an `integrations.yaml`: what is wrong, the key (such as

@@ -1,11 +1,15 @@
-//! `integrations.yaml`: which APIs a program talks to, each extending a registered
-//! [`Blueprint`] and overriding its settings.
+//! `integrations.yaml`: which APIs a program talks to, each extending a [`Blueprint`] and
+//! overriding its settings, and YAML blueprints: a `blueprints:` section, a folder of
+//! files, and the built-in catalog.
 //!
 //! The YAML is parsed into a tree that remembers the line and column of every key and value
 //! (`yaml`), then walked key by key (`load`): unknown keys, wrong types and values that
 //! cannot work are reported at their position, and `${VAR}` is substituted in each text value
-//! after parsing, so a substituted value keeps the position it was written at.
+//! after parsing, so a substituted value keeps the position it was written at. Every size is
+//! bounded (the file, each mapping and list, each value, the nesting, the headers), so a
+//! hostile file costs little time and memory and gets an error, never a panic.
 
+mod builtin;
 mod error;
 mod load;
 mod registry;
@@ -19,12 +23,33 @@ use std::path::Path;
 use http::HeaderName;
 
 pub use error::{ConfigError, ConfigErrorKind};
-pub use registry::Registry;
+pub use registry::{BlueprintSource, Registry};
 pub use secret::ClientSecret;
 
 use crate::Blueprint;
 
-/// The integrations of an `integrations.yaml`, in file order.
+/// Reads a file of at most [`load::MAX_FILE_BYTES`] (a larger one is refused without
+/// being read whole).
+pub(crate) fn read_bounded(path: &Path, file: &str) -> Result<String, ConfigError> {
+    use std::io::Read as _;
+    let handle = std::fs::File::open(path).map_err(|e| ConfigError::io(file, e))?;
+    let mut bytes = Vec::new();
+    let limit = u64::try_from(load::MAX_FILE_BYTES).unwrap_or(u64::MAX) + 1;
+    handle
+        .take(limit)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ConfigError::io(file, e))?;
+    // A file over the limit is reported by the loader, at the position the limit is passed.
+    String::from_utf8(bytes).map_err(|e| {
+        ConfigError::io(
+            file,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()),
+        )
+    })
+}
+
+/// The integrations of an `integrations.yaml`, in file order, and the blueprints they were
+/// resolved against.
 ///
 /// The format is the one Nango users know:
 ///
@@ -38,30 +63,54 @@ use crate::Blueprint;
 ///     region: eu                       # then any blueprint setting may be overridden
 ///     base_url: http://127.0.0.1:9000/
 ///     headers: { Intercom-Version: "2.11" }
+///
+/// blueprints:                          # optional: APIs of your own, as data
+///   acme:
+///     version: v1
+///     base_url: https://api.acme.test/v1
+///     oauth_authorization_url: https://acme.test/oauth/authorize
+///     oauth_token_url: https://acme.test/oauth/token
+///     rate_limited: [{ status: 429, wait_from: retry_after }]
+///     routes: ["/users/{id}"]
 /// ```
 ///
-/// Keys of an integration (only `extends_blueprint` is required):
+/// A blueprint is declared under `blueprints:` by name (or in a file of its own with a
+/// `name:` key, see [`Registry::load_files`]); it may extend another (declared in the same
+/// file, in any order, or registered), inheriting every setting it does not set. An
+/// integration extends a blueprint and overrides its settings.
 ///
-/// | key | value |
-/// |---|---|
-/// | `extends_blueprint` | `name` or `name:version` of a blueprint in the [`Registry`] |
-/// | `oauth_client_id`, `oauth_client_secret` | the OAuth app's credentials; optional, since a connection can also be made by importing a token (a private-app token), which needs none |
-/// | `oauth_scopes` | list of scopes, replacing the blueprint's |
-/// | `region` | a region of the blueprint; applied first, so explicit URLs below win |
-/// | `base_url` | absolute `http(s)` URL without query, fragment or user info |
-/// | `headers` | mapping of default headers, merged over the blueprint's (yours win) |
-/// | `oauth_authorization_url`, `oauth_token_url` | absolute `http(s)` URLs; giving both adds OAuth to a blueprint without it |
-/// | `oauth_pkce` | `true` or `false` |
-/// | `oauth_client_auth` | `body` (form fields) or `basic` (HTTP Basic) |
-/// | `oauth_authorization_params` | mapping of extra authorization-URL parameters, merged over the blueprint's |
-/// | `rate_limit_headers` | `{limit, remaining, reset, reset_format}`; format `epoch_seconds`, `epoch_millis` or `delta_seconds`; keys left out keep the blueprint's |
-/// | `retry` | `{max_attempts, base_delay_ms, max_delay_ms, deadline_ms, attempt_timeout_ms, max_server_wait_ms, rules}`; `deadline_ms: null` removes the deadline, `attempt_timeout_ms: null` the attempt timeout; `rules` is a list of `{method, path, retry_safe}` checked before the blueprint's own |
-/// | `tokens_expire` | `true` or `false` |
+/// Keys of an integration (only `extends_blueprint` is required) and of a blueprint:
+///
+/// | key | in | value |
+/// |---|---|---|
+/// | `extends_blueprint` | both | `name` or `name:version` of a blueprint; required for an integration; for a blueprint, its parent (a cycle is an error) |
+/// | `version` | blueprint | the blueprint's version (default `v0`); the blueprint's id is `name:version` |
+/// | `oauth_client_id`, `oauth_client_secret` | integration | the OAuth app's credentials; optional, since a connection can also be made by importing a token (a private-app token), which needs none |
+/// | `region` | integration | a region of the blueprint; applied first, so explicit URLs win |
+/// | `regions` | blueprint | mapping of region name → `{base_url, oauth_authorization_url, oauth_token_url}` (only `base_url` required), merged over the parent's |
+/// | `base_url` | both | absolute `http(s)` URL without query, fragment, user info or dot segments, with a port from 1 to 65535; required for a blueprint that extends none |
+/// | `headers` | both | mapping of default headers (at most 64), merged over the extended blueprint's (yours win) |
+/// | `oauth_authorization_url`, `oauth_token_url` | both | absolute URLs, `https` (plain `http` only to loopback); giving both adds OAuth to a blueprint without it |
+/// | `oauth_pkce` | both | `true` or `false` |
+/// | `oauth_client_auth` | both | `body` (form fields) or `basic` (HTTP Basic) |
+/// | `oauth_scopes` | both | list of scopes, replacing the extended blueprint's |
+/// | `oauth_scope_separator` | both | what joins the scopes: `" "` (the default) or punctuation such as `","` |
+/// | `oauth_authorization_params` | both | mapping of extra authorization-URL parameters, merged over the extended blueprint's |
+/// | `tokens_expire` | both | `true` or `false` |
+/// | `rate_limit_headers` | both | `{limit, remaining, reset, reset_format}`; format `epoch_seconds`, `epoch_millis`, `delta_seconds` or `auto`; keys left out keep the extended blueprint's |
+/// | `rate_limited` | both | which answers mean "rate limited": a list of `{status, when, wait_from}`, `when` a mapping of header → value the answer must carry, `wait_from` `retry_after`, `reset` or `retry_after_or_reset` (the default); replaces the extended blueprint's (default: `[{status: 429}]`) |
+/// | `max_server_wait_ms` | both | the longest server-announced wait believed (default 300000, five minutes): a longer `Retry-After` or reset is cut to it |
+/// | `retry` | both | `{max_attempts, base_delay_ms, max_delay_ms, deadline_ms, attempt_timeout_ms, max_server_wait_ms, rules}`; `deadline_ms: null` removes the deadline, `attempt_timeout_ms: null` the attempt timeout; `rules` is a list of `{method, path, retry_safe}` checked before the extended blueprint's own |
+/// | `routes` | both | list of route templates (`/contacts/{id}`) that name calls in logs; added to the extended blueprint's |
+/// | `connection_params` | both | mapping of name → `{from, field, pattern}`: `from` is `import`, `connect_query` or `token_field`, `field` the field read (default the name), `pattern` a regular expression the whole value must match; added to the extended blueprint's |
 ///
 /// `${NAME}` in any text value (also in list items and mapping values, never in keys) is
 /// replaced with the environment variable `NAME`; a variable that is not set is an error
 /// naming it and the key. `$${` is a literal `${`; a `$` not followed by `{` is kept as it
-/// is; substituted text is not expanded again.
+/// is; substituted text is not expanded again. `${connection.NAME}` names a declared
+/// connection parameter, filled in per connection; it may stand in `base_url`, region and
+/// OAuth URLs (only as a whole DNS label followed by two literal ones, or a whole path
+/// segment) and in header values.
 ///
 /// Every mistake is a [`ConfigError`] naming the file, line, column and key, and what to do.
 ///
@@ -89,9 +138,10 @@ use crate::Blueprint;
 ///     err.to_string(),
 ///     "integrations.yaml:5:5: `integrations.acme.hedaers`: unknown key `hedaers`; \
 ///      did you mean `headers`? the keys here are: extends_blueprint, oauth_client_id, \
-///      oauth_client_secret, oauth_scopes, region, base_url, headers, oauth_authorization_url, \
-///      oauth_token_url, oauth_pkce, oauth_client_auth, oauth_authorization_params, \
-///      rate_limit_headers, retry, tokens_expire",
+///      oauth_client_secret, region, base_url, headers, oauth_authorization_url, \
+///      oauth_token_url, oauth_pkce, oauth_client_auth, oauth_scopes, oauth_scope_separator, \
+///      oauth_authorization_params, rate_limit_headers, rate_limited, max_server_wait_ms, \
+///      retry, tokens_expire, routes, connection_params",
 /// );
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -99,6 +149,7 @@ use crate::Blueprint;
 pub struct Integrations {
     file: String,
     integrations: Vec<Integration>,
+    registry: Registry,
 }
 
 impl Integrations {
@@ -110,13 +161,14 @@ impl Integrations {
     /// [`ConfigError`] when the file cannot be read (naming the path) or holds a mistake.
     pub fn load(path: &Path, registry: &Registry) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::io(&file, e))?;
+        let text = read_bounded(path, &file)?;
         Self::parse(&text, &file, registry, |name| {
             std::env::var_os(name).and_then(|v| v.into_string().ok())
         })
     }
 
     /// Loads `text`, naming it `file_name` in errors and taking `${VAR}` values from `env`.
+    /// Its `blueprints:` are added to (a copy of) `registry`.
     ///
     /// # Errors
     ///
@@ -135,15 +187,23 @@ impl Integrations {
             env: &env,
             registry,
         };
+        let loaded = loader.load(text)?;
         Ok(Integrations {
             file: file_name.to_owned(),
-            integrations: loader.load(text)?,
+            integrations: loaded.integrations,
+            registry: loaded.registry,
         })
     }
 
     /// The file the integrations came from, as named to the loader.
     pub fn file(&self) -> &str {
         &self.file
+    }
+
+    /// The blueprints the integrations were resolved against: those given to the loader and
+    /// the file's own `blueprints:`.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// The integration named `name`.

@@ -1,15 +1,62 @@
-//! The blueprints an `integrations.yaml` may extend.
+//! The blueprints an `integrations.yaml` may extend, and where each came from.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::OnceLock;
 
+use super::error::{ConfigError, ConfigErrorKind};
+use super::load::{self, Loader};
+use super::yaml::Pos;
 use crate::Blueprint;
 
-/// The known blueprints, by name and version. `extends_blueprint: intercom:v0` picks one
-/// version; `extends_blueprint: intercom` picks the latest.
+/// Where a blueprint in a [`Registry`] came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BlueprintSource {
+    /// A YAML file of the catalog embedded in the binary ([`Registry::builtin`]).
+    BuiltIn {
+        /// The file's path in the repository (`crates/blueprint/blueprints/github.yaml`).
+        file: &'static str,
+    },
+    /// A user's YAML: a `blueprints:` section or a file of its own.
+    File {
+        /// The file, as named to the loader.
+        file: String,
+        /// The line where the blueprint is declared.
+        line: usize,
+        /// The column where the blueprint is declared.
+        column: usize,
+    },
+    /// Registered by code ([`Registry::register`]).
+    Code,
+}
+
+impl fmt::Display for BlueprintSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BlueprintSource::BuiltIn { file } => write!(f, "built-in ({file})"),
+            BlueprintSource::File { file, line, column } => write!(f, "{file}:{line}:{column}"),
+            BlueprintSource::Code => f.write_str("registered by the program"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    blueprint: Blueprint,
+    source: BlueprintSource,
+}
+
+/// The known blueprints, by name and version, each with where it came from.
+/// `extends_blueprint: intercom:v0` picks one version; `extends_blueprint: intercom` picks
+/// the latest.
 ///
-/// The engine knows no API by itself (the Intercom blueprint lives in a crate above it), so
-/// a registry starts empty and callers register the blueprints they offer.
+/// [`Registry::builtin`] holds the catalog of YAML blueprints embedded in the binary
+/// (Intercom, GitHub, `HubSpot`, Slack, Zendesk); [`Registry::new`] starts empty. YAML
+/// blueprints of your own come from [`Registry::load_dir`] or a `blueprints:` section of
+/// `integrations.yaml`, loaded by the same code as the built-in ones.
 ///
 /// Versions compare part by part, numbers as numbers: `v10` is later than `v9`, `v1.10`
 /// later than `v1.2`.
@@ -28,8 +75,11 @@ use crate::Blueprint;
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     /// Name -> versions, oldest first.
-    blueprints: BTreeMap<String, Vec<Blueprint>>,
+    blueprints: BTreeMap<String, Vec<Entry>>,
 }
+
+/// The most blueprint files [`Registry::load_dir`] reads from one folder.
+const MAX_FILES: usize = 1_000;
 
 impl Registry {
     /// An empty registry.
@@ -37,16 +87,65 @@ impl Registry {
         Registry::default()
     }
 
+    /// The catalog embedded in the binary: every YAML file of `crates/blueprint/blueprints/`
+    /// (Intercom, GitHub, `HubSpot`, Slack, Zendesk), loaded like a user's.
+    ///
+    /// ```
+    /// let registry = blueprint::Registry::builtin()?;
+    /// let github = registry.get("github").ok_or("no github")?;
+    /// assert_eq!(github.base_url().to_string(), "https://api.github.com/");
+    /// assert!(registry.source("intercom:v0").is_some_and(|s| s.to_string().starts_with("built-in")));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Never for the files as shipped (a test loads them); a [`ConfigError`] naming the file
+    /// if one were broken.
+    pub fn builtin() -> Result<Self, ConfigError> {
+        // Loaded once per process; each caller gets its own copy.
+        static CATALOG: OnceLock<Registry> = OnceLock::new();
+        if let Some(catalog) = CATALOG.get() {
+            return Ok(catalog.clone());
+        }
+        let mut registry = Registry::new();
+        let files: Vec<(String, &str)> = super::builtin::FILES
+            .iter()
+            .map(|(file, text)| ((*file).to_owned(), *text))
+            .collect();
+        registry.load_files(&files, &|_| None)?;
+        for entry in registry.blueprints.values_mut().flatten() {
+            if let BlueprintSource::File { file, .. } = &entry.source {
+                if let Some((path, _)) = super::builtin::FILES.iter().find(|(f, _)| f == file) {
+                    entry.source = BlueprintSource::BuiltIn { file: path };
+                }
+            }
+        }
+        Ok(CATALOG.get_or_init(|| registry).clone())
+    }
+
     /// Adds a blueprint; hands back the one it replaces (same name and version), if any.
     pub fn register(&mut self, blueprint: Blueprint) -> Option<Blueprint> {
+        self.register_from(blueprint, BlueprintSource::Code)
+    }
+
+    /// Adds a blueprint that came from `source`; hands back the one it replaces.
+    pub fn register_from(
+        &mut self,
+        blueprint: Blueprint,
+        source: BlueprintSource,
+    ) -> Option<Blueprint> {
         let versions = self
             .blueprints
             .entry(blueprint.name().to_owned())
             .or_default();
-        match versions.binary_search_by(|b| compare_versions(b.version(), blueprint.version())) {
-            Ok(i) => Some(std::mem::replace(&mut versions[i], blueprint)),
+        let entry = Entry { blueprint, source };
+        match versions.binary_search_by(|e| {
+            compare_versions(e.blueprint.version(), entry.blueprint.version())
+        }) {
+            Ok(i) => Some(std::mem::replace(&mut versions[i], entry).blueprint),
             Err(i) => {
-                versions.insert(i, blueprint);
+                versions.insert(i, entry);
                 None
             }
         }
@@ -59,26 +158,129 @@ impl Registry {
         self
     }
 
+    /// Loads YAML blueprint files (each holds one blueprint: `name:`, `version:` and its
+    /// settings, as in a `blueprints:` section), named `file` in errors, `${VAR}` taken from
+    /// `env`. They may extend one another in any order, and the blueprints registered
+    /// already.
+    ///
+    /// ```
+    /// let mut registry = blueprint::Registry::builtin()?;
+    /// let acme = "name: acme\nversion: v1\nbase_url: https://api.acme.test\n";
+    /// let mine = "name: acme-eu\nextends_blueprint: acme:v1\nbase_url: https://eu.acme.test\n";
+    /// registry.load_files(&[("acme-eu.yaml".into(), mine), ("acme.yaml".into(), acme)], &|_| None)?;
+    /// assert_eq!(registry.get("acme-eu").ok_or("no acme-eu")?.id(), "acme-eu:v0");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] for the first mistake, naming its file, line, column and key.
+    pub fn load_files(
+        &mut self,
+        files: &[(String, &str)],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        let snapshot = self.clone();
+        let roots = files
+            .iter()
+            .map(|(file, text)| load::parse_text(file, text))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut decls = Vec::with_capacity(files.len());
+        for ((file, _), root) in files.iter().zip(&roots) {
+            let loader = Loader {
+                file,
+                env,
+                registry: &snapshot,
+            };
+            decls.push(loader.single(root.as_ref())?);
+        }
+        let loader = Loader {
+            file: "",
+            env,
+            registry: &snapshot,
+        };
+        loader.resolve(&decls, self)
+    }
+
+    /// Loads every `*.yaml` and `*.yml` file of `dir` (in name order) with
+    /// [`Registry::load_files`], `${VAR}` taken from the process environment.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when the folder or a file cannot be read, or holds a mistake.
+    pub fn load_dir(&mut self, dir: &Path) -> Result<(), ConfigError> {
+        let shown = dir.display().to_string();
+        let mut paths = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| ConfigError::io(&shown, e))? {
+            let path = entry.map_err(|e| ConfigError::io(&shown, e))?.path();
+            let yaml = path
+                .extension()
+                .is_some_and(|ext| ext == "yaml" || ext == "yml");
+            if yaml && path.is_file() {
+                paths.push(path);
+            }
+            if paths.len() > MAX_FILES {
+                return Err(ConfigError::new(
+                    ConfigErrorKind::TooLarge,
+                    &shown,
+                    Pos { line: 1, column: 1 },
+                    "",
+                    format!("the folder holds more than {MAX_FILES} YAML files"),
+                )
+                .hint("keep one file per blueprint you use"));
+            }
+        }
+        paths.sort();
+        let mut texts = Vec::with_capacity(paths.len());
+        for path in &paths {
+            let file = path.display().to_string();
+            let text = super::read_bounded(path, &file)?;
+            texts.push((file, text));
+        }
+        let files: Vec<(String, &str)> =
+            texts.iter().map(|(f, t)| (f.clone(), t.as_str())).collect();
+        self.load_files(&files, &|name| {
+            std::env::var_os(name).and_then(|v| v.into_string().ok())
+        })
+    }
+
     /// The blueprint `name:version`, or the latest version of `name`.
     pub fn get(&self, id: &str) -> Option<&Blueprint> {
+        self.entry(id).map(|e| &e.blueprint)
+    }
+
+    /// Where the blueprint `name:version` (or the latest `name`) came from.
+    pub fn source(&self, id: &str) -> Option<&BlueprintSource> {
+        self.entry(id).map(|e| &e.source)
+    }
+
+    fn entry(&self, id: &str) -> Option<&Entry> {
         match id.split_once(':') {
             Some((name, version)) => self
                 .blueprints
                 .get(name)?
                 .iter()
-                .find(|b| b.version() == version),
-            None => self.latest(id),
+                .find(|e| e.blueprint.version() == version),
+            None => self.blueprints.get(id)?.last(),
         }
     }
 
     /// The latest version of the blueprint `name`.
     pub fn latest(&self, name: &str) -> Option<&Blueprint> {
-        self.blueprints.get(name)?.last()
+        self.blueprints.get(name)?.last().map(|e| &e.blueprint)
     }
 
     /// Every blueprint, by name, then version (oldest first).
     pub fn iter(&self) -> impl Iterator<Item = &Blueprint> + '_ {
-        self.blueprints.values().flatten()
+        self.blueprints.values().flatten().map(|e| &e.blueprint)
+    }
+
+    /// Every blueprint with where it came from, by name, then version.
+    pub fn iter_with_source(&self) -> impl Iterator<Item = (&Blueprint, &BlueprintSource)> + '_ {
+        self.blueprints
+            .values()
+            .flatten()
+            .map(|e| (&e.blueprint, &e.source))
     }
 
     /// How many blueprints (versions counted apart) the registry holds.
@@ -95,7 +297,7 @@ impl Registry {
     /// has none; for error messages.
     pub(crate) fn known_ids(&self, name: &str) -> Vec<String> {
         match self.blueprints.get(name) {
-            Some(versions) => versions.iter().map(Blueprint::id).collect(),
+            Some(versions) => versions.iter().map(|e| e.blueprint.id()).collect(),
             None => self.iter().map(Blueprint::id).collect(),
         }
     }
@@ -103,11 +305,10 @@ impl Registry {
 
 impl<'a> IntoIterator for &'a Registry {
     type Item = &'a Blueprint;
-    type IntoIter =
-        std::iter::Flatten<std::collections::btree_map::Values<'a, String, Vec<Blueprint>>>;
+    type IntoIter = Box<dyn Iterator<Item = &'a Blueprint> + 'a>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.blueprints.values().flatten()
+        Box::new(self.iter())
     }
 }
 
@@ -189,6 +390,7 @@ mod tests {
             );
         }
         let replaced = registry.register(Blueprint::new("x", "v2", "https://two.test").unwrap());
+        assert_eq!(registry.source("x:v2"), Some(&BlueprintSource::Code));
         assert_eq!(replaced.unwrap().base_url().to_string(), "https://x.test/");
         let ids: Vec<String> = registry.iter().map(Blueprint::id).collect();
         assert_eq!(ids, ["x:v2", "x:v9", "x:v10"]);

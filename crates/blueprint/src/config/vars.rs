@@ -20,7 +20,8 @@ pub(crate) enum VarError {
 }
 
 /// Replaces each `${NAME}` with the variable's value; `$${` is a literal `${`. A `$` not
-/// followed by `{` stays as it is. Substituted text is not expanded again.
+/// followed by `{` stays as it is, and so does a connection parameter
+/// (`${connection.NAME}`). Substituted text is not expanded again.
 pub(crate) fn expand(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
@@ -43,6 +44,12 @@ pub(crate) fn expand(
         } else if let Some(body) = after.strip_prefix("${") {
             let end = body.find('}').ok_or(VarError::Unclosed)?;
             let name = &body[..end];
+            if name.starts_with("connection.") {
+                // A connection parameter, filled in per connection: kept as written.
+                out.push_str(&after[..end + 3]);
+                rest = &body[end + 1..];
+                continue;
+            }
             if !is_variable_name(name) {
                 return Err(VarError::BadName);
             }
@@ -101,6 +108,10 @@ mod tests {
         // Substituted text is not expanded again.
         assert_eq!(run("${DOLLAR}").unwrap(), ("${A}".into(), true));
         assert_eq!(run("plain").unwrap(), ("plain".into(), false));
+        assert_eq!(
+            run("https://${connection.sub}.x/${A}").unwrap(),
+            ("https://${connection.sub}.x/alpha".into(), true)
+        );
     }
 
     #[test]

@@ -8,11 +8,17 @@ use std::collections::HashMap;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span, StrInput};
 
-/// Deeper nesting than this is refused (the format needs five levels).
-const MAX_DEPTH: usize = 64;
+/// Deeper nesting than this is refused (the format needs seven levels).
+pub(crate) const MAX_DEPTH: usize = 16;
 /// More nodes than this (aliases included) are refused, so an alias bomb cannot exhaust
 /// memory.
-const MAX_NODES: usize = 100_000;
+pub(crate) const MAX_NODES: usize = 100_000;
+/// More entries than this in one mapping or list are refused.
+pub(crate) const MAX_ENTRIES: usize = 1_000;
+/// A longer text value (or key) is refused.
+pub(crate) const MAX_SCALAR_BYTES: usize = 16 * 1024;
+/// More text than this in all (copies made by aliases included) is refused.
+const MAX_TOTAL_BYTES: usize = 4 * 1024 * 1024;
 
 /// A position in the file: line and column, both counted from 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +87,8 @@ impl Node {
 pub(crate) struct SyntaxError {
     pub(crate) pos: Pos,
     pub(crate) message: String,
+    /// A size bound was passed (the YAML itself may be fine).
+    pub(crate) too_large: bool,
 }
 
 impl SyntaxError {
@@ -88,24 +96,70 @@ impl SyntaxError {
         SyntaxError {
             pos: Pos::of(span),
             message: message.into(),
+            too_large: false,
+        }
+    }
+
+    fn too_large(span: &Span, message: impl Into<String>) -> Self {
+        SyntaxError {
+            too_large: true,
+            ..SyntaxError::at(span, message)
         }
     }
 }
 
 /// Parses one YAML document; `None` when the text holds none (empty, or only comments).
+///
+/// Every position is within the text: the parser places some marks past its end (an error
+/// at the end of the stream, an empty explicit key), which point at the text's end instead.
 pub(crate) fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
+    let last = position_of(text, text.len());
     let mut builder = Builder {
         parser: Parser::new_from_str(text),
         anchors: HashMap::new(),
         nodes: 0,
+        bytes: 0,
+        last,
     };
-    builder.document()
+    builder.document().map_err(|mut e| {
+        e.pos = clamp(e.pos, last);
+        e
+    })
+}
+
+fn clamp(pos: Pos, last: Pos) -> Pos {
+    if (pos.line, pos.column) > (last.line, last.column) {
+        last
+    } else {
+        pos
+    }
+}
+
+/// The line and column of a byte offset (counting characters; `\r\n`, `\r` and `\n`
+/// each end a line, as in YAML).
+pub(crate) fn position_of(text: &str, offset: usize) -> Pos {
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
+    let line = before.matches('\n').count() + before.matches('\r').count()
+        - before.matches("\r\n").count()
+        + 1;
+    let line_start = before.rfind(['\n', '\r']).map_or(0, |at| at + 1);
+    Pos {
+        line,
+        column: before[line_start..].chars().count() + 1,
+    }
 }
 
 struct Builder<'a> {
     parser: Parser<'a, StrInput<'a>>,
     anchors: HashMap<usize, Node>,
     nodes: usize,
+    bytes: usize,
+    /// The position of the text's end.
+    last: Pos,
 }
 
 impl<'a> Builder<'a> {
@@ -118,12 +172,14 @@ impl<'a> Builder<'a> {
                     column: e.marker().col() + 1,
                 },
                 message: e.info().to_owned(),
+                too_large: false,
             }),
             // The parser ends every stream with `StreamEnd`; running out means it stopped
             // early, which only a malformed input can cause.
             None => Err(SyntaxError {
                 pos: Pos { line: 1, column: 1 },
                 message: "the YAML ends unexpectedly".to_owned(),
+                too_large: false,
             }),
         }
     }
@@ -152,16 +208,23 @@ impl<'a> Builder<'a> {
 
     fn node(&mut self, event: Event<'a>, span: Span, depth: usize) -> Result<Node, SyntaxError> {
         if depth > MAX_DEPTH {
-            return Err(SyntaxError::at(&span, "nested too deeply"));
+            return Err(SyntaxError::too_large(
+                &span,
+                format!("nested too deeply (more than {MAX_DEPTH} levels)"),
+            ));
         }
         self.nodes += 1;
         if self.nodes > MAX_NODES {
-            return Err(SyntaxError::at(&span, "too many values (aliases included)"));
+            return Err(SyntaxError::too_large(
+                &span,
+                format!("too many values (more than {MAX_NODES}, aliases included)"),
+            ));
         }
-        let pos = Pos::of(&span);
+        let pos = self.at(&span);
         let (node, anchor) = match event {
             Event::Scalar(text, style, anchor, tag) => {
                 check_tag(tag.as_deref(), &span)?;
+                self.text(&text, &span)?;
                 let value = Value::Scalar {
                     text: text.into_owned(),
                     plain: style == ScalarStyle::Plain,
@@ -176,6 +239,12 @@ impl<'a> Builder<'a> {
                     if matches!(event, Event::SequenceEnd) {
                         break;
                     }
+                    if items.len() == MAX_ENTRIES {
+                        return Err(SyntaxError::too_large(
+                            &span,
+                            format!("a list with more than {MAX_ENTRIES} items"),
+                        ));
+                    }
                     items.push(self.node(event, span, depth + 1)?);
                 }
                 let value = Value::Seq(items);
@@ -186,12 +255,21 @@ impl<'a> Builder<'a> {
                 let mut entries = Vec::new();
                 loop {
                     let (event, span) = self.next()?;
+                    if entries.len() == MAX_ENTRIES && !matches!(event, Event::MappingEnd) {
+                        return Err(SyntaxError::too_large(
+                            &span,
+                            format!("a mapping with more than {MAX_ENTRIES} keys"),
+                        ));
+                    }
                     let key = match event {
                         Event::MappingEnd => break,
-                        Event::Scalar(text, ..) => Key {
-                            text: text.into_owned(),
-                            pos: Pos::of(&span),
-                        },
+                        Event::Scalar(text, ..) => {
+                            self.text(&text, &span)?;
+                            Key {
+                                text: text.into_owned(),
+                                pos: self.at(&span),
+                            }
+                        }
                         Event::Alias(_) => {
                             return Err(SyntaxError::at(&span, "an alias cannot be a key"));
                         }
@@ -215,9 +293,20 @@ impl<'a> Builder<'a> {
                 let Some(node) = self.anchors.get(&id) else {
                     return Err(SyntaxError::at(&span, "an alias to an unknown anchor"));
                 };
-                self.nodes += count(node);
+                let (nodes, bytes) = size(node);
+                self.nodes += nodes;
+                self.bytes += bytes;
                 if self.nodes > MAX_NODES {
-                    return Err(SyntaxError::at(&span, "too many values (aliases included)"));
+                    return Err(SyntaxError::too_large(
+                        &span,
+                        format!("too many values (more than {MAX_NODES}, aliases included)"),
+                    ));
+                }
+                if self.bytes > MAX_TOTAL_BYTES {
+                    return Err(SyntaxError::too_large(
+                        &span,
+                        "too much text (aliases included)",
+                    ));
                 }
                 return Ok(node.clone());
             }
@@ -241,11 +330,43 @@ fn check_tag(tag: Option<&saphyr_parser::Tag>, span: &Span) -> Result<(), Syntax
     }
 }
 
-fn count(node: &Node) -> usize {
+/// How many nodes a tree holds, and how many bytes of text.
+fn size(node: &Node) -> (usize, usize) {
     match &node.value {
-        Value::Scalar { .. } => 1,
-        Value::Seq(items) => 1 + items.iter().map(count).sum::<usize>(),
-        Value::Map(entries) => 1 + entries.iter().map(|(_, v)| count(v)).sum::<usize>(),
+        Value::Scalar { text, .. } => (1, text.len()),
+        Value::Seq(items) => items
+            .iter()
+            .map(size)
+            .fold((1, 0), |(n, b), (m, c)| (n + m, b + c)),
+        Value::Map(entries) => entries.iter().fold((1, 0), |(n, b), (k, v)| {
+            let (m, c) = size(v);
+            (n + m, b + c + k.text.len())
+        }),
+    }
+}
+
+impl Builder<'_> {
+    /// Where a span starts, never past the text's end.
+    fn at(&self, span: &Span) -> Pos {
+        clamp(Pos::of(span), self.last)
+    }
+
+    /// Counts a text value (or key), refusing one that is too long.
+    fn text(&mut self, text: &str, span: &Span) -> Result<(), SyntaxError> {
+        if text.len() > MAX_SCALAR_BYTES {
+            return Err(SyntaxError::too_large(
+                span,
+                format!("a value longer than {} KiB", MAX_SCALAR_BYTES / 1024),
+            ));
+        }
+        self.bytes += text.len();
+        if self.bytes > MAX_TOTAL_BYTES {
+            return Err(SyntaxError::too_large(
+                span,
+                "too much text (aliases included)",
+            ));
+        }
+        Ok(())
     }
 }
 
