@@ -21,8 +21,10 @@
 //!   401s makes one refresh), gets a fresh one and replays the request once, body
 //!   included ([`ReplayBody`]). If no refresh is possible, or the replay gets a 401 too,
 //!   the 401 comes back with a [`NeedsReauthorization`] extension.
-//! - [`TokenStore`]: [`MemoryStore`], and [`SqliteStore`] (WAL, migrations, safe for
-//!   several processes on one machine, optionally encrypted with AES-256-GCM).
+//! - [`TokenStore`]: [`MemoryStore`], [`SqliteStore`] (WAL, migrations, safe for several
+//!   processes on one machine) and, with feature `postgres`, `PostgresStore` (shared by
+//!   replicas on many machines); the last two optionally encrypt tokens with AES-256-GCM.
+//!   Each reports what any process sharing it writes through a [`ChangeFeed`].
 //! - [`AuthorizationFlow`]: authorization URL with a random state and PKCE, pending
 //!   authorizations that expire and work once, code exchange, credentials stored.
 //!
@@ -113,7 +115,10 @@ pub use source::{
     DEFAULT_COOLDOWN, DEFAULT_LEASE, DEFAULT_LEASE_POLL, DEFAULT_RECHECK, DEFAULT_REFRESH_JITTER,
     DEFAULT_REFRESH_MARGIN, OAuth2TokenSource, OAuth2TokenSourceBuilder,
 };
+#[cfg(feature = "postgres")]
+pub use store::{PostgresOptions, PostgresStore};
 pub use store::{
-    DecryptError, EncryptionKey, InvalidKeyError, Lease, MemoryStore, MissingKeyError, SqliteStore,
+    Change, ChangeBroadcast, ChangeFeed, DecryptError, EncryptionCheck, EncryptionKey,
+    InvalidKeyError, Lease, MemoryStore, MissingKeyError, SQLITE_CHANGE_POLL, SqliteStore,
     StoreError, StoreFuture, StoreKey, StoredToken, Swap, TokenRecord, TokenStatus, TokenStore,
 };
