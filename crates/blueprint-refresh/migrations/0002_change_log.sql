@@ -1,6 +1,6 @@
 -- Every write or delete of a record appends its key to `blueprint_changes` (by triggers, so
 -- in the same transaction as the write, whichever process made it), with an id that only
--- grows: what a change feed polls. The log keeps the last 10 000 changes; a feed that falls
+-- grows: what a change feed polls. The log keeps the last 1000 changes; a feed that falls
 -- further behind sees the gap and resyncs.
 CREATE TABLE IF NOT EXISTS blueprint_changes (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -31,5 +31,5 @@ END;
 
 CREATE TRIGGER IF NOT EXISTS blueprint_changes_pruned AFTER INSERT ON blueprint_changes
 BEGIN
-    DELETE FROM blueprint_changes WHERE id <= NEW.id - 10000;
+    DELETE FROM blueprint_changes WHERE id <= NEW.id - 1000;
 END;
