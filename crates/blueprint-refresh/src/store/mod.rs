@@ -328,7 +328,7 @@ pub enum StoreError {
     /// listens at the address, the login was refused, the directory does not exist...).
     #[error("cannot open the token database at {target}: {message}")]
     Connect {
-        /// Where: `PostgreSQL at db.internal:5432`, `SQLite file ./blueprint.db`.
+        /// Where: ``db.internal:5432 (PostgreSQL, database `tokens`)``, `` `./blueprint.db` (SQLite)``.
         target: String,
         /// What went wrong and what to do.
         message: String,

@@ -167,16 +167,16 @@ impl PostgresOptions {
         self
     }
 
-    /// Where the store connects, for messages: `PostgreSQL at HOST:PORT, database NAME`.
+    /// Where the store connects, for messages: `HOST:PORT (PostgreSQL, database NAME)`.
     /// Never the password.
     pub fn target(&self) -> String {
         let place = match self.connect.get_socket() {
-            Some(socket) => format!("{} (socket)", socket.display()),
+            Some(socket) => format!("socket {}", socket.display()),
             None => format!("{}:{}", self.connect.get_host(), self.connect.get_port()),
         };
         match self.connect.get_database() {
-            Some(database) => format!("PostgreSQL at {place}, database `{database}`"),
-            None => format!("PostgreSQL at {place}"),
+            Some(database) => format!("{place} (PostgreSQL, database `{database}`)"),
+            None => format!("{place} (PostgreSQL)"),
         }
     }
 
@@ -344,7 +344,7 @@ impl PostgresStore {
         self
     }
 
-    /// Where the store is: `PostgreSQL at HOST:PORT, database NAME`.
+    /// Where the store is: `HOST:PORT (PostgreSQL, database NAME)`.
     pub fn target(&self) -> &str {
         &self.target
     }
@@ -818,7 +818,7 @@ mod tests {
             .schema("s");
         assert_eq!(
             options.target(),
-            "PostgreSQL at db.internal:6543, database `tokens`"
+            "db.internal:6543 (PostgreSQL, database `tokens`)"
         );
         assert!(!format!("{options:?}").contains("hunter2"));
     }

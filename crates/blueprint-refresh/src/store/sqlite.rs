@@ -133,7 +133,7 @@ impl SqliteStore {
     }
 
     async fn open_with(options: SqliteConnectOptions, path: PathBuf) -> Result<Self, StoreError> {
-        let target = format!("SQLite file `{}`", path.display());
+        let target = format!("`{}` (SQLite)", path.display());
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
             if !dir.is_dir() {
                 return Err(StoreError::Connect {
