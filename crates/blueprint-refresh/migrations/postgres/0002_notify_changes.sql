@@ -26,7 +26,6 @@ BEGIN
 END
 $$;
 
-DROP TRIGGER IF EXISTS blueprint_tokens_changed ON blueprint_tokens;
 CREATE TRIGGER blueprint_tokens_changed
     AFTER INSERT OR UPDATE OR DELETE ON blueprint_tokens
     FOR EACH ROW EXECUTE FUNCTION blueprint_tokens_notify();
