@@ -420,13 +420,24 @@ impl Process {
         store: &std::path::Path,
         env: &[(&str, &str)],
     ) -> Process {
+        let store = format!("sqlite://{}", store.display());
+        Self::start_with(config, &store, "127.0.0.1:0", env).await
+    }
+
+    /// Starts `blueprint-proxy --config <config> --store <store> --listen <listen>` with
+    /// `env`, and waits until it listens.
+    pub async fn start_with(
+        config: &std::path::Path,
+        store: &str,
+        listen: &str,
+        env: &[(&str, &str)],
+    ) -> Process {
         let mut command = Command::new(binary());
         command
             .arg("--config")
             .arg(config)
-            .arg("--store")
-            .arg(format!("sqlite://{}", store.display()))
-            .args(["--listen", "127.0.0.1:0", "--shutdown-grace", "10"])
+            .args(["--store", store, "--listen", listen, "--shutdown-grace", "10"])
+            .env_remove("BLUEPRINT_STORE")
             .env_remove("BLUEPRINT_ENCRYPTION_KEY")
             .env_remove("BLUEPRINT_PUBLIC_URL")
             .env("RUST_LOG", "info")

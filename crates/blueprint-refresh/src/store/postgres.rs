@@ -195,6 +195,9 @@ impl PostgresOptions {
             check_schema(schema)?;
             connect = connect.options([("search_path", schema.as_str())]);
         }
+        // The server's notices ("relation … already exists, skipping" while migrating)
+        // would reach the logs at info level.
+        connect = connect.options([("client_min_messages", "warning")]);
         let fail = |message: String| StoreError::Connect {
             target: target.clone(),
             message,
