@@ -33,7 +33,10 @@ pub enum Change {
 /// let store = MemoryStore::new();
 /// let mut feed = store.changes().expect("a memory store reports its changes");
 /// let key = StoreKey::new("intercom", ConnectionId::new("acme"));
-/// store.delete(&key).await?;
+/// let record = TokenRecord::new(AccessToken::new("tok")?, SystemTime::now());
+/// store.put(&key, record).await?; // here, or in another process sharing the store
+/// assert_eq!(feed.recv().await, Some(Change::Key(key.clone())));
+/// assert!(store.delete(&key).await?);
 /// assert_eq!(feed.recv().await, Some(Change::Key(key)));
 /// # Ok(())
 /// # }
