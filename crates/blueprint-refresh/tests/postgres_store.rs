@@ -191,3 +191,44 @@ async fn while_the_server_is_down_operations_fail_fast_and_after_it_they_work_ag
     store.close().await;
     writer.close().await;
 }
+
+#[tokio::test]
+async fn list_sorts_by_bytes_whatever_the_database_collation() {
+    // A database whose default collation sorts by language rules (ICU English), where
+    // `ORDER BY` alone would put "a b" before "Alpha".
+    let url = std::env::var("BLUEPRINT_TEST_POSTGRES")
+        .unwrap_or_else(|_| String::from("postgres://postgres@127.0.0.1:5432/test"));
+    let admin = sqlx::PgPool::connect(&url).await.unwrap_or_else(|e| {
+        panic!("this test needs PostgreSQL at {url} (see tests/store_conformance.rs): {e}")
+    });
+    let name = format!("bp_collation_{}", std::process::id());
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await;
+    sqlx::query(&format!(
+        "CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en' LOCALE 'C.UTF-8'"
+    ))
+    .execute(&admin)
+    .await
+    .unwrap();
+    let server = url.rsplit_once('/').map_or(url.as_str(), |(s, _)| s);
+    let store = PostgresStore::connect(&format!("{server}/{name}"))
+        .await
+        .unwrap();
+    for id in ["beta", "a b", "alpha", "Alpha"] {
+        store.put(&key(id), record("t")).await.unwrap();
+    }
+    let listed: Vec<String> = store
+        .list("intercom")
+        .await
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().to_owned())
+        .collect();
+    store.close().await;
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await;
+    admin.close().await;
+    assert_eq!(listed, ["Alpha", "a b", "alpha", "beta"]);
+}
