@@ -467,3 +467,20 @@ async fn a_postgresql_outage_fails_calls_that_need_the_store_and_they_recover_wi
         again.text()
     );
 }
+
+#[tokio::test]
+async fn help_documents_the_store_url_and_its_variable() {
+    let (status, _, _) = run_to_exit(&["--help"], &[]).await;
+    assert!(status.success());
+    let output = tokio::process::Command::new(binary())
+        .arg("--help")
+        .env("BLUEPRINT_STORE", "postgres://u:hunter2@h/db")
+        .output()
+        .await
+        .unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    for word in ["--store", "postgres://", "BLUEPRINT_STORE", "--listen", "HOST:PORT"] {
+        assert!(help.contains(word), "--help does not mention {word}:\n{help}");
+    }
+    assert!(!help.contains("hunter2"), "--help shows the store's password:\n{help}");
+}
