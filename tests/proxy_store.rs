@@ -3,17 +3,20 @@
 //! key, a missing directory, `--listen` with a host name), and a PostgreSQL outage while it
 //! serves (on a private server: the shared one at 127.0.0.1:5432 is never stopped).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod pg_support;
 mod proxy_support;
 
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use http::Method;
 use pg_support::PrivatePostgres;
 use proxy_support::{FAST_RETRY, KEY, Process, TempDir, binary, yaml};
 use serde_json::json;
+use tokio::time::Instant;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -87,11 +90,10 @@ impl Drop for Database {
                 .unwrap();
             runtime.block_on(async move {
                 if let Ok(pool) = sqlx::PgPool::connect(&shared_postgres()).await {
-                    let _ = sqlx::query(&format!(
-                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                    ))
-                    .execute(&pool)
-                    .await;
+                    let _ =
+                        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                            .execute(&pool)
+                            .await;
                     pool.close().await;
                 }
             });
@@ -193,7 +195,11 @@ async fn two_replicas_on_postgresql_share_an_imported_connection() {
 #[tokio::test]
 async fn a_bad_store_url_is_one_clear_line_without_the_password() {
     let dir = TempDir::new("bad-url");
-    std::fs::write(dir.path("i.yaml"), yaml("http://127.0.0.1:9", FAST_RETRY, "")).unwrap();
+    std::fs::write(
+        dir.path("i.yaml"),
+        yaml("http://127.0.0.1:9", FAST_RETRY, ""),
+    )
+    .unwrap();
     let config = dir.path("i.yaml");
     let config = config.to_str().unwrap();
     for (url, says) in [
@@ -219,11 +225,20 @@ async fn a_bad_store_url_is_one_clear_line_without_the_password() {
 #[tokio::test]
 async fn an_unreachable_postgresql_at_start_is_a_quick_error_naming_it() {
     let dir = TempDir::new("unreachable");
-    std::fs::write(dir.path("i.yaml"), yaml("http://127.0.0.1:9", FAST_RETRY, "")).unwrap();
+    std::fs::write(
+        dir.path("i.yaml"),
+        yaml("http://127.0.0.1:9", FAST_RETRY, ""),
+    )
+    .unwrap();
     let port = proxy_support::closed_port().await.port();
     let url = format!("postgres://postgres:hunter2@127.0.0.1:{port}/test");
     let (status, stderr, took) = run_to_exit(
-        &["--config", dir.path("i.yaml").to_str().unwrap(), "--store", &url],
+        &[
+            "--config",
+            dir.path("i.yaml").to_str().unwrap(),
+            "--store",
+            &url,
+        ],
         &[],
     )
     .await;
@@ -293,7 +308,11 @@ async fn a_missing_or_wrong_encryption_key_stops_the_start_with_a_clear_message(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_given_for_plaintext_connections_starts_with_a_warning() {
     let dir = TempDir::new("plain-then-key");
-    std::fs::write(dir.path("i.yaml"), yaml("http://127.0.0.1:9", FAST_RETRY, "")).unwrap();
+    std::fs::write(
+        dir.path("i.yaml"),
+        yaml("http://127.0.0.1:9", FAST_RETRY, ""),
+    )
+    .unwrap();
     let mut plain = Process::start(&dir.path("i.yaml"), &dir.path("store.db"), &[]).await;
     plain
         .import("intercom", "acme", json!({ "access_token": "tok_plain" }))
@@ -318,7 +337,11 @@ async fn a_key_given_for_plaintext_connections_starts_with_a_warning() {
 #[tokio::test]
 async fn a_store_in_a_missing_directory_is_one_message_naming_it() {
     let dir = TempDir::new("missing-dir");
-    std::fs::write(dir.path("i.yaml"), yaml("http://127.0.0.1:9", FAST_RETRY, "")).unwrap();
+    std::fs::write(
+        dir.path("i.yaml"),
+        yaml("http://127.0.0.1:9", FAST_RETRY, ""),
+    )
+    .unwrap();
     let missing = dir.path("no/such/dir");
     let store = format!("sqlite://{}/store.db", missing.display());
     let (status, stderr, _) = run_to_exit(
@@ -333,7 +356,10 @@ async fn a_store_in_a_missing_directory_is_one_message_naming_it() {
     .await;
     let line = assert_one_error_line(status, &stderr);
     assert!(
-        line.contains(&format!("the directory `{}` does not exist", missing.display())),
+        line.contains(&format!(
+            "the directory `{}` does not exist",
+            missing.display()
+        )),
         "{line}"
     );
     assert!(!line.contains("code: 14"), "{line}");
@@ -342,7 +368,11 @@ async fn a_store_in_a_missing_directory_is_one_message_naming_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_takes_a_host_name_and_says_when_it_does_not_resolve() {
     let dir = TempDir::new("listen");
-    std::fs::write(dir.path("i.yaml"), yaml("http://127.0.0.1:9", FAST_RETRY, "")).unwrap();
+    std::fs::write(
+        dir.path("i.yaml"),
+        yaml("http://127.0.0.1:9", FAST_RETRY, ""),
+    )
+    .unwrap();
     let store = format!("sqlite://{}", dir.path("store.db").display());
     let proxy = Process::start_with(&dir.path("i.yaml"), &store, "localhost:0", &[]).await;
     assert!(proxy.addr.ip().is_loopback(), "{}", proxy.addr);
@@ -457,7 +487,12 @@ async fn a_postgresql_outage_fails_calls_that_need_the_store_and_they_recover_wi
     }
     let (connection, reply) = recovered.expect("no call succeeded after PostgreSQL came back");
     assert_eq!(reply.text(), format!("me:{connection}"));
-    assert_eq!(proxy.connections().await["connections"].as_array().map(Vec::len), Some(5));
+    assert_eq!(
+        proxy.connections().await["connections"]
+            .as_array()
+            .map(Vec::len),
+        Some(5)
+    );
     let again = call("tok_during").await;
     eprintln!(
         "recovered {:?} after the restart with {connection}; the connection whose load failed \
@@ -479,8 +514,20 @@ async fn help_documents_the_store_url_and_its_variable() {
         .await
         .unwrap();
     let help = String::from_utf8_lossy(&output.stdout);
-    for word in ["--store", "postgres://", "BLUEPRINT_STORE", "--listen", "HOST:PORT"] {
-        assert!(help.contains(word), "--help does not mention {word}:\n{help}");
+    for word in [
+        "--store",
+        "postgres://",
+        "BLUEPRINT_STORE",
+        "--listen",
+        "HOST:PORT",
+    ] {
+        assert!(
+            help.contains(word),
+            "--help does not mention {word}:\n{help}"
+        );
     }
-    assert!(!help.contains("hunter2"), "--help shows the store's password:\n{help}");
+    assert!(
+        !help.contains("hunter2"),
+        "--help shows the store's password:\n{help}"
+    );
 }

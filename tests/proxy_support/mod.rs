@@ -436,7 +436,14 @@ impl Process {
         command
             .arg("--config")
             .arg(config)
-            .args(["--store", store, "--listen", listen, "--shutdown-grace", "10"])
+            .args([
+                "--store",
+                store,
+                "--listen",
+                listen,
+                "--shutdown-grace",
+                "10",
+            ])
             .env_remove("BLUEPRINT_STORE")
             .env_remove("BLUEPRINT_ENCRYPTION_KEY")
             .env_remove("BLUEPRINT_PUBLIC_URL")

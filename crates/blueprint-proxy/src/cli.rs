@@ -483,7 +483,9 @@ async fn bind(listen: &str) -> Result<tokio::net::TcpListener, String> {
         .map_err(|e| format!("--listen {listen}: the host does not resolve ({e})"))?
         .collect();
     if addresses.is_empty() {
-        return Err(format!("--listen {listen}: the host resolves to no address"));
+        return Err(format!(
+            "--listen {listen}: the host resolves to no address"
+        ));
     }
     tokio::net::TcpListener::bind(&addresses[..])
         .await
@@ -521,7 +523,12 @@ mod tests {
     #[test]
     fn store_urls_say_which_store() {
         let kind = |url: &str| StoreUrl(url.to_owned()).kind();
-        for sqlite in ["sqlite://blueprint.db", "sqlite:x.db", "x.db", "/var/lib/bp.db"] {
+        for sqlite in [
+            "sqlite://blueprint.db",
+            "sqlite:x.db",
+            "x.db",
+            "/var/lib/bp.db",
+        ] {
             assert_eq!(kind(sqlite), Ok(StoreKind::Sqlite), "{sqlite}");
         }
         for postgres in ["postgres://u@h:5432/db", "postgresql://u:p@h/db"] {

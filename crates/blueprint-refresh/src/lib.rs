@@ -115,10 +115,10 @@ pub use source::{
     DEFAULT_COOLDOWN, DEFAULT_LEASE, DEFAULT_LEASE_POLL, DEFAULT_RECHECK, DEFAULT_REFRESH_JITTER,
     DEFAULT_REFRESH_MARGIN, OAuth2TokenSource, OAuth2TokenSourceBuilder,
 };
-#[cfg(feature = "postgres")]
-pub use store::{PostgresOptions, PostgresStore};
 pub use store::{
     Change, ChangeBroadcast, ChangeFeed, DecryptError, EncryptionCheck, EncryptionKey,
     InvalidKeyError, Lease, MemoryStore, MissingKeyError, SQLITE_CHANGE_POLL, SqliteStore,
     StoreError, StoreFuture, StoreKey, StoredToken, Swap, TokenRecord, TokenStatus, TokenStore,
 };
+#[cfg(feature = "postgres")]
+pub use store::{PostgresOptions, PostgresStore};

@@ -7,7 +7,7 @@
 #[path = "../../../tests/pg_support/mod.rs"]
 mod pg_support;
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use blueprint_core::{AccessToken, ConnectionId};
 use blueprint_refresh::{
@@ -15,6 +15,7 @@ use blueprint_refresh::{
     TokenStore,
 };
 use pg_support::PrivatePostgres;
+use tokio::time::Instant;
 
 fn key(connection: &str) -> StoreKey {
     StoreKey::new("intercom", ConnectionId::new(connection))

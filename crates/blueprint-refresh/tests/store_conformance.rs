@@ -16,8 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use blueprint_core::{AccessToken, ConnectionId};
 use blueprint_refresh::{
-    Change, ChangeFeed, EncryptionKey, Lease, MemoryStore, PostgresOptions, PostgresStore,
-    Secret, SqliteStore, StoreError, StoreKey, Swap, TokenRecord, TokenStatus, TokenStore,
+    Change, ChangeFeed, EncryptionKey, Lease, MemoryStore, PostgresOptions, PostgresStore, Secret,
+    SqliteStore, StoreError, StoreKey, Swap, TokenRecord, TokenStatus, TokenStore,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -400,7 +400,10 @@ async fn versions_increase_with_every_write<H: Harness>() {
     assert_eq!(store.put(&k, bare("a")).await.unwrap(), 1);
     assert_eq!(store.put(&k, bare("b")).await.unwrap(), 2);
     assert_eq!(
-        store.compare_and_swap(&k, Some(2), bare("c")).await.unwrap(),
+        store
+            .compare_and_swap(&k, Some(2), bare("c"))
+            .await
+            .unwrap(),
         Swap::Swapped(3)
     );
     assert_eq!(store.put(&k, bare("d")).await.unwrap(), 4);
@@ -415,11 +418,17 @@ async fn cas_on_an_absent_record_inserts_once<H: Harness>() {
     let k = key("acme");
     let first = full("first");
     assert_eq!(
-        store.compare_and_swap(&k, None, first.clone()).await.unwrap(),
+        store
+            .compare_and_swap(&k, None, first.clone())
+            .await
+            .unwrap(),
         Swap::Swapped(1)
     );
     assert_eq!(
-        store.compare_and_swap(&k, None, bare("second")).await.unwrap(),
+        store
+            .compare_and_swap(&k, None, bare("second"))
+            .await
+            .unwrap(),
         Swap::Conflict,
         "insert-if-absent when present"
     );
@@ -444,7 +453,10 @@ async fn cas_from_a_stale_version_conflicts<H: Harness>() {
     store.put(&k, current.clone()).await.unwrap();
     for stale in [Some(1), Some(3), Some(u64::MAX), None] {
         assert_eq!(
-            store.compare_and_swap(&k, stale, bare("lost")).await.unwrap(),
+            store
+                .compare_and_swap(&k, stale, bare("lost"))
+                .await
+                .unwrap(),
             Swap::Conflict,
             "expected {stale:?}, stored 2"
         );
@@ -453,7 +465,10 @@ async fn cas_from_a_stale_version_conflicts<H: Harness>() {
     assert_eq!(got.version, 2, "a conflict writes nothing");
     assert_same(&got.record, &current);
     assert_eq!(
-        store.compare_and_swap(&k, Some(2), bare("won")).await.unwrap(),
+        store
+            .compare_and_swap(&k, Some(2), bare("won"))
+            .await
+            .unwrap(),
         Swap::Swapped(3)
     );
 }
@@ -468,7 +483,10 @@ async fn delete_says_whether_there_was_a_record<H: Harness>() {
     assert!(store.delete(&k).await.unwrap());
     assert!(store.get(&k).await.unwrap().is_none());
     assert!(!store.delete(&k).await.unwrap(), "already deleted");
-    assert!(store.get(&key("keep")).await.unwrap().is_some(), "others stay");
+    assert!(
+        store.get(&key("keep")).await.unwrap().is_some(),
+        "others stay"
+    );
     // A record written again after a delete starts over.
     assert_eq!(store.put(&k, bare("c")).await.unwrap(), 1);
 }
@@ -657,8 +675,7 @@ async fn a_feed_nobody_reads_stays_bounded_and_resyncs<H: Harness>() {
     // What the feed kept while nobody read: it says that changes were lost, and it kept
     // far fewer than were made.
     let mut kept = Vec::new();
-    while let Ok(Some(change)) =
-        tokio::time::timeout(Duration::from_millis(600), feed.recv()).await
+    while let Ok(Some(change)) = tokio::time::timeout(Duration::from_millis(600), feed.recv()).await
     {
         kept.push(change);
         assert!(
@@ -694,7 +711,10 @@ async fn encrypted_tokens_never_reach_the_database_in_clear<H: Harness>() {
     store.put(&k, record.clone()).await.unwrap();
 
     let (access, refresh) = h.raw_tokens(&k).await;
-    assert!(!access.contains("access-secret-AAA"), "access token in clear");
+    assert!(
+        !access.contains("access-secret-AAA"),
+        "access token in clear"
+    );
     let refresh = refresh.expect("a refresh token column");
     assert!(
         !refresh.contains("refresh-secret-BBB"),

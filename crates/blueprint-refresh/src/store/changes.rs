@@ -114,9 +114,7 @@ impl ChangeBroadcast {
                 match receiver.recv().await {
                     Ok(change) => Some((change, receiver)),
                     // Changes were dropped from the buffer before this feed read them.
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        Some((Change::Resync, receiver))
-                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => Some((Change::Resync, receiver)),
                     Err(broadcast::error::RecvError::Closed) => None,
                 }
             },

@@ -120,11 +120,7 @@ impl Row {
             refresh_token,
             expires_at: self.expires_at_ms.map(from_millis),
             token_type: self.token_type,
-            scopes: self
-                .scopes
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect(),
+            scopes: self.scopes.split_whitespace().map(str::to_owned).collect(),
             status,
             last_error: self.last_error,
             updated_at: from_millis(self.updated_at_ms),

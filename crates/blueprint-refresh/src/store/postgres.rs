@@ -204,21 +204,19 @@ impl PostgresOptions {
         };
         // One connection first, by hand: a pool retries a refused connection until its
         // timeout and then says only that it timed out.
-        let mut first = match tokio::time::timeout(
-            self.connect_timeout,
-            PgConnection::connect_with(&connect),
-        )
-        .await
-        {
-            Ok(Ok(connection)) => connection,
-            Ok(Err(e)) => return Err(fail(describe_connect_error(&e))),
-            Err(_) => {
-                return Err(fail(format!(
-                    "no answer within {} ms: is PostgreSQL running there, and reachable?",
-                    self.connect_timeout.as_millis()
-                )));
-            }
-        };
+        let mut first =
+            match tokio::time::timeout(self.connect_timeout, PgConnection::connect_with(&connect))
+                .await
+            {
+                Ok(Ok(connection)) => connection,
+                Ok(Err(e)) => return Err(fail(describe_connect_error(&e))),
+                Err(_) => {
+                    return Err(fail(format!(
+                        "no answer within {} ms: is PostgreSQL running there, and reachable?",
+                        self.connect_timeout.as_millis()
+                    )));
+                }
+            };
         if let Some(schema) = &self.schema {
             create_schema(&mut first, schema)
                 .await
@@ -377,10 +375,7 @@ impl PostgresStore {
             Err(_) => Err(StoreError::Unavailable {
                 target: self.target.to_string(),
                 operation,
-                message: format!(
-                    "no answer within {} ms",
-                    self.operation_timeout.as_millis()
-                ),
+                message: format!("no answer within {} ms", self.operation_timeout.as_millis()),
             }),
         }
     }

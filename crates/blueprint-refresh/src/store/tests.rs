@@ -108,7 +108,10 @@ async fn a_missing_directory_is_one_clear_error_naming_it() {
     let text = err.to_string();
     assert!(matches!(err, StoreError::Connect { .. }), "{err:?}");
     assert!(
-        text.contains(&format!("the directory `{}` does not exist", missing.display())),
+        text.contains(&format!(
+            "the directory `{}` does not exist",
+            missing.display()
+        )),
         "{text}"
     );
     assert!(!text.contains("code: 14"), "{text}");
