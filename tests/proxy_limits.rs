@@ -27,9 +27,11 @@ async fn start(name: &str, args: &[&str], nofile: Option<u64>) -> (Process, Temp
         yaml("http://127.0.0.1:9", FAST_RETRY, ""),
     )
     .unwrap();
-    let proxy = Process::start_with(
+    let store = format!("sqlite://{}", dir.path("store.db").display());
+    let proxy = Process::start_full(
         &dir.path("i.yaml"),
-        &dir.path("store.db"),
+        &store,
+        "127.0.0.1:0",
         &[],
         args,
         nofile,
@@ -262,9 +264,11 @@ async fn an_idle_kept_alive_connection_is_closed_but_a_slow_call_is_not() {
     let slow = HeldUpstream::start("finally").await;
     let dir = TempDir::new("keep-alive");
     std::fs::write(dir.path("i.yaml"), yaml(&slow.url(), FAST_RETRY, "")).unwrap();
-    let proxy = Process::start_with(
+    let store = format!("sqlite://{}", dir.path("store.db").display());
+    let proxy = Process::start_full(
         &dir.path("i.yaml"),
-        &dir.path("store.db"),
+        &store,
+        "127.0.0.1:0",
         &[],
         &["--keep-alive-timeout", "1", "--header-read-timeout", "30"],
         None,

@@ -484,14 +484,27 @@ impl Process {
         store: &std::path::Path,
         env: &[(&str, &str)],
     ) -> Process {
-        Self::start_with(config, store, env, &[], None).await
+        let store = format!("sqlite://{}", store.display());
+        Self::start_with(config, &store, "127.0.0.1:0", env).await
     }
 
-    /// Like [`Process::start`], with more arguments, and with at most `nofile` open file
-    /// descriptors (`prlimit --nofile`) if given.
+    /// Starts `blueprint-proxy --config <config> --store <store> --listen <listen>` with
+    /// `env`, and waits until it listens.
     pub async fn start_with(
         config: &std::path::Path,
-        store: &std::path::Path,
+        store: &str,
+        listen: &str,
+        env: &[(&str, &str)],
+    ) -> Process {
+        Self::start_full(config, store, listen, env, &[], None).await
+    }
+
+    /// Like [`Process::start_with`], with more arguments, and with at most `nofile` open
+    /// file descriptors (`prlimit --nofile`) if given.
+    pub async fn start_full(
+        config: &std::path::Path,
+        store: &str,
+        listen: &str,
         env: &[(&str, &str)],
         args: &[&str],
         nofile: Option<u64>,
@@ -510,9 +523,15 @@ impl Process {
             .args(args)
             .arg("--config")
             .arg(config)
-            .arg("--store")
-            .arg(format!("sqlite://{}", store.display()))
-            .args(["--listen", "127.0.0.1:0", "--shutdown-grace", "10"])
+            .args([
+                "--store",
+                store,
+                "--listen",
+                listen,
+                "--shutdown-grace",
+                "10",
+            ])
+            .env_remove("BLUEPRINT_STORE")
             .env_remove("BLUEPRINT_ENCRYPTION_KEY")
             .env_remove("BLUEPRINT_PUBLIC_URL")
             .env("RUST_LOG", "info")

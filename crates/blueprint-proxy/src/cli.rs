@@ -1,5 +1,6 @@
 //! The command line of the `blueprint-proxy` binary.
 
+use std::fmt;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blueprint::{Integrations, Registry};
-use blueprint_refresh::{EncryptionKey, SqliteStore, TokenStore};
+use blueprint_refresh::{
+    EncryptionKey, PostgresOptions, PostgresStore, SqliteStore, StoreError, TokenStore,
+};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer as _;
@@ -21,6 +24,8 @@ use crate::{Limits, Metrics, Proxy, SecretKey, check, registry, serve_with, shut
 pub const ENCRYPTION_KEY_VAR: &str = "BLUEPRINT_ENCRYPTION_KEY";
 /// The environment variable with the URL at which the provider reaches the proxy.
 pub const PUBLIC_URL_VAR: &str = "BLUEPRINT_PUBLIC_URL";
+/// The environment variable that says where connections are kept, when `--store` does not.
+pub const STORE_VAR: &str = "BLUEPRINT_STORE";
 
 const ENVIRONMENT: &str = "\
 Environment:
@@ -32,6 +37,9 @@ Environment:
                             connections stored with it cannot be read without it.
   BLUEPRINT_PUBLIC_URL      Optional. The URL at which the OAuth provider sends people back
                             (the callback is <url>/oauth/callback). Default http://<--listen>.
+  BLUEPRINT_STORE           Optional. What --store says, when it is not given: sqlite://PATH,
+                            or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE for replicas
+                            that share their connections. --store wins.
   RUST_LOG                  Optional. Log filter, e.g. `info` (the default) or
                             `info,blueprint_retry=debug`. Logs go to stderr; one line per
                             proxied call, never a token.
@@ -118,12 +126,19 @@ pub struct ServeArgs {
     /// A folder of YAML blueprint files (one blueprint each), added to the built-in ones.
     #[arg(long, value_name = "DIR")]
     pub blueprints: Option<PathBuf>,
-    /// The address to listen on.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3003")]
-    pub listen: SocketAddr,
-    /// Where connections are kept: `sqlite://PATH` (created on first start).
-    #[arg(long, value_name = "URL", default_value = "sqlite://blueprint.db")]
-    pub store: String,
+    /// The address to listen on: IP:PORT, or HOST:PORT (resolved at start).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3003", value_parser = listen_address)]
+    pub listen: String,
+    /// Where connections are kept: `sqlite://PATH` (created on first start), or
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE` so that several replicas share them.
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "sqlite://blueprint.db",
+        env = STORE_VAR,
+        hide_env_values = true
+    )]
+    pub store: StoreUrl,
     /// The log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -324,26 +339,161 @@ fn run_check(path: &Path, dir: Option<&Path>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `sqlite://PATH`, `sqlite:PATH` or a plain path → the file's path.
-fn store_path(spec: &str) -> Result<PathBuf, String> {
-    if let Some(path) = spec
-        .strip_prefix("sqlite://")
-        .or_else(|| spec.strip_prefix("sqlite:"))
-    {
-        if path.is_empty() {
-            return Err(format!(
-                "--store `{spec}` names no file: use sqlite://blueprint.db"
-            ));
-        }
-        return Ok(PathBuf::from(path));
+/// What `--store` says. `Debug` hides a password the URL may hold.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreUrl(String);
+
+impl StoreUrl {
+    /// The URL as given.
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
-    if spec.contains("://") {
+
+    fn kind(&self) -> Result<StoreKind, String> {
+        let url = self.0.trim();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(StoreKind::Postgres);
+        }
+        if url.starts_with("sqlite:") || !url.contains("://") {
+            return Ok(StoreKind::Sqlite);
+        }
+        let scheme = url.split("://").next().unwrap_or_default();
+        Err(format!(
+            "--store {scheme}://… is not supported: keep connections in SQLite \
+             (sqlite://PATH) or PostgreSQL (postgres://USER@HOST:PORT/DATABASE)"
+        ))
+    }
+}
+
+impl std::str::FromStr for StoreUrl {
+    type Err = std::convert::Infallible;
+
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        Ok(StoreUrl(url.to_owned()))
+    }
+}
+
+impl fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind() {
+            Ok(StoreKind::Sqlite) => write!(f, "StoreUrl({:?})", self.0),
+            _ => f.write_str("StoreUrl(<redacted>)"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StoreKind {
+    Sqlite,
+    Postgres,
+}
+
+/// `--listen`: `IP:PORT`, `[IPv6]:PORT` or `HOST:PORT`; the host is resolved at start.
+fn listen_address(text: &str) -> Result<String, String> {
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{text}` has no port: use HOST:PORT, e.g. 127.0.0.1:3003"))?;
+    if host.is_empty() {
         return Err(format!(
-            "--store `{spec}` is not supported: the proxy keeps connections in an SQLite \
-             file, `sqlite://PATH`"
+            "`{text}` has no host: use HOST:PORT, e.g. 127.0.0.1:3003"
         ));
     }
-    Ok(PathBuf::from(spec))
+    port.parse::<u16>()
+        .map_err(|_| format!("`{port}` is not a port (0 to 65535)"))?;
+    Ok(text.to_owned())
+}
+
+/// The open store, whichever it is.
+#[derive(Clone)]
+enum Store {
+    Sqlite(SqliteStore),
+    Postgres(PostgresStore),
+}
+
+impl Store {
+    /// Opens what `url` names, with `key`, and checks that what it holds can be read.
+    async fn open(url: &StoreUrl, key: Option<EncryptionKey>) -> Result<Self, String> {
+        let encrypted = key.is_some();
+        let store = match url.kind()? {
+            StoreKind::Sqlite => {
+                let store = SqliteStore::open_url(url.as_str().trim())
+                    .await
+                    .map_err(|e| store_failed(&e))?;
+                Store::Sqlite(match key {
+                    Some(key) => store.with_encryption(key),
+                    None => store,
+                })
+            }
+            StoreKind::Postgres => {
+                let options =
+                    PostgresOptions::from_url(url.as_str().trim()).map_err(|e| store_failed(&e))?;
+                let options = match key {
+                    Some(key) => options.encryption(key),
+                    None => options,
+                };
+                Store::Postgres(options.connect().await.map_err(|e| store_failed(&e))?)
+            }
+        };
+        let check = match store.as_dyn().check_encryption().await {
+            Ok(check) => check,
+            Err(e) => {
+                store.close().await;
+                return Err(key_problem(&e, encrypted));
+            }
+        };
+        if encrypted && check.plaintext > 0 {
+            tracing::warn!(
+                unencrypted = check.plaintext,
+                "some connections are stored unencrypted (written before {ENCRYPTION_KEY_VAR} \
+                 was set); each is encrypted the next time it is written"
+            );
+        }
+        Ok(store)
+    }
+
+    fn as_dyn(&self) -> Arc<dyn TokenStore> {
+        match self {
+            Store::Sqlite(store) => Arc::new(store.clone()),
+            Store::Postgres(store) => Arc::new(store.clone()),
+        }
+    }
+
+    /// Where it is, for logs: a path, or `HOST:PORT (PostgreSQL, …)`; never a password.
+    fn describe(&self) -> String {
+        match self {
+            Store::Sqlite(store) => store.path().display().to_string(),
+            Store::Postgres(store) => store.target().to_owned(),
+        }
+    }
+
+    async fn close(&self) {
+        match self {
+            Store::Sqlite(store) => store.close().await,
+            Store::Postgres(store) => store.close().await,
+        }
+    }
+}
+
+fn store_failed(error: &StoreError) -> String {
+    match error {
+        StoreError::Config(_) => format!("--store (or {STORE_VAR}): {error}"),
+        _ => error.to_string(),
+    }
+}
+
+/// The start-up message for a store that cannot read what it holds.
+fn key_problem(error: &StoreError, encrypted: bool) -> String {
+    match error {
+        StoreError::MissingKey { key, .. } => format!(
+            "{ENCRYPTION_KEY_VAR} is not set, but the store holds encrypted connections \
+             (`{key}` is one): set it to the key they were written with"
+        ),
+        StoreError::Decrypt { key, .. } if encrypted => format!(
+            "{ENCRYPTION_KEY_VAR} is not the key the stored connections were written with \
+             (`{key}` does not decrypt with it): set the original key"
+        ),
+        other => format!("cannot read the store: {other}"),
+    }
 }
 
 fn run_serve(args: ServeArgs) -> ExitCode {
@@ -374,10 +524,9 @@ fn run_serve(args: ServeArgs) -> ExitCode {
         Ok(i) => i,
         Err(e) => return fail(&e),
     };
-    let store_path = match store_path(&args.store) {
-        Ok(p) => p,
-        Err(e) => return fail(&e),
-    };
+    if let Err(e) = args.store.kind() {
+        return fail(&e);
+    }
     let public_url = std::env::var(PUBLIC_URL_VAR)
         .ok()
         .map(|url| url.trim().to_owned())
@@ -399,7 +548,7 @@ fn run_serve(args: ServeArgs) -> ExitCode {
         integrations,
         secret_key,
         encryption,
-        store_path,
+        store: args.store,
         public_url,
         listen: args.listen,
         grace: Duration::from_secs(args.shutdown_grace),
@@ -407,11 +556,21 @@ fn run_serve(args: ServeArgs) -> ExitCode {
     };
     match runtime.block_on(serve_main(settings)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        // Nothing served yet: the one line says it all.
+        Err(Failure::Start(e)) => fail(&e),
+        Err(Failure::Run(e)) => {
             tracing::error!(error = %e, "the proxy stopped");
             fail(&e)
         }
     }
+}
+
+/// Why serving ended badly.
+enum Failure {
+    /// Before the proxy listened (the store, the address): said once, on stderr.
+    Start(String),
+    /// While it served: also logged.
+    Run(String),
 }
 
 struct Settings {
@@ -419,31 +578,30 @@ struct Settings {
     integrations: Integrations,
     secret_key: SecretKey,
     encryption: Option<EncryptionKey>,
-    store_path: PathBuf,
+    store: StoreUrl,
     /// `None`: `http://<the listening address>`.
     public_url: Option<String>,
-    listen: SocketAddr,
+    /// `HOST:PORT`, resolved at start.
+    listen: String,
     grace: Duration,
     metrics: Arc<Metrics>,
 }
 
-async fn serve_main(settings: Settings) -> Result<(), String> {
-    let mut store = SqliteStore::open(&settings.store_path).await.map_err(|e| {
-        format!(
-            "cannot open the store `{}`: {e}",
-            settings.store_path.display()
-        )
-    })?;
+async fn serve_main(settings: Settings) -> Result<(), Failure> {
     let encrypted = settings.encryption.is_some();
-    if let Some(key) = settings.encryption {
-        store = store.with_encryption(key);
-    }
-    let listener = tokio::net::TcpListener::bind(settings.listen)
+    let store = Store::open(&settings.store, settings.encryption)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+        .map_err(Failure::Start)?;
+    let listener = match bind(&settings.listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            store.close().await;
+            return Err(Failure::Start(e));
+        }
+    };
     let address = listener
         .local_addr()
-        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+        .map_err(|e| Failure::Start(format!("cannot read the listening address: {e}")))?;
     let public_url = settings.public_url.unwrap_or_else(|| {
         let mut reachable = address;
         if reachable.ip().is_unspecified() {
@@ -456,17 +614,23 @@ async fn serve_main(settings: Settings) -> Result<(), String> {
         .iter()
         .map(|i| i.name().to_owned())
         .collect();
-    let proxy = Proxy::builder(settings.integrations, settings.secret_key)
-        .store(Arc::new(store.clone()) as Arc<dyn TokenStore>)
+    let proxy = match Proxy::builder(settings.integrations, settings.secret_key)
+        .store(store.as_dyn())
         .public_url(&public_url)
         .metrics(settings.metrics)
         .request_body_timeout(settings.hardening.request_body_timeout)
         .forward_host_headers(settings.hardening.forward_host_headers)
         .build()
-        .map_err(|e| e.to_string())?;
+    {
+        Ok(proxy) => proxy,
+        Err(e) => {
+            store.close().await;
+            return Err(Failure::Start(e.to_string()));
+        }
+    };
     tracing::info!(
         %address,
-        store = %settings.store_path.display(),
+        store = %store.describe(),
         encrypted,
         public_url = %public_url,
         integrations = ?names,
@@ -487,7 +651,23 @@ async fn serve_main(settings: Settings) -> Result<(), String> {
     .await;
     store.close().await;
     tracing::info!("store closed");
-    served.map_err(|e| format!("the server failed: {e}"))
+    served.map_err(|e| Failure::Run(format!("the server failed: {e}")))
+}
+
+/// Resolves `HOST:PORT` and listens on the first address that works.
+async fn bind(listen: &str) -> Result<tokio::net::TcpListener, String> {
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host(listen)
+        .await
+        .map_err(|e| format!("--listen {listen}: the host does not resolve ({e})"))?
+        .collect();
+    if addresses.is_empty() {
+        return Err(format!(
+            "--listen {listen}: the host resolves to no address"
+        ));
+    }
+    tokio::net::TcpListener::bind(&addresses[..])
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))
 }
 
 fn init_logging(format: LogFormat) {
@@ -519,19 +699,34 @@ mod tests {
     use clap::CommandFactory;
 
     #[test]
-    fn store_urls_name_a_file() {
-        assert_eq!(
-            store_path("sqlite://blueprint.db").unwrap(),
-            PathBuf::from("blueprint.db")
-        );
-        assert_eq!(
-            store_path("sqlite:///var/lib/bp.db").unwrap(),
-            PathBuf::from("/var/lib/bp.db")
-        );
-        assert_eq!(store_path("sqlite:x.db").unwrap(), PathBuf::from("x.db"));
-        assert_eq!(store_path("x.db").unwrap(), PathBuf::from("x.db"));
-        assert!(store_path("postgres://db/x").is_err());
-        assert!(store_path("sqlite://").is_err());
+    fn store_urls_say_which_store() {
+        let kind = |url: &str| StoreUrl(url.to_owned()).kind();
+        for sqlite in [
+            "sqlite://blueprint.db",
+            "sqlite:x.db",
+            "x.db",
+            "/var/lib/bp.db",
+        ] {
+            assert_eq!(kind(sqlite), Ok(StoreKind::Sqlite), "{sqlite}");
+        }
+        for postgres in ["postgres://u@h:5432/db", "postgresql://u:p@h/db"] {
+            assert_eq!(kind(postgres), Ok(StoreKind::Postgres), "{postgres}");
+        }
+        let err = kind("mysql://root:hunter2@db/x").unwrap_err();
+        assert!(err.contains("mysql://… is not supported"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let debug = format!("{:?}", StoreUrl("postgres://u:hunter2@h/db".into()));
+        assert!(!debug.contains("hunter2"), "{debug}");
+    }
+
+    #[test]
+    fn listen_addresses_need_a_host_and_a_port() {
+        for good in ["127.0.0.1:3003", "localhost:0", "[::1]:80", "0.0.0.0:65535"] {
+            assert_eq!(listen_address(good).as_deref(), Ok(good));
+        }
+        for bad in ["localhost", ":3003", "localhost:http", "h:70000"] {
+            assert!(listen_address(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

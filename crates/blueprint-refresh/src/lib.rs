@@ -27,8 +27,10 @@
 //!   possible, or the replay gets a 401 too, the 401 comes back with a
 //!   [`NeedsReauthorization`] extension. A token that cannot be refreshed (no refresh
 //!   token: Intercom's) costs no copy at all ([`TokenSource::can_refresh`]).
-//! - [`TokenStore`]: [`MemoryStore`], and [`SqliteStore`] (WAL, migrations, safe for
-//!   several processes on one machine, optionally encrypted with AES-256-GCM).
+//! - [`TokenStore`]: [`MemoryStore`], [`SqliteStore`] (WAL, migrations, safe for several
+//!   processes on one machine) and, with feature `postgres`, `PostgresStore` (shared by
+//!   replicas on many machines); the last two optionally encrypt tokens with AES-256-GCM.
+//!   Each reports what any process sharing it writes through a [`ChangeFeed`].
 //! - [`AuthorizationFlow`]: authorization URL with a random state and PKCE, pending
 //!   authorizations that expire and work once, code exchange, credentials stored.
 //!
@@ -132,6 +134,9 @@ pub use source::{
     OAuth2TokenSourceBuilder,
 };
 pub use store::{
-    DecryptError, EncryptionKey, InvalidKeyError, Lease, MemoryStore, MissingKeyError, SqliteStore,
+    Change, ChangeBroadcast, ChangeFeed, DecryptError, EncryptionCheck, EncryptionKey,
+    InvalidKeyError, Lease, MemoryStore, MissingKeyError, SQLITE_CHANGE_POLL, SqliteStore,
     StoreError, StoreFuture, StoreKey, StoredToken, Swap, TokenRecord, TokenStatus, TokenStore,
 };
+#[cfg(feature = "postgres")]
+pub use store::{PostgresOptions, PostgresStore};

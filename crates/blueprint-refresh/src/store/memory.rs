@@ -5,13 +5,17 @@ use std::sync::{Mutex, PoisonError};
 
 use blueprint_core::ConnectionId;
 
-use super::{StoreFuture, StoreKey, StoredToken, Swap, TokenRecord, TokenStore};
+use super::{
+    Change, ChangeBroadcast, ChangeFeed, StoreFuture, StoreKey, StoredToken, Swap, TokenRecord,
+    TokenStore,
+};
 
 /// A [`TokenStore`] in this process's memory: for tests, and for tokens that need not
-/// outlive the process.
+/// outlive the process. Its [change feed](TokenStore::changes) reports each write at once.
 #[derive(Default)]
 pub struct MemoryStore {
     records: Mutex<HashMap<StoreKey, StoredToken>>,
+    changes: ChangeBroadcast,
 }
 
 impl MemoryStore {
@@ -45,6 +49,7 @@ impl TokenStore for MemoryStore {
             records.insert(key.clone(), StoredToken { record, version });
             version
         });
+        self.changes.send(Change::Key(key.clone()));
         Box::pin(ready(Ok(version)))
     }
 
@@ -63,13 +68,18 @@ impl TokenStore for MemoryStore {
             records.insert(key.clone(), StoredToken { record, version });
             Swap::Swapped(version)
         });
+        if matches!(swap, Swap::Swapped(_)) {
+            self.changes.send(Change::Key(key.clone()));
+        }
         Box::pin(ready(Ok(swap)))
     }
 
     fn delete<'a>(&'a self, key: &'a StoreKey) -> StoreFuture<'a, bool> {
-        Box::pin(ready(
-            Ok(self.with(|records| records.remove(key).is_some())),
-        ))
+        let removed = self.with(|records| records.remove(key).is_some());
+        if removed {
+            self.changes.send(Change::Key(key.clone()));
+        }
+        Box::pin(ready(Ok(removed)))
     }
 
     fn list<'a>(&'a self, integration: &'a str) -> StoreFuture<'a, Vec<ConnectionId>> {
@@ -82,5 +92,9 @@ impl TokenStore for MemoryStore {
         });
         ids.sort();
         Box::pin(ready(Ok(ids)))
+    }
+
+    fn changes(&self) -> Option<ChangeFeed> {
+        Some(self.changes.subscribe())
     }
 }

@@ -8,11 +8,16 @@
 //! others wait for the new token instead of calling too.
 //!
 //! [`MemoryStore`] keeps records in this process; [`SqliteStore`] keeps them in a SQLite
-//! file that several processes on one machine can share, optionally encrypted with an
-//! [`EncryptionKey`].
+//! file that several processes on one machine can share; `PostgresStore` (feature
+//! `postgres`) keeps them in PostgreSQL, shared by replicas on many machines. The last two
+//! can encrypt tokens at rest with an [`EncryptionKey`], in the same format.
+//!
+//! What one process writes, the others learn through [`TokenStore::changes`]: a
+//! [`ChangeFeed`] of [`Change`]s, so that a cache of records can drop what another replica
+//! deleted or refreshed.
 
 use std::fmt;
-use std::future::Future;
+use std::future::{Future, ready};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -21,13 +26,20 @@ use blueprint_core::{AccessToken, ConnectionId};
 
 use crate::Secret;
 
+mod changes;
+mod codec;
 mod crypto;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod sqlite;
 
+pub use changes::{Change, ChangeBroadcast, ChangeFeed};
 pub use crypto::{DecryptError, EncryptionKey, InvalidKeyError, MissingKeyError};
 pub use memory::MemoryStore;
-pub use sqlite::SqliteStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresOptions, PostgresStore};
+pub use sqlite::{SQLITE_CHANGE_POLL, SqliteStore};
 
 /// The future a [`TokenStore`] method returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -209,6 +221,69 @@ pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
 
     /// The connections that have a record in `integration`, sorted.
     fn list<'a>(&'a self, integration: &'a str) -> StoreFuture<'a, Vec<ConnectionId>>;
+
+    /// A feed of the records written or deleted from now on, by this process or any other
+    /// sharing the store; `None` when the store cannot tell (the default).
+    ///
+    /// # The guarantee
+    ///
+    /// Every write or delete committed after this call returns is reported to the feed as
+    /// [`Change::Key`] within a bound: at once for [`MemoryStore`]; within
+    /// [`SQLITE_CHANGE_POLL`] (plus a query) for [`SqliteStore`]; as soon as PostgreSQL
+    /// delivers the `NOTIFY` (milliseconds) for `PostgresStore`. Whenever a feed cannot
+    /// vouch for that (its `LISTEN` connection dropped, a poll failed, the reader fell more
+    /// than [`ChangeBroadcast::DEFAULT_CAPACITY`] changes behind), it sends
+    /// [`Change::Resync`] once it is tracking again: the reader must then drop everything
+    /// it cached from the store, since any record may have changed meanwhile. While a feed
+    /// is not tracking (the database is down), nothing arrives.
+    ///
+    /// Delivery is at least once: a key may be reported twice, or for a write that changed
+    /// nothing visible, and a feed may start with changes made just before it was created.
+    /// Order across keys is not promised. A feed holds a bounded buffer, so one that nobody
+    /// reads costs no more memory over time; it ends (`None`) when the store is closed or
+    /// dropped. Each call returns a new, independent feed.
+    fn changes(&self) -> Option<ChangeFeed> {
+        None
+    }
+
+    /// Checks that this store can read the credentials it holds with the key it was given:
+    /// what a program runs at start, so that a missing or wrong encryption key is one clear
+    /// error there instead of a failure per call later.
+    ///
+    /// Counts the encrypted and plaintext records and decrypts one encrypted record (the
+    /// most recently written). Stores that do not encrypt report zero of each (the
+    /// default).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::MissingKey`] when records are encrypted and the store has no key,
+    /// [`StoreError::Decrypt`] when the key is not the one they were written with, or the
+    /// store's own failure to read.
+    fn check_encryption(&self) -> StoreFuture<'_, EncryptionCheck> {
+        Box::pin(ready(Ok(EncryptionCheck::default())))
+    }
+}
+
+/// What [`TokenStore::check_encryption`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EncryptionCheck {
+    /// Records whose tokens are encrypted (one of them was decrypted with the key).
+    pub encrypted: u64,
+    /// Records whose tokens are stored in clear (written before encryption was turned on);
+    /// they are encrypted the next time they are written.
+    pub plaintext: u64,
+}
+
+impl EncryptionCheck {
+    /// A check that found `encrypted` and `plaintext` records: for stores implemented
+    /// outside this crate.
+    pub fn new(encrypted: u64, plaintext: u64) -> Self {
+        EncryptionCheck {
+            encrypted,
+            plaintext,
+        }
+    }
 }
 
 impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
@@ -232,12 +307,43 @@ impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
     fn list<'a>(&'a self, integration: &'a str) -> StoreFuture<'a, Vec<ConnectionId>> {
         (**self).list(integration)
     }
+    fn changes(&self) -> Option<ChangeFeed> {
+        (**self).changes()
+    }
+    fn check_encryption(&self) -> StoreFuture<'_, EncryptionCheck> {
+        (**self).check_encryption()
+    }
 }
 
-/// A token store could not read or write credentials. Never contains a secret.
+/// A token store could not read or write credentials. Never contains a secret (no token,
+/// no database password).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
+    /// The store's settings are not usable (a URL that does not parse, a bad schema
+    /// name); nothing was tried.
+    #[error("the token database settings are not usable: {0}")]
+    Config(String),
+    /// The database could not be opened or reached when the store was opened (nothing
+    /// listens at the address, the login was refused, the directory does not exist...).
+    #[error("cannot open the token database at {target}: {message}")]
+    Connect {
+        /// Where: ``db.internal:5432 (PostgreSQL, database `tokens`)``, `` `./blueprint.db` (SQLite)``.
+        target: String,
+        /// What went wrong and what to do.
+        message: String,
+    },
+    /// The database could not be reached in time for an operation (it is down or
+    /// overloaded); the same operation may succeed later, with no restart.
+    #[error("the token database at {target} is unavailable while {operation}: {message}")]
+    Unavailable {
+        /// Where.
+        target: String,
+        /// What the store was doing.
+        operation: &'static str,
+        /// What went wrong.
+        message: String,
+    },
     /// The database failed (cannot open the file, locked for too long, disk full...).
     #[error("the token database failed while {operation}: {message}")]
     Database {
@@ -283,6 +389,22 @@ impl StoreError {
             operation,
             message: error.to_string(),
         }
+    }
+
+    /// Whether the database could not be reached in time ([`StoreError::Unavailable`]):
+    /// a failure that passes once the database is back.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
+
+    /// Whether stored credentials could not be read with the configured encryption key:
+    /// it is missing ([`StoreError::MissingKey`]) or not the one they were written with
+    /// ([`StoreError::Decrypt`]).
+    pub fn is_key_problem(&self) -> bool {
+        matches!(
+            self,
+            StoreError::MissingKey { .. } | StoreError::Decrypt { .. }
+        )
     }
 }
 

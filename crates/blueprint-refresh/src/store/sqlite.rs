@@ -1,9 +1,13 @@
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::str::FromStr as _;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
-use blueprint_core::{AccessToken, ConnectionId};
+use blueprint_core::ConnectionId;
 use futures_util::future::BoxFuture;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::sqlite::{
@@ -12,15 +16,22 @@ use sqlx::sqlite::{
 };
 use sqlx::{Arguments as _, Row as _};
 
-use super::crypto::{EncryptionKey, MissingKeyError};
+use super::codec::{self, Columns};
+use super::crypto::EncryptionKey;
 use super::{
-    Lease, StoreError, StoreFuture, StoreKey, StoredToken, Swap, TokenRecord, TokenStatus,
-    TokenStore,
+    Change, ChangeFeed, EncryptionCheck, StoreError, StoreFuture, StoreKey, StoredToken, Swap,
+    TokenRecord, TokenStore,
 };
-use crate::Secret;
 
 /// How long a write waits for another process's write to finish before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often a [`SqliteStore`]'s change feed reads the change log: the bound on how late it
+/// reports another process's write.
+pub const SQLITE_CHANGE_POLL: Duration = Duration::from_millis(200);
+
+/// How many changes a feed reads at once.
+const CHANGE_BATCH: i64 = 256;
 
 /// A [`TokenStore`] in a SQLite file: the embedded default.
 ///
@@ -32,6 +43,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// encrypted (AES-256-GCM). Rows written before encryption was turned on stay readable;
 /// an encrypted row read without the key, or with another key, is a
 /// [`StoreError::MissingKey`] or [`StoreError::Decrypt`], never garbage.
+///
+/// Every write also appends the record's key to a change log table (by trigger, in the
+/// same transaction), which [`TokenStore::changes`] polls every [`SQLITE_CHANGE_POLL`]: a
+/// process learns what another one sharing the file wrote or deleted.
 ///
 /// ```
 /// use blueprint_refresh::{SqliteStore, StoreKey, TokenRecord, TokenStore};
@@ -59,6 +74,10 @@ pub struct SqliteStore {
     pub(super) pool: SqlitePool,
     key: Option<EncryptionKey>,
     path: PathBuf,
+    /// The newest change-log id known: where a new change feed starts reading.
+    head: Arc<AtomicI64>,
+    /// Alive while any clone of the store is: change feeds end when it is gone.
+    alive: Arc<()>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -75,13 +94,59 @@ impl SqliteStore {
     ///
     /// # Errors
     ///
-    /// [`StoreError::Database`] when the file cannot be opened, [`StoreError::Migrate`]
-    /// when the schema cannot be brought up to date.
+    /// [`StoreError::Connect`] when the file cannot be opened (its directory does not
+    /// exist, it is not writable...), [`StoreError::Migrate`] when the schema cannot be
+    /// brought up to date.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         let options = SqliteConnectOptions::new()
             .filename(&path)
-            .create_if_missing(true)
+            .create_if_missing(true);
+        Self::open_with(options, path).await
+    }
+
+    /// Opens the database a URL names, as sqlx reads it: `sqlite://PATH`, `sqlite:PATH` or
+    /// a plain path, with optional `?mode=ro|rw|rwc` (default: create the file if missing).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Config`] when the URL does not parse; otherwise as
+    /// [`SqliteStore::open`].
+    pub async fn open_url(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Config(format!("`{url}` is not a SQLite URL: {e}")))?;
+        let has_mode = url
+            .split_once('?')
+            .is_some_and(|(_, query)| query.split('&').any(|pair| pair.starts_with("mode=")));
+        let options = if has_mode {
+            options
+        } else {
+            options.create_if_missing(true)
+        };
+        let path = options.get_filename().to_path_buf();
+        if path.as_os_str().is_empty() {
+            return Err(StoreError::Config(format!(
+                "`{url}` names no file: use sqlite://blueprint.db"
+            )));
+        }
+        Self::open_with(options, path).await
+    }
+
+    async fn open_with(options: SqliteConnectOptions, path: PathBuf) -> Result<Self, StoreError> {
+        let target = format!("`{}` (SQLite)", path.display());
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            if !dir.is_dir() {
+                return Err(StoreError::Connect {
+                    target,
+                    message: format!(
+                        "the directory `{}` does not exist: create it, or choose a file in a \
+                         directory that exists",
+                        dir.display()
+                    ),
+                });
+            }
+        }
+        let options = options
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT);
@@ -89,12 +154,21 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options)
             .await
-            .map_err(|e| StoreError::database("opening the database", &e))?;
+            .map_err(|e| StoreError::Connect {
+                target: target.clone(),
+                message: format!("{e} (is the file and its directory readable and writable?)"),
+            })?;
         migrate(&pool).await?;
+        let head: i64 = sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM blueprint_changes")
+            .fetch_one(&pool)
+            .await
+            .map_err(|e| StoreError::database("reading the change log", &e))?;
         Ok(SqliteStore {
             pool,
             key: None,
             path,
+            head: Arc::new(AtomicI64::new(head)),
+            alive: Arc::new(()),
         })
     }
 
@@ -110,7 +184,7 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Closes the pool's connections, waiting for them.
+    /// Closes the pool's connections, waiting for them. Change feeds end.
     pub async fn close(&self) {
         self.pool.close().await;
     }
@@ -121,46 +195,24 @@ impl SqliteStore {
         record: &TokenRecord,
         expected: Option<u64>,
     ) -> Result<SqliteArguments<'static>, StoreError> {
-        let (access, refresh, encrypted) = match &self.key {
-            Some(cipher) => {
-                let seal = |column: &str, value: &str| {
-                    cipher
-                        .encrypt(value.as_bytes(), &aad(key, column))
-                        .ok_or_else(|| StoreError::Corrupt {
-                            key: key.clone(),
-                            what: format!("the {column} is too long to encrypt"),
-                        })
-                };
-                let access = seal("access_token", record.access_token.secret())?;
-                let refresh = match &record.refresh_token {
-                    Some(token) => Some(seal("refresh_token", token.expose())?),
-                    None => None,
-                };
-                (access, refresh, true)
-            }
-            None => (
-                record.access_token.secret().to_owned(),
-                record.refresh_token.as_ref().map(|t| t.expose().to_owned()),
-                false,
-            ),
-        };
+        let columns = Columns::seal(self.key.as_ref(), key, record)?;
         let mut args = SqliteArguments::default();
         let binds: Result<(), sqlx::error::BoxDynError> = (|| {
             args.add(key.integration().to_owned())?;
             args.add(key.connection().as_str().to_owned())?;
-            args.add(access)?;
-            args.add(refresh)?;
-            args.add(i64::from(encrypted))?;
-            args.add(record.expires_at.map(millis))?;
-            args.add(record.token_type.clone())?;
-            args.add(record.scopes.join(" "))?;
-            args.add(record.status.as_str())?;
-            args.add(record.last_error.clone())?;
-            args.add(record.lease.as_ref().map(|l| l.holder.clone()))?;
-            args.add(record.lease.as_ref().map(|l| millis(l.until)))?;
-            args.add(millis(record.updated_at))?;
+            args.add(columns.access_token)?;
+            args.add(columns.refresh_token)?;
+            args.add(i64::from(columns.encrypted))?;
+            args.add(columns.expires_at_ms)?;
+            args.add(columns.token_type)?;
+            args.add(columns.scopes)?;
+            args.add(columns.status)?;
+            args.add(columns.last_error)?;
+            args.add(columns.lease_holder)?;
+            args.add(columns.lease_until_ms)?;
+            args.add(columns.updated_at_ms)?;
             if let Some(expected) = expected {
-                args.add(i64::try_from(expected).unwrap_or(i64::MAX))?;
+                args.add(codec::version_column(expected))?;
             }
             Ok(())
         })();
@@ -169,69 +221,23 @@ impl SqliteStore {
     }
 
     fn decode(&self, key: &StoreKey, row: &SqliteRow) -> Result<StoredToken, StoreError> {
-        let corrupt = |what: &str| StoreError::Corrupt {
-            key: key.clone(),
-            what: what.to_owned(),
-        };
         let column = |e: sqlx::Error| StoreError::database("reading a row", &e);
         let encrypted: i64 = row.try_get("encrypted").map_err(column)?;
-        let open = |name: &str, value: String| -> Result<String, StoreError> {
-            if encrypted == 0 {
-                return Ok(value);
-            }
-            let Some(cipher) = &self.key else {
-                return Err(StoreError::MissingKey {
-                    key: key.clone(),
-                    source: MissingKeyError { _private: () },
-                });
-            };
-            let plain =
-                cipher
-                    .decrypt(&value, &aad(key, name))
-                    .map_err(|source| StoreError::Decrypt {
-                        key: key.clone(),
-                        source,
-                    })?;
-            String::from_utf8(plain).map_err(|_| corrupt("a decrypted token is not UTF-8"))
-        };
-        let access: String = row.try_get("access_token").map_err(column)?;
-        let access = AccessToken::new(open("access_token", access)?)
-            .map_err(|e| corrupt(&format!("the access token is unusable: {e}")))?;
-        let refresh: Option<String> = row.try_get("refresh_token").map_err(column)?;
-        let refresh_token = match refresh {
-            Some(value) => Some(Secret::new(open("refresh_token", value)?)),
-            None => None,
-        };
-        let status: String = row.try_get("status").map_err(column)?;
-        let status = TokenStatus::parse(&status).ok_or_else(|| corrupt("unknown status"))?;
-        let scopes: String = row.try_get("scopes").map_err(column)?;
-        let lease_holder: Option<String> = row.try_get("lease_holder").map_err(column)?;
-        let lease_until: Option<i64> = row.try_get("lease_until_ms").map_err(column)?;
-        let version: i64 = row.try_get("version").map_err(column)?;
-        let record = TokenRecord {
-            access_token: access,
-            refresh_token,
-            expires_at: row
-                .try_get::<Option<i64>, _>("expires_at_ms")
-                .map_err(column)?
-                .map(from_millis),
+        codec::Row {
+            access_token: row.try_get("access_token").map_err(column)?,
+            refresh_token: row.try_get("refresh_token").map_err(column)?,
+            encrypted: encrypted != 0,
+            expires_at_ms: row.try_get("expires_at_ms").map_err(column)?,
             token_type: row.try_get("token_type").map_err(column)?,
-            scopes: scopes.split_whitespace().map(str::to_owned).collect(),
-            status,
+            scopes: row.try_get("scopes").map_err(column)?,
+            status: row.try_get("status").map_err(column)?,
             last_error: row.try_get("last_error").map_err(column)?,
-            updated_at: from_millis(row.try_get("updated_at_ms").map_err(column)?),
-            lease: match (lease_holder, lease_until) {
-                (Some(holder), Some(until)) => Some(Lease {
-                    holder,
-                    until: from_millis(until),
-                }),
-                _ => None,
-            },
-        };
-        Ok(StoredToken {
-            record,
-            version: u64::try_from(version).map_err(|_| corrupt("negative version"))?,
-        })
+            lease_holder: row.try_get("lease_holder").map_err(column)?,
+            lease_until_ms: row.try_get("lease_until_ms").map_err(column)?,
+            updated_at_ms: row.try_get("updated_at_ms").map_err(column)?,
+            version: row.try_get("version").map_err(column)?,
+        }
+        .open(self.key.as_ref(), key)
     }
 }
 
@@ -274,7 +280,7 @@ impl TokenStore for SqliteStore {
                 .fetch_one(&self.pool)
                 .await
                 .map_err(|e| StoreError::database("writing credentials", &e))?;
-            Ok(u64::try_from(version).unwrap_or_default())
+            Ok(codec::version_value(version))
         })
     }
 
@@ -300,7 +306,7 @@ impl TokenStore for SqliteStore {
                 .await
                 .map_err(|e| StoreError::database("writing credentials", &e))?;
             Ok(match version {
-                Some(version) => Swap::Swapped(u64::try_from(version).unwrap_or_default()),
+                Some(version) => Swap::Swapped(codec::version_value(version)),
                 None => Swap::Conflict,
             })
         })
@@ -332,41 +338,157 @@ impl TokenStore for SqliteStore {
             Ok(ids.into_iter().map(ConnectionId::from).collect())
         })
     }
+
+    fn changes(&self) -> Option<ChangeFeed> {
+        let poller = Poller {
+            pool: self.pool.clone(),
+            alive: Arc::downgrade(&self.alive),
+            last: self.head.load(Ordering::Acquire),
+            head: Arc::clone(&self.head),
+            tracking: true,
+            pending: VecDeque::new(),
+        };
+        Some(ChangeFeed::from_stream(futures_util::stream::unfold(
+            poller,
+            |mut poller| async move { poller.next().await.map(|change| (change, poller)) },
+        )))
+    }
+
+    fn check_encryption(&self) -> StoreFuture<'_, EncryptionCheck> {
+        Box::pin(async move {
+            let counts: Vec<(i64, i64)> = sqlx::query_as(
+                "SELECT encrypted, count(*) FROM blueprint_tokens GROUP BY encrypted",
+            )
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| StoreError::database("counting credentials", &e))?;
+            let count = |encrypted: bool| {
+                counts
+                    .iter()
+                    .filter(|(e, _)| (*e != 0) == encrypted)
+                    .map(|(_, n)| u64::try_from(*n).unwrap_or_default())
+                    .sum()
+            };
+            let check = EncryptionCheck::new(count(true), count(false));
+            let newest: Option<(String, String, String)> = sqlx::query_as(
+                "SELECT integration, connection_id, access_token FROM blueprint_tokens \
+                 WHERE encrypted <> 0 ORDER BY updated_at_ms DESC LIMIT 1",
+            )
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| StoreError::database("reading credentials", &e))?;
+            if let Some((integration, connection, sealed)) = newest {
+                let key = StoreKey::new(integration, ConnectionId::from(connection));
+                codec::open_sealed(self.key.as_ref(), &key, "access_token", &sealed)?;
+            }
+            Ok(check)
+        })
+    }
 }
 
-/// The associated data that binds a ciphertext to its row and column.
-fn aad(key: &StoreKey, column: &str) -> Vec<u8> {
-    format!(
-        "blueprint-refresh/v1\0{}\0{}\0{column}",
-        key.integration(),
-        key.connection()
-    )
-    .into_bytes()
+/// A change feed's state: where it is in the change log, and what it read but did not
+/// hand out yet (at most one batch).
+struct Poller {
+    pool: SqlitePool,
+    alive: Weak<()>,
+    last: i64,
+    head: Arc<AtomicI64>,
+    /// False after a failed poll: the next good one starts with a resync.
+    tracking: bool,
+    pending: VecDeque<Change>,
 }
 
-fn millis(time: SystemTime) -> i64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+impl Poller {
+    async fn next(&mut self) -> Option<Change> {
+        loop {
+            if let Some(change) = self.pending.pop_front() {
+                return Some(change);
+            }
+            if self.alive.strong_count() == 0 || self.pool.is_closed() {
+                return None;
+            }
+            if !self.poll().await {
+                tokio::time::sleep(SQLITE_CHANGE_POLL).await;
+            }
+        }
+    }
+
+    /// Reads the next changes into `pending`; whether there may be more right away.
+    async fn poll(&mut self) -> bool {
+        let rows: Result<Vec<(i64, String, String)>, sqlx::Error> = sqlx::query_as(
+            "SELECT id, integration, connection_id FROM blueprint_changes \
+             WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )
+        .bind(self.last)
+        .bind(CHANGE_BATCH)
+        .fetch_all(&self.pool)
+        .await;
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(error) => {
+                if self.tracking {
+                    tracing::warn!(%error, "the SQLite change feed cannot read the change log; it resyncs once it can");
+                }
+                self.tracking = false;
+                return false;
+            }
+        };
+        let gap = rows.first().is_some_and(|(id, ..)| *id > self.last + 1);
+        if !self.tracking || gap {
+            // Changes were missed (a failed poll, or pruned before this feed read them):
+            // everything up to the newest change is covered by one resync.
+            let newest: Result<i64, sqlx::Error> =
+                sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM blueprint_changes")
+                    .fetch_one(&self.pool)
+                    .await;
+            let Ok(newest) = newest else {
+                self.tracking = false;
+                return false;
+            };
+            self.tracking = true;
+            self.last = newest;
+            self.head.fetch_max(newest, Ordering::AcqRel);
+            self.pending.push_back(Change::Resync);
+            return false;
+        }
+        let full = rows.len() == usize::try_from(CHANGE_BATCH).unwrap_or(usize::MAX);
+        for (id, integration, connection) in rows {
+            self.pending.push_back(Change::Key(StoreKey::new(
+                integration,
+                ConnectionId::from(connection),
+            )));
+            self.last = id;
+        }
+        self.head.fetch_max(self.last, Ordering::AcqRel);
+        full
+    }
 }
 
-fn from_millis(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or_default())
-}
-
-/// The migrations in `migrations/`, embedded so that the crate needs no files at run time.
+/// The migrations in `migrations/`, embedded so that the crate needs no files at run time
+/// (listed by hand, so that SQLite alone needs no proc-macro; PostgreSQL's use
+/// `sqlx::migrate!`).
 #[derive(Debug)]
 struct Embedded;
 
 impl MigrationSource<'static> for Embedded {
     fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
         Box::pin(async {
-            Ok(vec![Migration::new(
-                1,
-                Cow::Borrowed("create tokens"),
-                MigrationType::Simple,
-                Cow::Borrowed(include_str!("../../migrations/0001_create_tokens.sql")),
-                false,
-            )])
+            Ok(vec![
+                Migration::new(
+                    1,
+                    Cow::Borrowed("create tokens"),
+                    MigrationType::Simple,
+                    Cow::Borrowed(include_str!("../../migrations/0001_create_tokens.sql")),
+                    false,
+                ),
+                Migration::new(
+                    2,
+                    Cow::Borrowed("change log"),
+                    MigrationType::Simple,
+                    Cow::Borrowed(include_str!("../../migrations/0002_change_log.sql")),
+                    false,
+                ),
+            ])
         })
     }
 }
