@@ -111,7 +111,7 @@ mod time;
 pub use app::{BuildError, Proxy, ProxyBuilder, check, registry};
 pub use auth::{MIN_SECRET_KEY_LEN, SECRET_KEY_VAR, SecretKey, SecretKeyError};
 pub use error::ApiError;
-pub use metrics::Metrics;
+pub use metrics::{IntegrationMetrics, Metrics};
 pub use proxy::{CONNECTION_ID, PROVIDER_CONFIG_KEY};
 pub use server::{
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_KEEP_ALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Limits,

@@ -6,13 +6,14 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use blueprint_core::{BoxError, ConnectionId};
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tower_service::Service;
 
+use crate::WaitFrom;
 use crate::error::RateLimitedError;
-use crate::layer::Shared;
+use crate::layer::{Extension, Shared};
 use crate::parse::{Observation, reads_retry_after};
 use crate::state::{Admission, Hold, Key, KeyState};
 
@@ -293,17 +294,22 @@ fn learn<ResB>(
     response: &mut Response<ResB>,
 ) {
     let status = response.status();
-    let limited = status == StatusCode::TOO_MANY_REQUESTS;
+    let config = &shared.config;
+    // Which answers mean "rate limited": a 429 by default, what the API says otherwise.
+    let rule = config
+        .signals
+        .iter()
+        .find(|rule| rule.matches(status, response.headers()));
+    let limited = rule.is_some();
     if response.headers().is_empty() && !limited && ticket.entry.is_none() {
         // Nothing to read and nothing to settle: the common case of an API that never
         // speaks of its limits costs no clock read.
         return;
     }
     let now = Instant::now();
-    let seen = if response.headers().is_empty() {
+    let mut seen = if response.headers().is_empty() {
         Observation::default()
     } else {
-        let config = &shared.config;
         Observation::read(
             response.headers(),
             reads_retry_after(status),
@@ -312,8 +318,22 @@ fn learn<ResB>(
             now,
         )
     };
-    if let Some(extension) = seen.to_extension(limited) {
-        response.extensions_mut().insert(extension);
+    if let Some(rule) = rule {
+        seen.wait_from = rule.wait_from;
+        if rule.wait_from == WaitFrom::Reset {
+            seen.retry_after = None;
+        }
+    }
+    let worth_telling = match config.extension {
+        Extension::Always => true,
+        Extension::WhenLimitedOrFailed => {
+            limited || !status.is_success() || seen.remaining == Some(0)
+        }
+    };
+    if worth_telling {
+        if let Some(extension) = seen.to_extension(limited) {
+            response.extensions_mut().insert(extension);
+        }
     }
     let informed = seen.has_info();
     let entry = match (&ticket.entry, key) {

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::RateLimitRule;
 use crate::clock::{SystemClock, WallClock};
 use crate::error::RateLimitedError;
 use crate::future::{ResponseFuture, Ticket};
@@ -30,6 +31,15 @@ pub(crate) struct Config {
     pub(crate) origin: Option<Origin>,
     pub(crate) clock: Arc<dyn WallClock>,
     pub(crate) events: EventSink,
+    pub(crate) signals: Arc<[RateLimitRule]>,
+    pub(crate) extension: Extension,
+}
+
+/// When a response gets a [`RateLimit`](blueprint_core::RateLimit) extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Extension {
+    Always,
+    WhenLimitedOrFailed,
 }
 
 impl fmt::Debug for Config {
@@ -90,6 +100,8 @@ impl RateLimitLayer {
                 origin: None,
                 clock: Arc::new(SystemClock),
                 events: EventSink::none(),
+                signals: Arc::from([RateLimitRule::too_many_requests()]),
+                extension: Extension::Always,
             },
             keys: Arc::new(Keys::new(DEFAULT_MAX_KEYS)),
         }
@@ -139,6 +151,27 @@ impl RateLimitLayer {
     #[must_use]
     pub fn max_keys(mut self, max: usize) -> Self {
         self.keys = Arc::new(Keys::new(max));
+        self
+    }
+
+    /// Which answers mean "rate limited" (default: a 429): such an answer holds the next
+    /// requests of its connection until the wait it names, and gets a
+    /// [`RateLimit`](blueprint_core::RateLimit) extension with `limited: true`, which the
+    /// retry layer treats as a 429. GitHub, for one, answers a spent limit with 403 and
+    /// `X-RateLimit-Remaining: 0`. Keep a 429 rule among yours: only the rules given count.
+    #[must_use]
+    pub fn rate_limited(mut self, rules: impl IntoIterator<Item = RateLimitRule>) -> Self {
+        self.config.signals = rules.into_iter().collect();
+        self
+    }
+
+    /// Puts the [`RateLimit`](blueprint_core::RateLimit) extension only on responses where
+    /// it matters to a caller — rate-limited ones, failures, and those that say the budget
+    /// is spent — and not on every response that carries rate-limit headers (the default).
+    /// The layer's pacing is the same either way; this saves an allocation per call.
+    #[must_use]
+    pub fn extension_when_limited_or_failed(mut self) -> Self {
+        self.config.extension = Extension::WhenLimitedOrFailed;
         self
     }
 

@@ -85,6 +85,7 @@ mod error;
 mod future;
 mod layer;
 pub mod parse;
+mod signal;
 mod state;
 
 pub use blueprint_core::{ConnectionId, Origin, RateLimit};
@@ -93,6 +94,7 @@ pub use error::RateLimitedError;
 pub use future::ResponseFuture;
 pub use layer::{DEFAULT_MAX_KEYS, DEFAULT_SPREAD, RateLimitLayer, RateLimiting};
 pub use parse::{HeaderConfig, ResetFormat};
+pub use signal::{RateLimitRule, WaitFrom};
 
 #[cfg(test)]
 mod tests;

@@ -354,6 +354,11 @@ pub(crate) struct Observation {
     pub(crate) remaining: Option<u64>,
     pub(crate) reset: Reset,
     pub(crate) retry_after: Option<Instant>,
+    /// A reset or `Retry-After` further away than the cap, brought back to it: the longest
+    /// wait the server asked for, as written.
+    pub(crate) capped: Option<Duration>,
+    /// Where the wait of a rate-limited answer comes from.
+    pub(crate) wait_from: crate::WaitFrom,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -432,16 +437,24 @@ impl Observation {
                 instant: now.checked_sub(ago),
                 precision,
             },
-            Some((Until::Future(d), precision)) => match now.checked_add(d.min(config.max_reset)) {
-                Some(instant) => Reset::At { instant, precision },
-                None => Reset::Absent,
-            },
+            Some((Until::Future(d), precision)) => {
+                if d > config.max_reset {
+                    seen.capped = Some(d);
+                }
+                match now.checked_add(d.min(config.max_reset)) {
+                    Some(instant) => Reset::At { instant, precision },
+                    None => Reset::Absent,
+                }
+            }
         };
         if retry_after {
-            seen.retry_after = headers
+            let wait = headers
                 .get(RETRY_AFTER)
-                .and_then(|v| parse_retry_after(v, wall_now))
-                .and_then(|d| now.checked_add(d.min(config.max_reset)));
+                .and_then(|v| parse_retry_after(v, wall_now));
+            if let Some(d) = wait.filter(|d| *d > config.max_reset) {
+                seen.capped = Some(seen.capped.map_or(d, |c| c.max(d)));
+            }
+            seen.retry_after = wait.and_then(|d| now.checked_add(d.min(config.max_reset)));
         }
         seen
     }

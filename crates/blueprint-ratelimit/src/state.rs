@@ -225,6 +225,8 @@ struct Budget {
     stale: bool,
     /// Requests waiting for an answer to come back.
     waiters: Vec<Waker>,
+    // Whether a wait longer than the cap was logged for this key already.
+    warned_cap: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,6 +280,7 @@ impl KeyState {
                 lag: Duration::ZERO,
                 stale: false,
                 waiters: Vec::new(),
+                warned_cap: false,
             }),
         }
     }
@@ -658,9 +661,19 @@ impl Budget {
             }
             _ => {}
         }
+        if let Some(asked) = seen.capped.filter(|_| !self.warned_cap) {
+            self.warned_cap = true;
+            tracing::warn!(
+                asked_secs = asked.as_secs(),
+                "the server asked to wait longer than the longest wait allowed \
+                 (max_server_wait): waiting that long instead (said once per connection)"
+            );
+        }
         if limited {
             let until = match (seen.retry_after, seen.remaining, reset) {
                 (Some(after), _, _) => Some(after),
+                // The rule reads the wait from `Retry-After` only: no reset holds calls.
+                (None, _, _) if seen.wait_from == crate::WaitFrom::RetryAfter => None,
                 // A 429 with budget left is another limit than the window's (Intercom's cap
                 // on pending jobs): the reset does not clear it, so do not wait for it.
                 (None, Some(r), _) if r > 0 => None,

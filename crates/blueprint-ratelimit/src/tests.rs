@@ -495,6 +495,9 @@ async fn holding_and_resuming_are_logged_without_the_token() {
         .with_max_level(tracing::Level::INFO)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Other tests' threads may have cached their callsites' interest meanwhile: ask again,
+    // now that this thread has a subscriber.
+    tracing::callsite::rebuild_interest_cache();
 
     let api = Api::new();
     let svc = RateLimitLayer::intercom()
@@ -548,5 +551,98 @@ async fn clones_and_services_of_one_layer_share_the_budget() {
     assert!(
         Instant::now() >= start + secs(5),
         "the other service did not see the spent budget"
+    );
+}
+
+/// GitHub's secondary limit: a 403 with `Retry-After`, budget left. Only a rule saying so
+/// makes it "rate limited".
+fn secondary_limit(n: usize) -> Response<()> {
+    if n == 1 {
+        Response::builder()
+            .status(StatusCode::FORBIDDEN)
+            .header("x-ratelimit-limit", "5000")
+            .header("x-ratelimit-remaining", "4999")
+            .header("x-ratelimit-reset", (EPOCH + 3600).to_string())
+            .header("retry-after", "20")
+            .body(())
+            .unwrap_or_else(|e| panic!("{e}"))
+    } else {
+        intercom(StatusCode::OK, 4998, EPOCH + 3600)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_a_rule_calls_rate_limited_holds_the_next_calls_like_a_429() {
+    use crate::{RateLimitRule, WaitFrom};
+    let rules = [
+        RateLimitRule::too_many_requests(),
+        RateLimitRule::new(StatusCode::FORBIDDEN, WaitFrom::RetryAfter)
+            .when_header("retry-after", "*")
+            .unwrap_or_else(|e| panic!("{e}")),
+    ];
+    for (name, layer, held) in [
+        (
+            "with the rule",
+            RateLimitLayer::intercom().rate_limited(rules.clone()),
+            true,
+        ),
+        ("without it", RateLimitLayer::intercom(), false),
+    ] {
+        let api = Api::new();
+        let svc = layer
+            .clock(clock())
+            .layer(api.clone().service(secondary_limit));
+        let start = Instant::now();
+        let first = svc
+            .clone()
+            .oneshot(get("https://api.github.com/user"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let limited = first
+            .extensions()
+            .get::<RateLimit>()
+            .is_some_and(|r| r.limited);
+        assert_eq!(limited, held, "{name}: the 403's extension");
+        svc.oneshot(get("https://api.github.com/user"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let waited = api.arrivals()[1] - start;
+        if held {
+            assert!(waited >= secs(20), "{name}: sent after {waited:?}");
+        } else {
+            assert!(waited < secs(1), "{name}: held {waited:?}");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_announced_wait_past_the_cap_holds_calls_no_longer_than_the_cap() {
+    // `RateLimit` says the budget is spent for 27 hours; the blueprint believes 5 minutes.
+    let api = Api::new();
+    let svc = RateLimitLayer::intercom()
+        .max_reset(secs(300))
+        .clock(clock())
+        .layer(api.clone().service(|n| {
+            let mut response = Response::new(());
+            if n == 1 {
+                response.headers_mut().insert(
+                    "ratelimit",
+                    HeaderValue::from_static("\"default\";r=0;t=99999"),
+                );
+            }
+            response
+        }));
+    let start = Instant::now();
+    svc.clone()
+        .oneshot(get("https://api.example.com/a"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut request = get("https://api.example.com/a");
+    request.extensions_mut().insert(Deadline::after(secs(3600)));
+    svc.oneshot(request).await.unwrap_or_else(|e| panic!("{e}"));
+    let waited = api.arrivals()[1] - start;
+    assert!(
+        waited >= secs(300) && waited <= secs(301),
+        "held {waited:?}, not the 300 s cap"
     );
 }

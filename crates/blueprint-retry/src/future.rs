@@ -285,7 +285,17 @@ fn decide<ResB, B: Body, P: RetryPolicy>(
     info.target = kept.target();
     let outcome = match &result {
         Ok(response) => Outcome::Response {
-            status: response.status(),
+            // An answer the rate-limit layer found rate limited (GitHub's 403 with
+            // `X-RateLimit-Remaining: 0`) is what a 429 is.
+            status: if response
+                .extensions()
+                .get::<RateLimit>()
+                .is_some_and(|r| r.limited)
+            {
+                http::StatusCode::TOO_MANY_REQUESTS
+            } else {
+                response.status()
+            },
             headers: response.headers(),
         },
         Err(error) => Outcome::Error(&**error),

@@ -15,6 +15,10 @@
 //! in the request's extensions. The whole policy can be replaced: any
 //! `Fn(&RequestInfo, &Outcome) -> Option<RetryReason>` is a [`RetryPolicy`].
 //!
+//! A response the rate-limit layer marked rate limited
+//! ([`RateLimit::limited`](blueprint_core::RateLimit), for APIs that say so with another
+//! status: GitHub's 403 with `X-RateLimit-Remaining: 0`) is classified as a 429.
+//!
 //! # Waits
 //!
 //! - Backoff: exponential with full jitter, 100 ms doubling up to 10 s, 3 attempts in all

@@ -836,3 +836,56 @@ async fn retries_carry_the_first_attempts_extensions_and_report_typed_events() {
         ]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_marked_rate_limited_is_retried_like_a_429() {
+    use blueprint_core::RateLimit;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let upstream = service_fn({
+        let calls = Arc::clone(&calls);
+        move |_req: Request<ReplayBody<Full<Bytes>>>| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let status = if n == 0 { 403 } else { 200 };
+                let mut res = Response::builder()
+                    .status(status)
+                    .body(Full::<Bytes>::default())?;
+                if n == 0 {
+                    // What the rate-limit layer puts on GitHub's 403 with remaining 0.
+                    res.extensions_mut().insert(RateLimit {
+                        remaining: Some(0),
+                        reset: Some(Instant::now() + Duration::from_secs(2)),
+                        limited: true,
+                        ..RateLimit::default()
+                    });
+                }
+                Ok::<_, BoxError>(res)
+            }
+        }
+    });
+    let started = Instant::now();
+    let response = RetryLayer::new()
+        .layer_on(upstream)
+        .oneshot(request(Method::GET, "https://api.github.com/user", ""))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "did not wait for the reset"
+    );
+
+    // A plain 403 is not retried.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let response = RetryLayer::new()
+        .layer_on(scripted(
+            vec![(403, None, Duration::ZERO)],
+            Arc::clone(&calls),
+        ))
+        .oneshot(request(Method::GET, "https://api.github.com/user", ""))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}

@@ -8,6 +8,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 pub use blueprint_ratelimit::ResetFormat;
 pub use blueprint_refresh::ClientAuth;
 
+pub use blueprint_ratelimit::{RateLimitRule, WaitFrom};
+
 use crate::base_url::{BaseUrl, InvalidBaseUrl};
 use crate::template::{self, Part, TemplateError};
 
@@ -89,82 +91,6 @@ impl Default for RateLimitHeaders {
             reset: HeaderName::from_static("x-ratelimit-reset"),
             reset_format: ResetFormat::EpochSeconds,
         }
-    }
-}
-
-/// Where the wait of a rate-limited answer is read from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum WaitFrom {
-    /// `Retry-After`.
-    RetryAfter,
-    /// The rate-limit reset header ([`RateLimitHeaders::reset`]).
-    Reset,
-    /// `Retry-After` when the answer has one, else the reset header.
-    #[default]
-    RetryAfterOrReset,
-}
-
-/// An answer that means "rate limited": a status, optionally header values that must be
-/// present (GitHub answers a spent primary limit with 403 and `X-RateLimit-Remaining: 0`,
-/// and other 403s are not about rate limits), and where the wait is read from.
-///
-/// ```
-/// use blueprint::{RateLimitRule, WaitFrom};
-/// use http::{HeaderMap, StatusCode};
-///
-/// let rule = RateLimitRule::new(StatusCode::FORBIDDEN, WaitFrom::Reset)
-///     .when_header("x-ratelimit-remaining", "0")?;
-/// let mut headers = HeaderMap::new();
-/// assert!(!rule.matches(StatusCode::FORBIDDEN, &headers));
-/// headers.insert("x-ratelimit-remaining", "0".parse()?);
-/// assert!(rule.matches(StatusCode::FORBIDDEN, &headers));
-/// assert!(!rule.matches(StatusCode::TOO_MANY_REQUESTS, &headers));
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RateLimitRule {
-    /// The status of the answer.
-    pub status: StatusCode,
-    /// Headers the answer must carry with these values (compared trimmed, ignoring ASCII
-    /// case; `*` means any value); all of them.
-    pub when: Vec<(HeaderName, String)>,
-    /// Where the wait is read from.
-    pub wait_from: WaitFrom,
-}
-
-impl RateLimitRule {
-    /// Answers with `status`, whatever their headers.
-    pub fn new(status: StatusCode, wait_from: WaitFrom) -> Self {
-        RateLimitRule {
-            status,
-            when: Vec::new(),
-            wait_from,
-        }
-    }
-
-    /// Also requires the header `name` with `value`.
-    ///
-    /// # Errors
-    ///
-    /// [`BlueprintError`] when `name` is not a header name.
-    pub fn when_header(mut self, name: &str, value: &str) -> Result<Self, BlueprintError> {
-        let name = HeaderName::try_from(name).map_err(|_| {
-            BlueprintError::new("rate_limited", format!("`{name}` is not a header name"))
-        })?;
-        self.when.push((name, value.to_owned()));
-        Ok(self)
-    }
-
-    /// Whether an answer with this status and these headers is rate limited by this rule.
-    pub fn matches(&self, status: StatusCode, headers: &HeaderMap) -> bool {
-        status == self.status
-            && self.when.iter().all(|(name, want)| {
-                headers.get_all(name).iter().any(|v| {
-                    want == "*"
-                        || v.to_str()
-                            .is_ok_and(|v| v.trim().eq_ignore_ascii_case(want.trim()))
-                })
-            })
     }
 }
 

@@ -301,6 +301,11 @@ impl StackBuilder {
                     headers.reset_format,
                 ))
                 .origin(bp.base_url().origin().clone())
+                .rate_limited(bp.rate_limited().iter().cloned())
+                // A server cannot stop calls for longer than the blueprint believes.
+                .max_reset(bp.max_server_wait())
+                // The engine's callers read the extension on failures only.
+                .extension_when_limited_or_failed()
                 .events(self.events.clone())
             }
         };

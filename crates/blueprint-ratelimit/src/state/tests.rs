@@ -26,6 +26,7 @@ fn seen(remaining: u64, reset: Instant) -> Observation {
             precision: Duration::from_millis(50),
         },
         retry_after: None,
+        ..Observation::default()
     }
 }
 
@@ -432,6 +433,7 @@ mod fuzz {
                                 },
                             },
                             retry_after: retry_after.map(|ms| after(now, ms)),
+                            ..Observation::default()
                         };
                         state.settle(counted, Some((&seen, limited)), now);
                     }
