@@ -22,7 +22,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -34,6 +34,7 @@ use blueprint_refresh::{SqliteStore, StoreKey, TokenRecord, TokenStatus, TokenSt
 use http::Method;
 use proxy_support::{FAST_RETRY, KEY, Process, TempDir, yaml};
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 /// The token imported through the page.
 const IMPORTED_TOKEN: &str = "tok_UI_imported_5eCr3t";
@@ -90,7 +91,11 @@ async fn fake_provider() -> (SocketAddr, Shared) {
 /// The person approves at once: back to `redirect_uri` with a code and the `state`.
 async fn authorize(Query(query): Query<HashMap<String, String>>) -> Response {
     let (Some(redirect), Some(state)) = (query.get("redirect_uri"), query.get("state")) else {
-        return (StatusCode::BAD_REQUEST, "redirect_uri and state are required").into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            "redirect_uri and state are required",
+        )
+            .into_response();
     };
     let url_safe = |s: &str| {
         s.bytes()
@@ -166,7 +171,11 @@ fn find_browser() -> Result<Browser, String> {
     let node = std::process::Command::new("node").arg("--version").output();
     let version = match node {
         Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-        _ => return Err(String::from("`node` is not installed (Node.js 20 or later)")),
+        _ => {
+            return Err(String::from(
+                "`node` is not installed (Node.js 20 or later)",
+            ));
+        }
     };
     let major: u32 = version
         .trim_start_matches('v')
@@ -175,12 +184,15 @@ fn find_browser() -> Result<Browser, String> {
         .and_then(|m| m.parse().ok())
         .unwrap_or(0);
     if major < 20 {
-        return Err(format!("Node.js {version} is too old: Playwright needs 20 or later"));
+        return Err(format!(
+            "Node.js {version} is too old: Playwright needs 20 or later"
+        ));
     }
     let node_modules = PathBuf::from(
         std::env::var("BLUEPRINT_UI_NODE").unwrap_or_else(|_| DEFAULT_NODE_MODULES.into()),
     );
-    let wanted = std::fs::read(ui_dir().join("package-lock.json")).expect("tests/ui/package-lock.json");
+    let wanted =
+        std::fs::read(ui_dir().join("package-lock.json")).expect("tests/ui/package-lock.json");
     let installed = std::fs::read(node_modules.join("package-lock.json")).unwrap_or_default();
     if installed != wanted
         || !node_modules
@@ -353,7 +365,10 @@ async fn the_connections_page_works_in_headless_chromium() {
             "the revoked token was never refused: {:?}",
             provider.calls
         );
-        assert_eq!(provider.token_requests, 1, "one authorization code exchanged");
+        assert_eq!(
+            provider.token_requests, 1,
+            "one authorization code exchanged"
+        );
     }
     let listed = proxy.connections().await;
     let ids: Vec<&str> = listed["connections"]
@@ -365,10 +380,16 @@ async fn the_connections_page_works_in_headless_chromium() {
     assert!(!ids.contains(&"acme"), "acme was deleted: {listed}");
     assert!(ids.contains(&"beta"), "beta was connected: {listed}");
     let png = std::fs::read(screenshots.join("connections-page.png")).expect("a screenshot");
-    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "the screenshot is a PNG");
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "the screenshot is a PNG"
+    );
     let logs = proxy.logs();
     for secret in [KEY, IMPORTED_TOKEN, ISSUED_PREFIX] {
-        assert!(!logs.contains(secret), "`{secret}` in the proxy's logs:\n{logs}");
+        assert!(
+            !logs.contains(secret),
+            "`{secret}` in the proxy's logs:\n{logs}"
+        );
     }
 }
 
@@ -396,7 +417,12 @@ async fn the_page_loads_without_the_key_with_strict_headers_and_the_api_needs_it
         ("/assets/page.css", "text/css; charset=utf-8"),
     ] {
         let reply = proxy.send(plain(path)).await;
-        assert_eq!(reply.status, 200, "{path} without the key: {}", reply.text());
+        assert_eq!(
+            reply.status,
+            200,
+            "{path} without the key: {}",
+            reply.text()
+        );
         assert_eq!(reply.header("content-type"), Some(content_type), "{path}");
         let csp = reply.header("content-security-policy").unwrap_or("");
         assert!(csp.starts_with("default-src 'self';"), "{path}: {csp}");
@@ -407,11 +433,22 @@ async fn the_page_loads_without_the_key_with_strict_headers_and_the_api_needs_it
             "form-action 'none'",
             "require-trusted-types-for 'script'",
         ] {
-            assert!(csp.contains(directive), "{path}: {directive} missing in {csp}");
+            assert!(
+                csp.contains(directive),
+                "{path}: {directive} missing in {csp}"
+            );
         }
         assert!(!csp.contains("unsafe-"), "{path}: {csp}");
-        assert_eq!(reply.header("x-content-type-options"), Some("nosniff"), "{path}");
-        assert_eq!(reply.header("referrer-policy"), Some("no-referrer"), "{path}");
+        assert_eq!(
+            reply.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert_eq!(
+            reply.header("referrer-policy"),
+            Some("no-referrer"),
+            "{path}"
+        );
         assert_eq!(reply.header("cache-control"), Some("no-store"), "{path}");
         assert!(reply.header("set-cookie").is_none(), "{path} sets a cookie");
         assert!(!reply.text().contains(KEY));

@@ -79,14 +79,24 @@ mod tests {
     #[test]
     fn the_page_has_no_inline_script_or_style() {
         let html = INDEX_HTML.to_ascii_lowercase();
-        let scripts: Vec<&str> = html.match_indices("<script").map(|(i, _)| &html[i..]).collect();
+        let scripts: Vec<&str> = html
+            .match_indices("<script")
+            .map(|(i, _)| &html[i..])
+            .collect();
         assert_eq!(scripts.len(), 1, "one script tag");
         assert!(
             scripts[0].starts_with("<script src=\"assets/page.js\" defer></script>"),
             "{}",
             &scripts[0][..60.min(scripts[0].len())]
         );
-        for inline in ["<style", " style=", " onclick", " onload", " onsubmit", "javascript:"] {
+        for inline in [
+            "<style",
+            " style=",
+            " onclick",
+            " onload",
+            " onsubmit",
+            "javascript:",
+        ] {
             assert!(!html.contains(inline), "inline `{inline}` in index.html");
         }
     }
