@@ -26,7 +26,7 @@ use crate::auth::SecretKey;
 use crate::error::ApiError;
 use crate::metrics::{IntegrationMetrics, Metrics};
 use crate::sessions::Sessions;
-use crate::{body, connections, error, oauth, proxy, sessions};
+use crate::{body, connections, error, oauth, page, proxy, sessions};
 
 /// The HTTP client every integration's stack sends through.
 pub(crate) type Client = HttpsClient<StackBody<Body>>;
@@ -149,6 +149,7 @@ impl Proxy {
             .route("/oauth/connect/{integration}", any(oauth::gone))
             .route("/oauth/callback", get(oauth::callback))
             .route("/connections", get(connections::list))
+            .route("/integrations", get(connections::integrations))
             .route(
                 "/connections/{integration}/{connection_id}",
                 put(connections::import)
@@ -156,6 +157,9 @@ impl Proxy {
                     .layer(json_body),
             )
             .route("/healthz", get(healthz))
+            .route("/", get(page::index))
+            .route("/assets/page.js", get(page::script))
+            .route("/assets/page.css", get(page::style))
             .route("/metrics", get(metrics))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
@@ -516,7 +520,8 @@ async fn not_found() -> ApiError {
         StatusCode::NOT_FOUND,
         "not_found",
         "no such route; the routes are /proxy/{path}, /connect/sessions, /connect, \
-         /oauth/callback, /connections, /healthz and /metrics",
+         /oauth/callback, /connections, /integrations, /healthz, /metrics and the \
+         connections page at /",
     )
 }
 

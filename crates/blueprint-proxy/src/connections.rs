@@ -1,4 +1,5 @@
-//! `PUT`/`DELETE /connections/{integration}/{connection_id}` and `GET /connections`.
+//! `PUT`/`DELETE /connections/{integration}/{connection_id}`, `GET /connections` and
+//! `GET /integrations`.
 
 use std::time::SystemTime;
 
@@ -127,6 +128,23 @@ pub(crate) async fn list(
         }
     }
     Ok(Json(json!({ "connections": connections })).into_response())
+}
+
+/// Lists the integrations of the configuration, in file order: `{"integrations": [{"name",
+/// "oauth_app"}]}`. `oauth_app` says whether connections can be authorized through a
+/// connect session (and refresh tokens imported). Never a client id or secret.
+pub(crate) async fn integrations(State(state): State<ProxyState>, _auth: Authorized) -> Response {
+    let integrations: Vec<Value> = state
+        .connectors()
+        .iter()
+        .map(|connector| {
+            json!({
+                "name": &*connector.name,
+                "oauth_app": connector.flow.is_some(),
+            })
+        })
+        .collect();
+    Json(json!({ "integrations": integrations })).into_response()
 }
 
 /// Deletes a connection's credentials.

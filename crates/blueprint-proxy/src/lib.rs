@@ -20,10 +20,12 @@
 //! | `PUT /connections/{integration}/{id}` | imports `{"access_token", "refresh_token"?, "expires_at"?}` |
 //! | `GET /connections` | every connection with its status (`ok`, `needs_reauthorization`, `refresh_failing`) and last error, no secret; `?integration=` and `?connection_id=` filter |
 //! | `DELETE /connections/{integration}/{id}` | forgets a connection |
+//! | `GET /integrations` | the integrations of the configuration: `{"integrations": [{"name", "oauth_app"}]}` (`oauth_app`: connect sessions work) |
+//! | `GET /` | the connections page (HTML, its script and style under `/assets/`): lists, connects, imports and deletes connections from a browser; see below |
 //! | `GET /healthz` | liveness |
 //! | `GET /metrics` | Prometheus text format; see [`Metrics`] |
 //!
-//! Every route but `/healthz`, `/connect` and `/oauth/callback` needs `Authorization: Bearer
+//! Every route but `/healthz`, `/connect`, `/oauth/callback` and the page needs `Authorization: Bearer
 //! <BLUEPRINT_SECRET_KEY>`, compared in constant time. Every answer the proxy writes itself
 //! (axum's rejections included) is JSON `{"error":{"code":"…","message":"…"}}` ([`ApiError`]
 //! lists the codes); only the pages a person sees after `/connect` and `/oauth/callback`
@@ -39,6 +41,17 @@
 //! SHA-256) is never logged. Without a live session nothing is started or stored, and every
 //! invalid link gets the same answer. At most [`MAX_SESSIONS`] are live at once; past that,
 //! new ones are refused with 503 `too_many_sessions` and a `Retry-After`.
+//!
+//! # The connections page
+//!
+//! `GET /` serves a page for people: the integrations and their connections with status,
+//! last error, expiry and last update; **Connect** (a connect session, then the provider's
+//! page), **Import token** and **Delete**. It asks for the secret key once and keeps it in
+//! the tab's `sessionStorage` only (no cookie, so no CSRF), calls the JSON API above with
+//! it, renders every value as text, and is served with a strict `Content-Security-Policy`
+//! (no inline script, Trusted Types required), `X-Content-Type-Options: nosniff`,
+//! `Referrer-Policy: no-referrer` and `Cache-Control: no-store`. It holds no secret, so it
+//! loads without the key.
 //!
 //! # Connection ids
 //!
@@ -102,6 +115,7 @@ mod error;
 mod ids;
 mod metrics;
 mod oauth;
+mod page;
 mod params;
 mod proxy;
 mod server;
