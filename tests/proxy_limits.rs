@@ -238,6 +238,7 @@ async fn out_of_file_descriptors_the_open_connections_are_served_and_new_ones_cl
         used * 3 < elapsed_ticks,
         "the proxy used {used} ticks of CPU in {elapsed_ticks}: it spins"
     );
+    proxy.wait_for_log("out of file descriptors").await;
     assert_eq!(
         proxy.logs().matches("out of file descriptors").count(),
         1,

@@ -183,6 +183,9 @@ async fn two_replicas_on_postgresql_share_an_imported_connection() {
     let stored = db.stored_access_tokens().await;
     assert_eq!(stored.len(), 1);
     assert!(!stored[0].contains(TOKEN), "the token is stored in clear");
+    let (mut first, mut second) = (first, second);
+    first.wait_for_log("PostgreSQL").await;
+    second.wait_for_log("PostgreSQL").await;
     for logs in [first.logs(), second.logs()] {
         assert!(logs.contains("PostgreSQL"), "{logs}");
         assert!(
@@ -326,6 +329,9 @@ async fn a_key_given_for_plaintext_connections_starts_with_a_warning() {
         &[("BLUEPRINT_ENCRYPTION_KEY", KEY_A)],
     )
     .await;
+    let mut keyed = keyed;
+    // Logs reach stderr through a writer thread: wait for the line.
+    keyed.wait_for_log("stored unencrypted").await;
     let logs = keyed.logs();
     assert!(
         logs.contains("stored unencrypted") && logs.contains("unencrypted=1"),

@@ -421,7 +421,9 @@ impl Connector {
             .build();
         // The proxy writes one access-log line per call; the engine's own event for each
         // call is detail, at DEBUG (`RUST_LOG=blueprint_trace=debug`).
+        // The span of each call is detail too: at INFO nothing of it is made or formatted.
         let trace = TraceLayer::new()
+            .span_level(Level::DEBUG)
             .success_level(Level::DEBUG)
             .client_error_level(Level::DEBUG)
             .server_error_level(Level::DEBUG)

@@ -42,7 +42,10 @@ Environment:
                             that share their connections. --store wins.
   RUST_LOG                  Optional. Log filter, e.g. `info` (the default) or
                             `info,blueprint_retry=debug`. Logs go to stderr; one line per
-                            proxied call, never a token.
+                            proxied call, never a token (`blueprint_trace=debug` adds each
+                            call's span and outcome as the stack saw them).
+  TOKIO_WORKER_THREADS      Optional. Threads of the async runtime, when --worker-threads is
+                            not given (default: one per CPU core).
   ${VAR}                    Any variable integrations.yaml names, such as INTERCOM_CLIENT_SECRET.
 
 Routes:
@@ -166,6 +169,10 @@ pub struct ServeArgs {
     /// (by default they are dropped, so a caller cannot choose the host a provider sees).
     #[arg(long)]
     pub forward_host_headers: bool,
+    /// Threads of the async runtime that serves calls (default: `TOKIO_WORKER_THREADS`, else
+    /// one per CPU core).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub worker_threads: Option<u64>,
 }
 
 /// What the hardening flags of [`ServeArgs`] set.
@@ -534,12 +541,14 @@ fn run_serve(args: ServeArgs) -> ExitCode {
     let metrics = Arc::new(Metrics::new(
         integrations.iter().map(blueprint::Integration::name),
     ));
-    init_logging(args.log_format);
+    // Kept until the process ends: dropping it flushes the log lines still queued.
+    let _log_writer = init_logging(args.log_format);
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = args.worker_threads {
+        runtime.worker_threads(usize::try_from(threads).unwrap_or(1));
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(r) => r,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
@@ -670,7 +679,10 @@ async fn bind(listen: &str) -> Result<tokio::net::TcpListener, String> {
         .map_err(|e| format!("cannot listen on {listen}: {e}"))
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs go to stderr through a writer thread, so that a log line costs the request only its
+/// formatting, never a write to a slow terminal or pipe. When the writer falls behind by
+/// more than its buffer (128,000 lines), further lines are dropped rather than stall calls.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = match EnvFilter::try_from_default_env() {
         Ok(filter) => filter,
         Err(e) => {
@@ -680,8 +692,9 @@ fn init_logging(format: LogFormat) {
             EnvFilter::new("info")
         }
     };
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let registry = tracing_subscriber::registry();
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
     let result = match format {
         LogFormat::Text => registry.with(fmt.with_filter(filter)).try_init(),
         LogFormat::Json => registry
@@ -691,6 +704,7 @@ fn init_logging(format: LogFormat) {
     if let Err(e) = result {
         eprintln!("warning: logging could not be set up: {e}");
     }
+    guard
 }
 
 #[cfg(test)]

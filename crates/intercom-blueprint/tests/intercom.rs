@@ -196,11 +196,13 @@ async fn errors_are_typed() {
     let err = intercom.get::<Value>("/busy").await.unwrap_err();
     assert!(err.is_rate_limited(), "{err}");
     let after = err.retry_after().unwrap();
+    // Intercom's reset was ten minutes away; the blueprint believes at most five
+    // (`max_server_wait`), so the wait it reports is cut to that.
     assert!(
-        after > Duration::from_secs(590) && after <= Duration::from_secs(601),
+        after > Duration::from_secs(290) && after <= Duration::from_secs(301),
         "{after:?}"
     );
-    // Intercom's reset was ten minutes away: longer than the stack waits, so one request.
+    // Longer than the stack waits either way, so one request.
     let busy = server
         .received_requests()
         .await
