@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use blueprint::{Blueprint, StackBody, StackBuilder};
+use blueprint::{Blueprint, SharedClient, StackBody, StackBuilder};
 use blueprint_auth::StaticToken;
 use blueprint_core::{AccessToken, ConnectionId, TokenSource};
 use blueprint_refresh::{
@@ -162,7 +162,7 @@ fn stack<S>(
     base: &str,
     tokens: Arc<S>,
 ) -> blueprint::BlueprintService<
-    HyperClient<hyper_util::client::legacy::connect::HttpConnector, StackBody<Full<Bytes>>>,
+    SharedClient<hyper_util::client::legacy::connect::HttpConnector, StackBody<Full<Bytes>>>,
 >
 where
     S: TokenSource,
@@ -170,7 +170,10 @@ where
     let api = Blueprint::new("bench", "v1", base)
         .and_then(|bp| bp.default_header("accept", "application/json"))
         .unwrap_or_else(|e| panic!("{e}"));
-    let inner = HyperClient::builder(TokioExecutor::new()).build_http::<StackBody<Full<Bytes>>>();
+    // The same hyper-util client as the bare one, shared as `default_client` shares its own.
+    let inner = SharedClient::new(
+        HyperClient::builder(TokioExecutor::new()).build_http::<StackBody<Full<Bytes>>>(),
+    );
     StackBuilder::with_shared_tokens(api, tokens)
         .layer()
         .unwrap_or_else(|e| panic!("{e}"))

@@ -58,7 +58,8 @@ pin_project! {
     #[project = StateProj]
     enum State<B> {
         // In memory from the start, or a replay: can be copied at any time.
-        Kept { data: Option<Bytes>, trailers: Option<HeaderMap> },
+        // Trailers are rare: boxed, so that the body (moved with every request) stays small.
+        Kept { data: Option<Bytes>, trailers: Option<Box<HeaderMap>> },
         // The first send of a streamed body, recording as it goes.
         Recording {
             #[pin]
@@ -164,7 +165,7 @@ impl<B> ReplayBody<B> {
         Self::kept(data, None)
     }
 
-    fn kept(data: Bytes, trailers: Option<HeaderMap>) -> Self {
+    fn kept(data: Bytes, trailers: Option<Box<HeaderMap>>) -> Self {
         ReplayBody {
             state: State::Kept {
                 data: (!data.is_empty()).then_some(data),
@@ -254,7 +255,7 @@ where
                     Err(frame) => {
                         // Trailers and nothing else: kept as they are.
                         if let Ok(trailers) = frame.into_trailers() {
-                            return Self::kept(Bytes::new(), Some(trailers));
+                            return Self::kept(Bytes::new(), Some(Box::new(trailers)));
                         }
                     }
                 },
@@ -284,7 +285,7 @@ pub struct Replay(Source);
 enum Source {
     Kept {
         data: Option<Bytes>,
-        trailers: Option<HeaderMap>,
+        trailers: Option<Box<HeaderMap>>,
     },
     Tape(Arc<Tape>),
 }
@@ -316,7 +317,10 @@ impl Replay {
                         all.freeze()
                     }
                 };
-                Some(ReplayBody::kept(data, recorded.trailers.clone()))
+                Some(ReplayBody::kept(
+                    data,
+                    recorded.trailers.clone().map(Box::new),
+                ))
             }
         }
     }
@@ -386,7 +390,7 @@ where
                 if let Some(data) = data.take() {
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))))
+                Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(*t))))
             }
             StateProj::Recording {
                 mut body,

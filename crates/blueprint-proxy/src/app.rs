@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post, put};
 use blueprint::{
     BlueprintError, BlueprintService, ClientError, HttpsClient, Integration, Integrations,
-    Registry, StackBody, StackBuilder, default_client,
+    Registry, StackBody, StackBuilder, default_client, default_hyper_client,
 };
 use blueprint_refresh::{
     AuthorizationFlow, HttpClient, MemoryStore, OAuth2TokenSource, Provider, ProviderConfig,
@@ -255,7 +255,8 @@ impl ProxyBuilder {
             ))
         });
         let client: Client = default_client().map_err(BuildError::Client)?;
-        let token_http = HttpClient::from_hyper(default_client().map_err(BuildError::Client)?);
+        let token_http =
+            HttpClient::from_hyper(default_hyper_client().map_err(BuildError::Client)?);
         let mut connectors = Vec::with_capacity(self.integrations.len());
         for integration in &self.integrations {
             let connector = Connector::build(

@@ -217,6 +217,15 @@ pub(crate) fn reads_retry_after(status: StatusCode) -> bool {
 /// assert_eq!(parse_count(&HeaderValue::from_static("-1")), None);
 /// ```
 pub fn parse_count(value: &HeaderValue) -> Option<u64> {
+    let bytes = value.as_bytes();
+    // The common case, digits and nothing else, without searching for separators.
+    if !bytes.is_empty() && bytes.len() <= 19 && bytes.iter().all(u8::is_ascii_digit) {
+        return Some(
+            bytes
+                .iter()
+                .fold(0u64, |n, b| n * 10 + u64::from(b - b'0')),
+        );
+    }
     let text = value.to_str().ok()?;
     let first = text.split([',', ';']).next()?;
     parse_uint(first.trim())
@@ -343,6 +352,29 @@ fn parse_uint(text: &str) -> Option<u64> {
         return None;
     }
     text.parse().ok()
+}
+
+#[cfg(test)]
+mod count_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn the_digit_fast_path_agrees_with_the_general_parse(n in any::<u64>(), pad in 0usize..3) {
+            let text = format!("{}{n}", "0".repeat(pad));
+            let value = HeaderValue::from_str(&text).unwrap();
+            prop_assert_eq!(parse_count(&value), text.parse::<u64>().ok());
+        }
+    }
+
+    #[test]
+    fn nineteen_digits_fit_and_more_fall_back() {
+        let max19 = HeaderValue::from_static("9999999999999999999");
+        assert_eq!(parse_count(&max19), Some(9_999_999_999_999_999_999));
+        let too_big = HeaderValue::from_static("99999999999999999999");
+        assert_eq!(parse_count(&too_big), None);
+    }
 }
 
 /// What one response said, as the layer keeps it: like [`RateLimit`], but it remembers a

@@ -239,7 +239,9 @@ impl<S> Trace<S> {
             _ => span_at!(Level::TRACE),
         };
         if span.is_disabled() {
-            return span;
+            // No subscriber wants it: `Span::none()` makes entering it free (a disabled span
+            // still runs the `log` crate compatibility path on every enter and exit).
+            return Span::none();
         }
         let uri = request.uri();
         let target = Target::of(request);

@@ -49,7 +49,7 @@ pub use blueprint::{
     ParamSource, RateLimitHeaders, RateLimitRule, Region, ResetFormat, RetryRule, RetrySettings,
     Route, WaitFrom,
 };
-pub use client::{ClientError, HttpsClient, default_client};
+pub use client::{ClientError, HttpsClient, SharedClient, default_client, default_hyper_client};
 pub use config::{
     BlueprintSource, ClientSecret, ConfigError, ConfigErrorKind, Integration, Integrations,
     Registry,

@@ -112,6 +112,9 @@ impl BlueprintPolicy {
 
 impl RetryPolicy for BlueprintPolicy {
     fn classify(&self, request: &RequestInfo<'_>, outcome: &Outcome<'_>) -> Option<RetryReason> {
+        // Most answers are not retryable whatever the rules say (a 200, a 404): the rules'
+        // path matching is only done for the others.
+        self.default.classify_as(true, outcome)?;
         match self.rule(request.method, request.uri.path()) {
             Some(false) => None,
             Some(true) => self.default.classify_as(true, outcome),

@@ -239,20 +239,25 @@ impl Resolve {
         self.base.resolve(target)
     }
 
+    /// The target of an absolute URI: at the base's origin (with its route), or elsewhere.
     fn target_of(&self, uri: &Uri) -> Option<Target> {
-        let origin = self.target.origin();
-        if !origin.matches(uri) {
+        if !self.target.origin().matches(uri) {
             return Origin::from_uri(uri).map(Target::new);
         }
+        Some(self.target_at_base(uri))
+    }
+
+    /// The target of a URI known to be at the base's origin.
+    fn target_at_base(&self, uri: &Uri) -> Target {
         let path = uri.path();
         let path = path
             .strip_prefix(self.base.prefix())
             .filter(|p| p.is_empty() || p.starts_with('/'))
             .unwrap_or(path);
-        Some(match self.routes.find(path) {
+        match self.routes.find(path) {
             Some(route) => self.target.clone().with_route(Arc::clone(route)),
             None => self.target.clone(),
-        })
+        }
     }
 }
 
@@ -292,7 +297,7 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let shared = &*self.shared;
         let uri = request.uri();
-        if uri.scheme().is_none() && uri.authority().is_none() {
+        let target = if uri.scheme().is_none() && uri.authority().is_none() {
             match shared.resolve(uri) {
                 Ok(resolved) => *request.uri_mut() = resolved,
                 Err(error) => {
@@ -303,18 +308,18 @@ where
                     };
                 }
             }
-        }
-        if let Some(target) = shared.target_of(request.uri()) {
+            // Joined onto the base URL here: the origin is the base's, no need to check.
+            Some(shared.target_at_base(request.uri()))
+        } else {
+            shared.target_of(request.uri())
+        };
+        if let Some(target) = target {
             request.extensions_mut().insert(target);
         }
         let headers = request.headers_mut();
-        if !shared.headers.is_empty() {
-            // Room for the defaults and the `Authorization` the auth layer adds, at once.
-            headers.reserve(shared.headers.len() + 1);
-            for (name, value) in &shared.headers {
-                if !headers.contains_key(name) {
-                    headers.insert(name.clone(), value.clone());
-                }
+        for (name, value) in &shared.headers {
+            if !headers.contains_key(name) {
+                headers.insert(name.clone(), value.clone());
             }
         }
         BaseUrlFuture {
