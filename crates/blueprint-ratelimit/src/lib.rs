@@ -85,6 +85,9 @@ mod error;
 mod future;
 mod layer;
 pub mod parse;
+#[cfg(feature = "redis")]
+mod redis;
+pub mod shared;
 mod state;
 
 pub use blueprint_core::{ConnectionId, Origin, RateLimit};
@@ -93,6 +96,12 @@ pub use error::RateLimitedError;
 pub use future::ResponseFuture;
 pub use layer::{DEFAULT_MAX_KEYS, DEFAULT_SPREAD, RateLimitLayer, RateLimiting};
 pub use parse::{HeaderConfig, ResetFormat};
+#[cfg(feature = "redis")]
+pub use redis::{
+    DEFAULT_PREFIX, DEFAULT_PROBE_INTERVAL, DEFAULT_REDIS_TIMEOUT, RedisBudgets,
+    RedisBudgetsBuilder, RedisStats, RedisUrlError,
+};
+pub use shared::SharedBudgets;
 
 #[cfg(test)]
 mod tests;
