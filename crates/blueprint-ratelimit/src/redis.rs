@@ -288,7 +288,7 @@ impl RedisBudgetsBuilder {
             stats: Counters::default(),
         });
         tokio::spawn(send_observations(Arc::downgrade(&inner), observations));
-        match inner.open().await {
+        match inner.open(true).await {
             Ok(()) => {
                 inner.probing.store(false, Ordering::Release);
                 inner.up.store(true, Ordering::Release);
@@ -362,11 +362,13 @@ impl Inner {
             .clone()
     }
 
-    /// Connects (unless connected) and loads the script.
-    async fn open(&self) -> Result<(), Failure> {
+    /// Connects (afresh, or reusing the connection unless `fresh`) and loads the script.
+    /// A fresh connection is what a probe needs: a socket whose peer vanished without a word
+    /// never errs, it only never answers.
+    async fn open(&self, fresh: bool) -> Result<(), Failure> {
         let bound = self.connect_timeout.saturating_mul(2);
         let work = async {
-            let mut connection = match self.connection() {
+            let mut connection = match self.connection().filter(|_| !fresh) {
                 Some(connection) => connection,
                 None => {
                     let config = ConnectionManagerConfig::new()
@@ -375,27 +377,67 @@ impl Inner {
                         .set_number_of_retries(1)
                         .set_factor(10)
                         .set_max_delay(100);
-                    let connection =
-                        ConnectionManager::new_with_config(self.client.clone(), config)
-                            .await
-                            .map_err(Failure::Redis)?;
-                    *self
-                        .connection
-                        .write()
-                        .unwrap_or_else(PoisonError::into_inner) = Some(connection.clone());
-                    connection
+                    ConnectionManager::new_with_config(self.client.clone(), config)
+                        .await
+                        .map_err(Failure::Redis)?
                 }
             };
-            self.script
-                .prepare_invoke()
-                .load_async(&mut connection)
-                .await
-                .map_err(Failure::Redis)?;
+            self.load(&mut connection).await?;
+            *self
+                .connection
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = Some(connection);
             Ok(())
         };
         match tokio::time::timeout(bound, work).await {
             Ok(result) => result,
             Err(_) => Err(Failure::Timeout(bound)),
+        }
+    }
+
+    /// `SCRIPT LOAD`: the reply must be the script's SHA.
+    async fn load(&self, connection: &mut ConnectionManager) -> Result<(), Failure> {
+        let sha: String = ::redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(SCRIPT)
+            .query_async(connection)
+            .await
+            .map_err(Failure::Redis)?;
+        if sha == self.script.get_hash() {
+            Ok(())
+        } else {
+            Err(Failure::Garbled)
+        }
+    }
+
+    /// `EVALSHA` of the script on `key`, loading it again if Redis lost it.
+    async fn eval(
+        &self,
+        connection: &mut ConnectionManager,
+        key: &str,
+        args: &[i64],
+        op: &str,
+    ) -> Result<Vec<i64>, Failure> {
+        let command = || {
+            let mut command = ::redis::cmd("EVALSHA");
+            command
+                .arg(self.script.get_hash())
+                .arg(1)
+                .arg(key)
+                .arg(op)
+                .arg(args);
+            command
+        };
+        match command().query_async(connection).await {
+            Err(error) if error.kind() == ErrorKind::NoScriptError => {
+                // Redis lost its scripts (a restart, SCRIPT FLUSH): load it again.
+                self.load(connection).await?;
+                command()
+                    .query_async(connection)
+                    .await
+                    .map_err(Failure::Redis)
+            }
+            result => result.map_err(Failure::Redis),
         }
     }
 
@@ -436,23 +478,18 @@ impl Inner {
             return Err(Unavailable);
         };
         self.stats.admissions.fetch_add(1, Ordering::Relaxed);
-        let deadline = ask.deadline.map_or(-1, millis_down);
-        let mut invocation = self.script.key(&key);
-        invocation
-            .arg("a")
-            .arg(deadline)
-            .arg(i64::from(ask.smoothing));
-        let reply = tokio::time::timeout(
-            self.timeout,
-            invocation.invoke_async::<Vec<i64>>(&mut connection),
-        )
-        .await;
+        let args = [
+            ask.deadline.map_or(-1, millis_down),
+            i64::from(ask.smoothing),
+        ];
+        let reply =
+            tokio::time::timeout(self.timeout, self.eval(&mut connection, &key, &args, "a")).await;
         let failure = match reply {
             Ok(Ok(reply)) => match answer(&reply) {
                 Some(answer) => return Ok(answer),
                 None => Failure::Garbled,
             },
-            Ok(Err(error)) => Failure::Redis(error),
+            Ok(Err(failure)) => failure,
             Err(_) => Failure::Timeout(self.timeout),
         };
         self.fail(&failure);
@@ -494,14 +531,18 @@ impl Inner {
                 }
                 Ok(Err(error)) if error.kind() == ErrorKind::NoScriptError => {
                     // Redis lost its scripts (a restart, SCRIPT FLUSH): load it again.
-                    let loaded = tokio::time::timeout(
-                        self.timeout,
-                        self.script.prepare_invoke().load_async(&mut connection),
-                    )
-                    .await;
-                    if !matches!(loaded, Ok(Ok(_))) {
-                        failure = Some(Failure::Redis(error));
-                        break;
+                    let loaded =
+                        tokio::time::timeout(self.timeout, self.load(&mut connection)).await;
+                    match loaded {
+                        Ok(Ok(())) => {}
+                        Ok(Err(error)) => {
+                            failure = Some(error);
+                            break;
+                        }
+                        Err(_) => {
+                            failure = Some(Failure::Timeout(self.timeout));
+                            break;
+                        }
                     }
                 }
                 Ok(Err(error)) => {
@@ -646,7 +687,7 @@ async fn probe(inner: Weak<Inner>) {
         };
         // Loading the script is the probe: it proves Redis answers, and that the script
         // is there (a Redis that restarted has lost it).
-        let answers = inner.open().await.is_ok();
+        let answers = inner.open(true).await.is_ok();
         if answers {
             inner.probing.store(false, Ordering::Release);
             inner.up.store(true, Ordering::Release);

@@ -229,15 +229,14 @@ local function admit()
   if smoothing and small(s.rem, left_ms) then
     -- Space what is left evenly until the reset; a request whose deadline cannot wait for
     -- its turn goes now, and the next turn moves on.
-    local spacing = math.floor(left_ms / s.rem)
+    local from = now
     if s.nxt and s.nxt > now then
+      from = s.nxt
       if deadline == nil or s.nxt - now <= deadline then
         wait = s.nxt - now
       end
-      s.nxt = s.nxt + spacing
-    else
-      s.nxt = now + spacing
     end
+    s.nxt = from + math.max(0, math.floor((s.rst - from) / s.rem))
   else
     s.nxt = nil
   end
