@@ -73,7 +73,10 @@ impl fmt::Debug for ProxyBuilder {
             .field("body_idle_timeout", &self.body_idle_timeout)
             .field(
                 "shared_budgets",
-                &self.shared_budgets.as_ref().map(|b| b.component()),
+                &self
+                    .shared_budgets
+                    .as_ref()
+                    .map(|b| SharedBudgets::component(b)),
             )
             .finish_non_exhaustive()
     }

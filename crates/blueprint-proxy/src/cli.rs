@@ -161,7 +161,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub forward_host_headers: bool,
     /// Share rate-limit budgets with the other replicas through this Redis,
-    /// `redis://HOST:PORT/DB` (or BLUEPRINT_REDIS_URL). Without it, each process paces
+    /// `redis://HOST:PORT/DB` (or `BLUEPRINT_REDIS_URL`). Without it, each process paces
     /// alone. An unreachable Redis is no error: the proxy paces alone until it answers.
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
@@ -173,7 +173,7 @@ pub struct ServeArgs {
     pub redis_prefix: String,
 }
 
-/// The Redis of `--redis` (or BLUEPRINT_REDIS_URL), checked but not connected; `None`
+/// The Redis of `--redis` (or `BLUEPRINT_REDIS_URL`), checked but not connected; `None`
 /// without one.
 fn redis_settings(args: &ServeArgs) -> Result<Option<RedisBudgetsBuilder>, String> {
     let url = match &args.redis {
