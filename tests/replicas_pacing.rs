@@ -34,14 +34,8 @@ async fn replicas(dir: &TempDir, api: &WindowedApi, args: &[&str]) -> Vec<Proces
     std::fs::write(dir.path("i.yaml"), yaml(&api.url(), RETRY, "")).unwrap();
     let mut proxies = Vec::new();
     for _ in 0..2 {
-        let proxy = Process::start_with(
-            &dir.path("i.yaml"),
-            &dir.path("store.db"),
-            &[],
-            args,
-            None,
-        )
-        .await;
+        let proxy =
+            Process::start_with(&dir.path("i.yaml"), &dir.path("store.db"), &[], args, None).await;
         proxies.push(proxy);
     }
     let imported = proxies[0]
@@ -74,19 +68,17 @@ async fn load(api: &WindowedApi, proxies: &[Target], windows: u64) -> (u64, Vec<
                     .proxy(Method::GET, "/contacts", "intercom", "acme")
                     .body(Full::new(Bytes::new()))
                     .unwrap();
-                let status = match tokio::time::timeout(
-                    Duration::from_secs(20),
-                    client.request(request),
-                )
-                .await
-                {
-                    Ok(Ok(response)) => {
-                        let status = response.status().as_u16();
-                        let _ = response.into_body().collect().await;
-                        status
-                    }
-                    _ => 0,
-                };
+                let status =
+                    match tokio::time::timeout(Duration::from_secs(20), client.request(request))
+                        .await
+                    {
+                        Ok(Ok(response)) => {
+                            let status = response.status().as_u16();
+                            let _ = response.into_body().collect().await;
+                            status
+                        }
+                        _ => 0,
+                    };
                 statuses.push(status);
             }
         }));
@@ -195,7 +187,9 @@ async fn two_replicas_sharing_redis_spend_one_budget_and_alone_they_do_worse() {
     }
     for proxy in &shared {
         assert!(
-            proxy.logs().contains("rate-limit budgets are shared in Redis"),
+            proxy
+                .logs()
+                .contains("rate-limit budgets are shared in Redis"),
             "{}",
             proxy.logs()
         );

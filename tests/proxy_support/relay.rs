@@ -174,7 +174,6 @@ impl Drop for Relay {
     }
 }
 
-
 /// How many times Redis has run `command` since it started (`INFO commandstats`), asked
 /// over a connection of its own.
 pub async fn command_calls(redis: SocketAddr, command: &str) -> u64 {
@@ -191,7 +190,11 @@ pub async fn command_calls(redis: SocketAddr, command: &str) -> u64 {
         .expect("write");
     let mut head = String::new();
     stream.read_line(&mut head).await.expect("read");
-    let len: usize = head.trim().trim_start_matches('$').parse().expect("a bulk reply");
+    let len: usize = head
+        .trim()
+        .trim_start_matches('$')
+        .parse()
+        .expect("a bulk reply");
     let mut body = vec![0; len];
     stream.read_exact(&mut body).await.expect("read");
     let body = String::from_utf8_lossy(&body);

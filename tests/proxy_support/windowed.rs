@@ -102,7 +102,11 @@ impl WindowedApi {
 
     /// What windows `from..to` answered, added up.
     pub fn counts(&self, from: u64, to: u64) -> Counts {
-        let limiter = self.api.limiter.lock().unwrap_or_else(PoisonError::into_inner);
+        let limiter = self
+            .api
+            .limiter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         limiter
             .windows
             .range(from..to)
@@ -114,7 +118,11 @@ impl WindowedApi {
 
     /// Each window of `from..to`.
     pub fn per_window(&self, from: u64, to: u64) -> Vec<Counts> {
-        let limiter = self.api.limiter.lock().unwrap_or_else(PoisonError::into_inner);
+        let limiter = self
+            .api
+            .limiter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         (from..to)
             .map(|w| limiter.windows.get(&w).copied().unwrap_or_default())
             .collect()

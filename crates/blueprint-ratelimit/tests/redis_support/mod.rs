@@ -201,17 +201,58 @@ impl Drop for Relay {
 #[derive(Clone, Default)]
 pub struct Logs(Arc<Mutex<Vec<u8>>>);
 
+thread_local! {
+    /// Where this thread's log lines go, while a test captures them.
+    static SINK: std::cell::RefCell<Option<Logs>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Writes to the capturing test's [`Logs`], if this thread has one.
+struct ThreadSink;
+
+impl std::io::Write for ThreadSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        SINK.with(|sink| {
+            if let Some(logs) = &*sink.borrow() {
+                logs.0
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .extend_from_slice(buf);
+            }
+        });
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Ends a capture when dropped.
+pub struct Capture;
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        SINK.with(|sink| sink.borrow_mut().take());
+    }
+}
+
 impl Logs {
-    /// Collects this thread's logs (use a current-thread runtime) until the guard is dropped.
-    pub fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+    /// Collects this thread's logs (use a current-thread runtime) until the guard is
+    /// dropped. One global subscriber serves every test, so that no test's filter decides
+    /// for another whether a log line is written at all.
+    pub fn capture() -> (Logs, Capture) {
+        static INSTALLED: std::sync::Once = std::sync::Once::new();
+        INSTALLED.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(|| ThreadSink)
+                .with_ansi(false)
+                .with_max_level(tracing::Level::INFO)
+                .finish();
+            let _ = tracing::subscriber::set_global_default(subscriber);
+        });
         let logs = Logs::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
+        SINK.with(|sink| *sink.borrow_mut() = Some(logs.clone()));
+        (logs, Capture)
     }
 
     pub fn text(&self) -> String {
@@ -221,20 +262,6 @@ impl Logs {
     /// How many lines contain `needle`.
     pub fn count(&self, needle: &str) -> usize {
         self.text().lines().filter(|l| l.contains(needle)).count()
-    }
-}
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
