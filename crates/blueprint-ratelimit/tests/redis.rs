@@ -593,3 +593,25 @@ async fn two_layers_over_redis_keep_two_replicas_under_one_limit_and_report_the_
     run(replicas, 1).await;
     assert_eq!(*events.lock().unwrap(), [true, true, false, false]);
 }
+
+#[tokio::test]
+async fn a_key_that_is_not_a_budget_is_replaced_not_an_error() {
+    redis_addr().await;
+    let a = budgets(&redis_url(), &prefix("not-a-budget")).await;
+    let (origin, connection) = (origin(), ConnectionId::new("acme"));
+    let key = BudgetKey::new(Some(&origin), &connection);
+    let mut redis = inspector().await;
+    let () = redis
+        .set_ex(a.key_name(key), "something else", 30)
+        .await
+        .unwrap();
+    let answer = a.admit(key, ASK).await.expect("a budget again");
+    assert_eq!(answer.decision(), Decision::Go);
+    assert!(a.is_available());
+    let kind: String = redis::cmd("TYPE")
+        .arg(a.key_name(key))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(kind, "hash");
+}

@@ -32,19 +32,20 @@ local IN_FLIGHT = 10000
 local MAX_TTL = 7200000
 
 local key = KEYS[1]
--- A key that is not a budget (written by something else) is replaced, not an error.
-local kind = redis.call('TYPE', key)['ok']
-if kind ~= 'hash' and kind ~= 'none' then
-  redis.call('DEL', key)
-end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 
 local names = {'lim', 'rem', 'rst', 'prv', 'prc', 'blk', 'nxt', 'wl', 'pk', 'lag', 'stl', 'unk', 'uat', 'psd'}
-local raw = redis.call('HMGET', key, unpack(names))
-local s = {}
+local raw = redis.pcall('HMGET', key, unpack(names))
+if type(raw) ~= 'table' or raw['err'] then
+  -- A key that is not a budget (written by something else) is replaced, not an error.
+  redis.call('DEL', key)
+  raw = {}
+end
+local s, was = {}, {}
 for i, name in ipairs(names) do
   s[name] = tonumber(raw[i])
+  was[name] = s[name]
 end
 
 -- An argument: a number, or nil when absent (negative) or garbage.
@@ -253,24 +254,32 @@ else
   return redis.error_reply('blueprint budget: unknown operation')
 end
 
--- Write back, and let the key expire a window after whatever it still waits for.
-local set, unset = {}, {}
+-- Write back what changed, and let the key expire a window after whatever it still waits
+-- for.
+local set, unset, kept = {}, {}, 0
 for _, name in ipairs(names) do
   local v = s[name]
-  if v == nil then
-    unset[#unset + 1] = name
-  else
-    set[#set + 1] = name
-    set[#set + 1] = string.format('%d', v)
+  if v ~= nil then
+    kept = kept + 1
+  end
+  if v ~= was[name] then
+    if v == nil then
+      unset[#unset + 1] = name
+    else
+      set[#set + 1] = name
+      set[#set + 1] = string.format('%d', v)
+    end
   end
 end
-if #set == 0 then
+if kept == 0 then
   redis.call('DEL', key)
 else
   if #unset > 0 then
     redis.call('HDEL', key, unpack(unset))
   end
-  redis.call('HSET', key, unpack(set))
+  if #set > 0 then
+    redis.call('HSET', key, unpack(set))
+  end
   local horizon = now
   if s.rst and s.rst > horizon then horizon = s.rst end
   if s.blk and s.blk > horizon then horizon = s.blk end
