@@ -15,8 +15,54 @@
 //! Times cross the trait as durations from now, never as instants or wall-clock times:
 //! processes need not agree on a clock, only the store keeps one.
 //!
-//! The Redis implementation is [`RedisBudgets`](crate::RedisBudgets) (cargo feature
-//! `redis`).
+//! The Redis implementation is `RedisBudgets` (cargo feature `redis`). Retry budgets and
+//! what the other layers keep stay per process.
+//!
+//! # Example
+//!
+//! A store of your own is a [`SharedBudgets`]; this one admits everything and only counts
+//! (a store rolled out dark, first):
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//! use blueprint_core::BoxError;
+//! use blueprint_ratelimit::RateLimitLayer;
+//! use blueprint_ratelimit::shared::{
+//!     AdmitFuture, Answer, Ask, BudgetKey, Decision, Seen, SharedBudgets,
+//! };
+//! use http::{Request, Response};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! #[derive(Default)]
+//! struct Dark(AtomicU64);
+//!
+//! impl SharedBudgets for Dark {
+//!     fn component(&self) -> &'static str {
+//!         "rate_limit_dark"
+//!     }
+//!     fn is_available(&self) -> bool {
+//!         true
+//!     }
+//!     fn admit(&self, _key: BudgetKey<'_>, _ask: Ask) -> AdmitFuture {
+//!         self.0.fetch_add(1, Ordering::Relaxed);
+//!         Box::pin(async { Ok(Answer::new(Decision::Go)) })
+//!     }
+//!     fn observe(&self, _key: BudgetKey<'_>, _seen: &Seen) {}
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), BoxError> {
+//! let dark = Arc::new(Dark::default());
+//! let api = service_fn(|_req: Request<()>| async { Ok::<_, BoxError>(Response::new(())) });
+//! let service = ServiceBuilder::new()
+//!     .layer(RateLimitLayer::intercom().shared(Arc::clone(&dark)))
+//!     .service(api);
+//! service.oneshot(Request::get("https://api.intercom.io/me").body(())?).await?;
+//! assert_eq!(dark.0.load(Ordering::Relaxed), 1);
+//! # Ok(())
+//! # }
+//! ```
 
 use std::fmt;
 use std::future::Future;
@@ -51,7 +97,7 @@ pub(crate) mod asking;
 ///
 /// Retry budgets and everything else the other layers keep stay per process.
 pub trait SharedBudgets: Send + Sync + 'static {
-    /// What falls back when the store is away, in [`Event::Fallback`](blueprint_core::Event::Fallback)
+    /// What falls back when the store is away, in [`Event::Fallback`]
     /// (`"rate_limit_redis"`).
     fn component(&self) -> &'static str;
 
@@ -174,7 +220,7 @@ impl Answer {
     }
 
     /// This request is the first to find the budget spent (for the
-    /// [`Event::RateLimitPaused`](blueprint_core::Event::RateLimitPaused) event and the log).
+    /// [`Event::RateLimitPaused`] event and the log).
     #[must_use]
     pub fn paused(mut self) -> Self {
         self.paused = true;
