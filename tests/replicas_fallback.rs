@@ -148,3 +148,73 @@ async fn redis_cut_mid_load_fails_no_call_and_sharing_comes_back() {
     );
     assert!(again_ok >= 4 * LIMIT * 95 / 100, "{windows:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_redis_url_stops_the_proxy_and_an_unreachable_redis_does_not() {
+    let api = WindowedApi::start(LIMIT, WINDOW).await;
+    let dir = TempDir::new("replicas-bad-url");
+    std::fs::write(dir.path("i.yaml"), yaml(&api.url(), RETRY, "")).unwrap();
+
+    let help = tokio::process::Command::new(proxy_support::binary())
+        .arg("--help")
+        .output()
+        .await
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--redis <URL>") && help.contains("BLUEPRINT_REDIS_URL"), "{help}");
+
+    // Not a Redis URL: a clear error at start, without the password.
+    let started = tokio::process::Command::new(proxy_support::binary())
+        .arg("--config")
+        .arg(dir.path("i.yaml"))
+        .arg("--store")
+        .arg(format!("sqlite://{}", dir.path("bad.db").display()))
+        .args(["--listen", "127.0.0.1:0", "--redis", "http://:hunter2-PW@127.0.0.1:6379/0"])
+        .env("BLUEPRINT_SECRET_KEY", proxy_support::KEY)
+        .env_remove("BLUEPRINT_REDIS_URL")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(20), started)
+        .await
+        .expect("the proxy stops at once")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("error: --redis: `http://***@127.0.0.1:6379/0` is not a usable Redis URL"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+
+    // Unreachable: the proxy starts, paces alone, says so once, and no call fails.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let url = format!("redis://:hunter2-PW@{closed}/0");
+    let proxy = Process::start_with(
+        &dir.path("i.yaml"),
+        &dir.path("store.db"),
+        &[("BLUEPRINT_REDIS_URL", url.as_str())],
+        &[],
+        None,
+    )
+    .await;
+    let imported = proxy
+        .import("intercom", "acme", json!({ "access_token": TOKEN }))
+        .await;
+    assert_eq!(imported.status, 201, "{}", imported.text());
+    for _ in 0..3 {
+        let reply = proxy
+            .send(proxy.proxy(Method::GET, "/contacts", "intercom", "acme"))
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let text = proxy.metrics().await;
+    assert_eq!(metric(&text, ACTIVE), Some(1), "{text}");
+    let logs = proxy.logs();
+    assert_eq!(logs.matches("WARN").count(), 1, "{logs}");
+    assert!(logs.contains("Redis does not answer"), "{logs}");
+    assert!(logs.contains(&format!("redis://{closed}/0")), "{logs}");
+    assert!(!logs.contains("hunter2"), "{logs}");
+}
