@@ -161,7 +161,10 @@ async fn a_bad_redis_url_stops_the_proxy_and_an_unreachable_redis_does_not() {
         .await
         .unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
-    assert!(help.contains("--redis <URL>") && help.contains("BLUEPRINT_REDIS_URL"), "{help}");
+    assert!(
+        help.contains("--redis <URL>") && help.contains("BLUEPRINT_REDIS_URL"),
+        "{help}"
+    );
 
     // Not a Redis URL: a clear error at start, without the password.
     let started = tokio::process::Command::new(proxy_support::binary())
@@ -169,7 +172,12 @@ async fn a_bad_redis_url_stops_the_proxy_and_an_unreachable_redis_does_not() {
         .arg(dir.path("i.yaml"))
         .arg("--store")
         .arg(format!("sqlite://{}", dir.path("bad.db").display()))
-        .args(["--listen", "127.0.0.1:0", "--redis", "http://:hunter2-PW@127.0.0.1:6379/0"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--redis",
+            "http://:hunter2-PW@127.0.0.1:6379/0",
+        ])
         .env("BLUEPRINT_SECRET_KEY", proxy_support::KEY)
         .env_remove("BLUEPRINT_REDIS_URL")
         .kill_on_drop(true)
