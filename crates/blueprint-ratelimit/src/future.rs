@@ -23,8 +23,9 @@ use crate::state::{Admission, Hold, Key, KeyState};
 pub(crate) struct Ticket {
     entry: Option<Arc<KeyState>>,
     counted: bool,
-    /// What the shared budgets knew when they admitted the request.
-    known: Option<KnownAt>,
+    /// What the shared budgets knew when they admitted the request (boxed: only requests
+    /// of shared budgets pay for its room).
+    known: Option<Box<KnownAt>>,
 }
 
 impl Ticket {
@@ -423,7 +424,7 @@ fn learn<ResB>(
     }
     let informed = seen.has_info();
     if let (Some(store), Some(key)) = (&shared.config.store, key) {
-        store.learn(key, &seen, limited, ticket.known.take().as_ref(), now);
+        store.learn(key, &seen, limited, ticket.known.take().as_deref(), now);
     }
     let entry = match (&ticket.entry, key) {
         (Some(entry), _) => Some(Arc::clone(entry)),

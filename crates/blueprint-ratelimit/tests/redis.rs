@@ -2,6 +2,9 @@
 //! replicas, atomic under concurrency, keys that expire, a 429 seen by all, and the fallback
 //! to in-process pacing when Redis is away (through a relay that is cut; the shared server
 //! is never stopped).
+//!
+//! Redis keeps real time (`TIME`), which tokio cannot pause: these tests wait for real, a
+//! few hundred milliseconds at most each, bounded.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -81,7 +81,7 @@ impl<S, B> Asking<S, B> {
         shared: &Shared,
         store: &SharedStore,
         key: &Key,
-        known: &mut Option<KnownAt>,
+        known: &mut Option<Box<KnownAt>>,
     ) -> Poll<Step<S, B>>
     where
         S: Service<Request<B>, Error = E>,
@@ -111,7 +111,9 @@ impl<S, B> Asking<S, B> {
                     return Poll::Ready(local(this.pending));
                 };
                 store.answered(events);
-                *known = answer.known_window().map(|k| KnownAt::new(k, now));
+                *known = answer
+                    .known_window()
+                    .map(|k| Box::new(KnownAt::new(k, now)));
                 report(&answer, shared, key);
                 match answer.decision() {
                     Decision::Go => *this.admitted = true,
