@@ -618,3 +618,89 @@ async fn a_key_that_is_not_a_budget_is_replaced_not_an_error() {
         .unwrap();
     assert_eq!(kind, "hash");
 }
+
+#[tokio::test]
+async fn a_429_after_the_reset_holds_a_moment_probes_one_at_a_time_and_learns_the_lag() {
+    redis_addr().await;
+    let a = budgets(&redis_url(), &prefix("stale")).await;
+    let (origin, connection) = (origin(), ConnectionId::new("acme"));
+    let key = BudgetKey::new(Some(&origin), &connection);
+    let name = a.key_name(key);
+    a.observe(key, &window(5, 0, Duration::from_millis(200)));
+    observed(&name).await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    // The reset has passed, yet the server says the old window is still spent.
+    a.observe(
+        key,
+        &Seen {
+            limit: Some(5),
+            remaining: Some(0),
+            reset: Some(SeenReset::Ago(Duration::from_millis(50))),
+            precision: Duration::from_millis(50),
+            retry_after: None,
+            limited: true,
+        },
+    );
+    let mut redis = inspector().await;
+    eventually(Duration::from_secs(2), "the 429 reaches Redis", || {
+        let mut redis = redis.clone();
+        let name = name.clone();
+        async move {
+            redis
+                .hget::<_, _, Option<u64>>(&name, "stl")
+                .await
+                .ok()
+                .flatten()
+                == Some(1)
+        }
+    })
+    .await;
+    let _: redis::RedisResult<()> = redis.ping().await;
+    match a.admit(key, ASK).await.unwrap().decision() {
+        Decision::Hold {
+            wait,
+            reason: HoldReason::Spent,
+        } => {
+            assert!(wait <= Duration::from_millis(100), "{wait:?}");
+            tokio::time::sleep(wait + Duration::from_millis(10)).await;
+        }
+        other => panic!("after a late 429, {other:?}"),
+    }
+    // One request probes; the next waits for it.
+    assert_eq!(a.admit(key, ASK).await.unwrap().decision(), Decision::Go);
+    assert!(matches!(
+        a.admit(key, ASK).await.unwrap().decision(),
+        Decision::Hold { .. }
+    ));
+    // The new window's first answer: the server turned this much after its reset, and
+    // later resets are taken that much later.
+    a.observe(key, &window(5, 4, Duration::from_secs(2)));
+    eventually(
+        Duration::from_secs(2),
+        "the new window reaches Redis",
+        || {
+            let mut redis = redis.clone();
+            let name = name.clone();
+            async move {
+                redis
+                    .hget::<_, _, Option<u64>>(&name, "lag")
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some()
+            }
+        },
+    )
+    .await;
+    let lag: u64 = redis.hget(&name, "lag").await.unwrap();
+    // The old window reset 200 ms in; the new one was first seen some 370 ms in.
+    assert!((100..1000).contains(&lag), "lag {lag} ms");
+    tokio::time::sleep(Duration::from_millis(110)).await;
+    let known = *a.admit(key, ASK).await.unwrap().known_window().unwrap();
+    let reset = known.reset.unwrap();
+    // 2 s from the observation, 110 ms ago, plus the lag (50 ms of slack).
+    assert!(
+        reset + Duration::from_millis(110 + 50) >= Duration::from_millis(2000 + lag),
+        "{known:?}, lag {lag} ms"
+    );
+}
