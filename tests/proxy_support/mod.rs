@@ -3,6 +3,9 @@
 
 #![allow(dead_code, unreachable_pub, clippy::expect_used, clippy::unwrap_used)]
 
+pub mod relay;
+pub mod windowed;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;

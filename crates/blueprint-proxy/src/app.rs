@@ -15,6 +15,7 @@ use blueprint::{
     BlueprintError, BlueprintService, ClientError, HttpsClient, Integration, Integrations,
     Registry, StackBody, StackBuilder, default_client, default_hyper_client,
 };
+use blueprint_ratelimit::SharedBudgets;
 use blueprint_refresh::{
     AuthorizationFlow, HttpClient, MemoryStore, OAuth2TokenSource, Provider, ProviderConfig,
     ProviderConfigError, Secret, TokenStore,
@@ -59,6 +60,7 @@ pub struct ProxyBuilder {
     metrics: Option<Arc<Metrics>>,
     forward_host_headers: bool,
     body_idle_timeout: Duration,
+    shared_budgets: Option<Arc<dyn SharedBudgets>>,
 }
 
 impl fmt::Debug for ProxyBuilder {
@@ -69,6 +71,13 @@ impl fmt::Debug for ProxyBuilder {
             .field("public_url", &self.public_url)
             .field("forward_host_headers", &self.forward_host_headers)
             .field("body_idle_timeout", &self.body_idle_timeout)
+            .field(
+                "shared_budgets",
+                &self
+                    .shared_budgets
+                    .as_ref()
+                    .map(|b| SharedBudgets::component(b)),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -129,6 +138,7 @@ impl Proxy {
             metrics: None,
             forward_host_headers: false,
             body_idle_timeout: body::DEFAULT_BODY_IDLE_TIMEOUT,
+            shared_budgets: None,
         }
     }
 
@@ -221,6 +231,17 @@ impl ProxyBuilder {
         self
     }
 
+    /// Shares every integration's rate-limit budgets with the other replicas that use the
+    /// same `budgets` (the binary's `--redis`: `blueprint_ratelimit::RedisBudgets`), so
+    /// that together they spend each connection's budget once. Default: each process paces
+    /// alone. While the store is away each replica paces alone, and the
+    /// `blueprint_proxy_fallback_active` metric says so.
+    #[must_use]
+    pub fn shared_budgets(mut self, budgets: impl SharedBudgets) -> Self {
+        self.shared_budgets = Some(Arc::new(budgets));
+        self
+    }
+
     /// Records into these metrics (default: new ones, one set per integration).
     #[must_use]
     pub fn metrics(mut self, metrics: Arc<Metrics>) -> Self {
@@ -266,6 +287,7 @@ impl ProxyBuilder {
                 &redirect_url,
                 client.clone(),
                 &metrics,
+                self.shared_budgets.as_ref(),
             )?;
             connectors.push(connector);
         }
@@ -394,6 +416,7 @@ impl Connector {
         redirect_url: &str,
         client: Client,
         metrics: &Arc<Metrics>,
+        shared_budgets: Option<&Arc<dyn SharedBudgets>>,
     ) -> Result<Connector, BuildError> {
         let name = integration.name();
         let config = provider_config(integration, redirect_url).unwrap_or_else(|| {
@@ -429,14 +452,16 @@ impl Connector {
             .client_error_level(Level::DEBUG)
             .server_error_level(Level::DEBUG)
             .failure_level(Level::DEBUG);
-        let stack = StackBuilder::with_shared_tokens(
+        let mut stack = StackBuilder::with_shared_tokens(
             integration.blueprint().clone(),
             Arc::new(source.clone()),
         )
         .trace(trace)
-        .event_sink(events)
-        .service(client)
-        .map_err(|error| BuildError::Stack {
+        .event_sink(events);
+        if let Some(budgets) = shared_budgets {
+            stack = stack.shared_budgets(Arc::clone(budgets));
+        }
+        let stack = stack.service(client).map_err(|error| BuildError::Stack {
             integration: name.to_owned(),
             error,
         })?;

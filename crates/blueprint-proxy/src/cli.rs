@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blueprint::{Integrations, Registry};
+use blueprint_ratelimit::{RedisBudgets, RedisBudgetsBuilder};
 use blueprint_refresh::{
     EncryptionKey, PostgresOptions, PostgresStore, SqliteStore, StoreError, TokenStore,
 };
@@ -26,6 +27,9 @@ pub const ENCRYPTION_KEY_VAR: &str = "BLUEPRINT_ENCRYPTION_KEY";
 pub const PUBLIC_URL_VAR: &str = "BLUEPRINT_PUBLIC_URL";
 /// The environment variable that says where connections are kept, when `--store` does not.
 pub const STORE_VAR: &str = "BLUEPRINT_STORE";
+/// The environment variable with the Redis that replicas share rate-limit budgets in
+/// (like `--redis`).
+pub const REDIS_URL_VAR: &str = "BLUEPRINT_REDIS_URL";
 
 const ENVIRONMENT: &str = "\
 Environment:
@@ -40,6 +44,11 @@ Environment:
   BLUEPRINT_STORE           Optional. What --store says, when it is not given: sqlite://PATH,
                             or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE for replicas
                             that share their connections. --store wins.
+  BLUEPRINT_REDIS_URL       Optional, like --redis: redis://[:PASSWORD@]HOST:PORT/DB. Replicas naming
+                            the same Redis share each connection's rate-limit budget; while it does
+                            not answer, each replica paces alone (one WARN, metric
+                            blueprint_proxy_fallback_active) and goes back to it by itself. Prefer
+                            it to --redis for a URL with a password.
   RUST_LOG                  Optional. Log filter, e.g. `info` (the default) or
                             `info,blueprint_retry=debug`. Logs go to stderr; one line per
                             proxied call, never a token (`blueprint_trace=debug` adds each
@@ -173,6 +182,38 @@ pub struct ServeArgs {
     /// one per CPU core).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub worker_threads: Option<u64>,
+    /// Share rate-limit budgets with the other replicas through this Redis,
+    /// `redis://HOST:PORT/DB` (or `BLUEPRINT_REDIS_URL`). Without it, each process paces
+    /// alone. An unreachable Redis is no error: the proxy paces alone until it answers.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+    /// How long a call to Redis may take before the call is paced in-process.
+    #[arg(long, value_name = "MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    pub redis_timeout_ms: u64,
+    /// The prefix of the proxy's keys in Redis: replicas that share budgets use the same one.
+    #[arg(long, value_name = "PREFIX", default_value = blueprint_ratelimit::DEFAULT_PREFIX)]
+    pub redis_prefix: String,
+}
+
+/// The Redis of `--redis` (or `BLUEPRINT_REDIS_URL`), checked but not connected; `None`
+/// without one.
+fn redis_settings(args: &ServeArgs) -> Result<Option<RedisBudgetsBuilder>, String> {
+    let url = match &args.redis {
+        Some(url) => Some(url.trim().to_owned()),
+        None => std::env::var(REDIS_URL_VAR)
+            .ok()
+            .map(|url| url.trim().to_owned())
+            .filter(|url| !url.is_empty()),
+    };
+    let Some(url) = url else {
+        return Ok(None);
+    };
+    let builder = RedisBudgets::builder(&url).map_err(|e| format!("--redis: {e}"))?;
+    Ok(Some(
+        builder
+            .timeout(Duration::from_millis(args.redis_timeout_ms))
+            .prefix(args.redis_prefix.clone()),
+    ))
 }
 
 /// What the hardening flags of [`ServeArgs`] set.
@@ -524,6 +565,10 @@ fn run_serve(args: ServeArgs) -> ExitCode {
         _ => None,
     };
     let hardening = Hardening::from(&args);
+    let redis = match redis_settings(&args) {
+        Ok(redis) => redis,
+        Err(e) => return fail(&e),
+    };
     let Some(config) = args.config else {
         return fail(&"--config is required");
     };
@@ -562,6 +607,7 @@ fn run_serve(args: ServeArgs) -> ExitCode {
         listen: args.listen,
         grace: Duration::from_secs(args.shutdown_grace),
         metrics,
+        redis,
     };
     match runtime.block_on(serve_main(settings)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -594,6 +640,8 @@ struct Settings {
     listen: String,
     grace: Duration,
     metrics: Arc<Metrics>,
+    /// Where rate-limit budgets are shared, if anywhere.
+    redis: Option<RedisBudgetsBuilder>,
 }
 
 async fn serve_main(settings: Settings) -> Result<(), Failure> {
@@ -623,14 +671,17 @@ async fn serve_main(settings: Settings) -> Result<(), Failure> {
         .iter()
         .map(|i| i.name().to_owned())
         .collect();
-    let proxy = match Proxy::builder(settings.integrations, settings.secret_key)
+    let mut builder = Proxy::builder(settings.integrations, settings.secret_key)
         .store(store.as_dyn())
         .public_url(&public_url)
         .metrics(settings.metrics)
         .request_body_timeout(settings.hardening.request_body_timeout)
-        .forward_host_headers(settings.hardening.forward_host_headers)
-        .build()
-    {
+        .forward_host_headers(settings.hardening.forward_host_headers);
+    if let Some(redis) = settings.redis {
+        // Unreachable is no error: the budgets start away and are tried again.
+        builder = builder.shared_budgets(redis.connect().await);
+    }
+    let proxy = match builder.build() {
         Ok(proxy) => proxy,
         Err(e) => {
             store.close().await;

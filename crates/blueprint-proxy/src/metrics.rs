@@ -74,6 +74,11 @@ pub(crate) const ERROR_CODES: [&str; 26] = [
 ///   counts retries that waited as the server asked (`Retry-After`, `X-RateLimit-Reset`).
 ///   `outcome` is `refreshed`, `refused` (the connection needs re-authorization), `failed`
 ///   (may work later) or `from_store` (another process refreshed).
+/// - `blueprint_proxy_fallback_active{integration,component}` (gauge) and
+///   `blueprint_proxy_fallbacks_total{integration,component}`: from the layers'
+///   [`Event::Fallback`]. `component="rate_limit_redis"` is 1 while the Redis of `--redis`
+///   does not answer and this replica paces the integration's budgets alone; it turns back
+///   to 0 with the first call Redis admits again.
 pub struct Metrics {
     integrations: HashMap<Arc<str>, Arc<IntegrationMetrics>>,
     order: Vec<Arc<str>>,
@@ -97,7 +102,14 @@ struct EventCounters {
     pacing_waits: AtomicU64,
     server_waits: AtomicU64,
     refreshes: [AtomicU64; 4],
+    /// Per [`FALLBACK_COMPONENTS`]: 1 while it works alone, and how many times it began to.
+    fallback_active: [AtomicU64; FALLBACK_COMPONENTS.len()],
+    fallbacks: [AtomicU64; FALLBACK_COMPONENTS.len()],
 }
+
+/// What can fall back (see [`Event::Fallback`]): `rate_limit_redis`, the rate-limit budgets
+/// shared in Redis (`--redis`), paced in-process while Redis does not answer.
+const FALLBACK_COMPONENTS: [&str; 1] = ["rate_limit_redis"];
 
 const REFRESH_OUTCOMES: [RefreshOutcome; 4] = [
     RefreshOutcome::Refreshed,
@@ -125,7 +137,19 @@ impl EventCounters {
                     self.refreshes[i].fetch_add(1, Ordering::Relaxed);
                 }
             }
+            Event::Fallback { component, active } => self.fallback(component, *active),
             _ => {}
+        }
+    }
+}
+
+impl EventCounters {
+    fn fallback(&self, component: &str, active: bool) {
+        if let Some(i) = FALLBACK_COMPONENTS.iter().position(|c| *c == component) {
+            self.fallback_active[i].store(u64::from(active), Ordering::Relaxed);
+            if active {
+                self.fallbacks[i].fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -360,6 +384,38 @@ impl Metrics {
                 )?;
             }
         }
+        writeln!(
+            out,
+            "# HELP blueprint_proxy_fallback_active 1 while a shared backend does not answer and the proxy works alone: component rate_limit_redis = this replica paces rate limits alone (--redis); 0 otherwise, and without one.\n\
+             # TYPE blueprint_proxy_fallback_active gauge"
+        )?;
+        for name in &self.order {
+            let e = &self.integrations[name].events;
+            for (component, gauge) in FALLBACK_COMPONENTS.iter().zip(&e.fallback_active) {
+                writeln!(
+                    out,
+                    "blueprint_proxy_fallback_active{{integration=\"{}\",component=\"{component}\"}} {}",
+                    Escaped(name),
+                    relaxed(gauge)
+                )?;
+            }
+        }
+        writeln!(
+            out,
+            "# HELP blueprint_proxy_fallbacks_total Times a shared backend stopped answering and the proxy began to work alone.\n\
+             # TYPE blueprint_proxy_fallbacks_total counter"
+        )?;
+        for name in &self.order {
+            let e = &self.integrations[name].events;
+            for (component, counter) in FALLBACK_COMPONENTS.iter().zip(&e.fallbacks) {
+                writeln!(
+                    out,
+                    "blueprint_proxy_fallbacks_total{{integration=\"{}\",component=\"{component}\"}} {}",
+                    Escaped(name),
+                    relaxed(counter)
+                )?;
+            }
+        }
         Ok(())
     }
 }
@@ -465,8 +521,17 @@ mod tests {
                 duration: Duration::from_millis(3),
             });
         }
+        for active in [true, false, true] {
+            sink.emit(&Event::Fallback {
+                component: "rate_limit_redis",
+                active,
+            });
+        }
         let text = metrics.render();
         for line in [
+            "blueprint_proxy_fallback_active{integration=\"intercom\",component=\"rate_limit_redis\"} 1\n",
+            "blueprint_proxy_fallbacks_total{integration=\"intercom\",component=\"rate_limit_redis\"} 2\n",
+            "blueprint_proxy_fallback_active{integration=\"github\",component=\"rate_limit_redis\"} 0\n",
             "blueprint_proxy_retries_total{integration=\"intercom\"} 2\n",
             "blueprint_proxy_retries_total{integration=\"github\"} 0\n",
             "blueprint_proxy_rate_limit_waits_total{integration=\"intercom\",kind=\"pacing\"} 1\n",

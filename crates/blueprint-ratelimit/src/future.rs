@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use blueprint_core::{BoxError, ConnectionId};
+use blueprint_core::{BoxError, ConnectionId, Deadline};
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
@@ -15,6 +15,8 @@ use crate::WaitFrom;
 use crate::error::RateLimitedError;
 use crate::layer::{Extension, Shared};
 use crate::parse::{Observation, reads_retry_after};
+use crate::shared::KnownAt;
+use crate::shared::asking::{Asking, Step};
 use crate::state::{Admission, Hold, Key, KeyState};
 
 /// A request's place in its key's count of requests in flight; leaves it when dropped.
@@ -22,6 +24,9 @@ use crate::state::{Admission, Hold, Key, KeyState};
 pub(crate) struct Ticket {
     entry: Option<Arc<KeyState>>,
     counted: bool,
+    /// What the shared budgets knew when they admitted the request (boxed: only requests
+    /// of shared budgets pay for its room).
+    known: Option<Box<KnownAt>>,
 }
 
 impl Ticket {
@@ -29,6 +34,7 @@ impl Ticket {
         Ticket {
             entry: None,
             counted: false,
+            known: None,
         }
     }
 
@@ -36,6 +42,7 @@ impl Ticket {
         Ticket {
             entry: Some(entry),
             counted: true,
+            known: None,
         }
     }
 
@@ -74,6 +81,10 @@ pin_project! {
         // small to move.
         Held {
             held: Pin<Box<Held<S, B>>>,
+        },
+        // Boxed for the same reason: only requests of shared budgets pay for it.
+        Asking {
+            asking: Pin<Box<Asking<S, B>>>,
         },
         Called {
             #[pin]
@@ -117,18 +128,12 @@ impl<F, S, B> ResponseFuture<F, S, B> {
         entry: Arc<KeyState>,
         deadline: Option<Instant>,
     ) -> Self {
-        let spread = u64::try_from(shared.config.spread.as_nanos()).unwrap_or(u64::MAX);
-        let jitter = if spread == 0 {
-            Duration::ZERO
-        } else {
-            Duration::from_nanos(fastrand::u64(0..=spread))
-        };
         let held = Box::pin(Held {
             // The first poll asks again and sets the real wake-up time.
             sleep: sleep_until(Instant::now()),
             pending: Some((request, service)),
             deadline,
-            jitter,
+            jitter: jitter(&shared),
             admitted: false,
         });
         ResponseFuture {
@@ -138,8 +143,67 @@ impl<F, S, B> ResponseFuture<F, S, B> {
             ticket: Ticket {
                 entry: Some(entry),
                 counted: false,
+                known: None,
             },
         }
+    }
+
+    /// A request the shared budgets decide about.
+    pub(crate) fn asking(
+        request: Request<B>,
+        service: S,
+        shared: Arc<Shared>,
+        key: Key,
+        deadline: Option<Instant>,
+    ) -> Self {
+        let state = match &shared.config.store {
+            Some(store) => State::Asking {
+                asking: Box::pin(Asking::new(
+                    request,
+                    service,
+                    &shared,
+                    store,
+                    &key,
+                    deadline,
+                    jitter(&shared),
+                )),
+            },
+            None => State::Failed {
+                error: Some("rate-limit layer asked shared budgets it does not have".into()),
+            },
+        };
+        ResponseFuture {
+            state,
+            shared,
+            key: Some(key),
+            ticket: Ticket::none(),
+        }
+    }
+
+    /// Paces in-process a request the shared budgets could not decide about.
+    fn local(
+        request: Request<B>,
+        service: S,
+        shared: &Shared,
+        key: &Key,
+        deadline: Option<Instant>,
+    ) -> (State<F, S, B>, Ticket) {
+        let entry = shared.keys.get(key);
+        let admitted = entry.is_none();
+        let held = Box::pin(Held {
+            sleep: sleep_until(Instant::now()),
+            pending: Some((request, service)),
+            deadline,
+            jitter: jitter(shared),
+            // A key with no information yet is never held.
+            admitted,
+        });
+        let ticket = Ticket {
+            entry,
+            counted: false,
+            known: None,
+        };
+        (State::Held { held }, ticket)
     }
 
     pub(crate) fn failed(error: impl Into<BoxError>, shared: Arc<Shared>) -> Self {
@@ -154,11 +218,24 @@ impl<F, S, B> ResponseFuture<F, S, B> {
     }
 }
 
+/// A random extra wait in `0..=spread`, so that requests held until a reset do not all go
+/// at once.
+fn jitter(shared: &Shared) -> Duration {
+    let spread = u64::try_from(shared.config.spread.as_nanos()).unwrap_or(u64::MAX);
+    if spread == 0 {
+        Duration::ZERO
+    } else {
+        Duration::from_nanos(fastrand::u64(0..=spread))
+    }
+}
+
 impl<F, S, B> fmt::Debug for ResponseFuture<F, S, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Held { held } if held.admitted => "readying",
             State::Held { .. } => "held",
+            State::Asking { asking } if asking.is_admitted() => "readying",
+            State::Asking { .. } => "asking",
             State::Called { .. } => "called",
             State::Failed { .. } => "failed",
         };
@@ -249,6 +326,36 @@ where
                         }
                     }
                 }
+                StateProj::Asking { asking } => {
+                    let (Some(store), Some(key)) = (&this.shared.config.store, this.key.as_ref())
+                    else {
+                        return Poll::Ready(Err(POLLED_AFTER_DONE.into()));
+                    };
+                    let step = ready!(asking.as_mut().poll_step(
+                        cx,
+                        this.shared,
+                        store,
+                        key,
+                        &mut this.ticket.known,
+                    ));
+                    match step {
+                        Step::Call(request, mut service) => {
+                            let future = service.call(request);
+                            this.state.set(State::Called { future });
+                        }
+                        Step::Fail(error) => {
+                            this.state.set(State::Failed { error: None });
+                            return Poll::Ready(Err(error));
+                        }
+                        Step::Local(request, service) => {
+                            let deadline = Deadline::of(&request).map(Deadline::instant);
+                            let (state, ticket) =
+                                Self::local(request, service, this.shared, key, deadline);
+                            *this.ticket = ticket;
+                            this.state.set(state);
+                        }
+                    }
+                }
                 StateProj::Called { future } => {
                     let result = ready!(future.poll(cx));
                     return Poll::Ready(match result {
@@ -336,6 +443,9 @@ fn learn<ResB>(
         }
     }
     let informed = seen.has_info();
+    if let (Some(store), Some(key)) = (&shared.config.store, key) {
+        store.learn(key, &seen, limited, ticket.known.take().as_deref(), now);
+    }
     let entry = match (&ticket.entry, key) {
         (Some(entry), _) => Some(Arc::clone(entry)),
         (None, Some(key)) if informed => shared.keys.get_or_insert(key, now),

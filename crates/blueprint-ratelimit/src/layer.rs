@@ -14,6 +14,7 @@ use crate::clock::{SystemClock, WallClock};
 use crate::error::RateLimitedError;
 use crate::future::{ResponseFuture, Ticket};
 use crate::parse::HeaderConfig;
+use crate::shared::{SharedBudgets, SharedStore};
 use crate::state::{Admission, Keys};
 
 /// How far apart requests held until a reset are let go by default: each waits a random
@@ -33,6 +34,8 @@ pub(crate) struct Config {
     pub(crate) events: EventSink,
     pub(crate) signals: Arc<[RateLimitRule]>,
     pub(crate) extension: Extension,
+    /// Budgets shared with other processes, if any.
+    pub(crate) store: Option<SharedStore>,
 }
 
 /// When a response gets a [`RateLimit`](blueprint_core::RateLimit) extension.
@@ -50,6 +53,7 @@ impl fmt::Debug for Config {
             .field("smoothing", &self.smoothing)
             .field("spread", &self.spread)
             .field("origin", &self.origin)
+            .field("shared", &self.store.as_ref().map(SharedStore::component))
             .finish_non_exhaustive()
     }
 }
@@ -102,6 +106,7 @@ impl RateLimitLayer {
                 events: EventSink::none(),
                 signals: Arc::from([RateLimitRule::too_many_requests()]),
                 extension: Extension::Always,
+                store: None,
             },
             keys: Arc::new(Keys::new(DEFAULT_MAX_KEYS)),
         }
@@ -180,11 +185,29 @@ impl RateLimitLayer {
     /// connection's budget runs out
     /// ([`Event::RateLimitPaused`](blueprint_core::Event::RateLimitPaused)), each request
     /// not sent because its deadline comes first
-    /// ([`Event::RateLimitRefused`](blueprint_core::Event::RateLimitRefused)) — for metrics.
+    /// ([`Event::RateLimitRefused`](blueprint_core::Event::RateLimitRefused)), each switch
+    /// to and from in-process pacing while [shared budgets](Self::shared) are away
+    /// ([`Event::Fallback`](blueprint_core::Event::Fallback)) — for metrics.
     /// Default: nowhere.
     #[must_use]
     pub fn events(mut self, events: EventSink) -> Self {
         self.config.events = events;
+        self
+    }
+
+    /// Shares every key's budget with the other processes that use the same `budgets`
+    /// (such as `RedisBudgets`, cargo feature `redis`): each request is admitted by the
+    /// store, atomically across processes, and what answers say is told to it; see
+    /// [`shared`](crate::shared).
+    ///
+    /// While the store does not answer, this process paces on its own, as without it, and
+    /// goes back to the store once it answers again: no request fails because the store is
+    /// away. Each switch is reported once, as
+    /// [`Event::Fallback`](blueprint_core::Event::Fallback) (`active: true`, then `false`)
+    /// through [`events`](Self::events).
+    #[must_use]
+    pub fn shared(mut self, budgets: impl SharedBudgets) -> Self {
+        self.config.store = Some(SharedStore::new(Arc::new(budgets)));
         self
     }
 
@@ -312,6 +335,16 @@ where
                 .keys
                 .key(request.uri(), shared.config.origin.as_ref(), connection),
         };
+        if let Some(store) = &shared.config.store {
+            if store.is_available() {
+                let deadline = Deadline::of(&request).map(Deadline::instant);
+                // As for a held request: the ready service stays here, the request gets a
+                // clone that it polls ready once admitted.
+                let service = self.inner.clone();
+                return ResponseFuture::asking(request, service, shared, key, deadline);
+            }
+            store.fell_back(&shared.config.events);
+        }
         let Some(entry) = shared.keys.get(&key) else {
             // A key with no information yet is never held.
             return ResponseFuture::called(

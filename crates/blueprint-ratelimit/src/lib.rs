@@ -39,6 +39,16 @@
 //! would not clear it, and the layer does not invent a wait. Holding and resuming emit
 //! `tracing` events with the connection, the origin and the wait.
 //!
+//! # Several processes
+//!
+//! Each process keeps its own budgets: replicas in front of one API would each spend the
+//! whole budget. [`RateLimitLayer::shared`] makes every replica admit against one budget
+//! per key in a store they share, the trait [`SharedBudgets`] (see [`shared`]); with the
+//! cargo feature `redis`, `RedisBudgets` keeps them in Redis (one Lua script, one round
+//! trip per call). While the store does not answer, each process paces on its own, as
+//! above, and reports it ([`Event::Fallback`](blueprint_core::Event::Fallback)); no call
+//! fails for it. Retry budgets stay per process.
+//!
 //! In the Blueprint stack this layer sits under the retry layer (which sets the deadline
 //! and reads the extension) and above token refresh. Waiting needs a tokio runtime with
 //! time enabled.
@@ -85,6 +95,9 @@ mod error;
 mod future;
 mod layer;
 pub mod parse;
+#[cfg(feature = "redis")]
+mod redis;
+pub mod shared;
 mod signal;
 mod state;
 
@@ -94,6 +107,12 @@ pub use error::RateLimitedError;
 pub use future::ResponseFuture;
 pub use layer::{DEFAULT_MAX_KEYS, DEFAULT_SPREAD, RateLimitLayer, RateLimiting};
 pub use parse::{HeaderConfig, ResetFormat};
+#[cfg(feature = "redis")]
+pub use redis::{
+    DEFAULT_PREFIX, DEFAULT_PROBE_INTERVAL, DEFAULT_REDIS_TIMEOUT, RedisBudgets,
+    RedisBudgetsBuilder, RedisStats, RedisUrlError,
+};
+pub use shared::SharedBudgets;
 pub use signal::{RateLimitRule, WaitFrom};
 
 #[cfg(test)]

@@ -220,11 +220,7 @@ pub fn parse_count(value: &HeaderValue) -> Option<u64> {
     let bytes = value.as_bytes();
     // The common case, digits and nothing else, without searching for separators.
     if !bytes.is_empty() && bytes.len() <= 19 && bytes.iter().all(u8::is_ascii_digit) {
-        return Some(
-            bytes
-                .iter()
-                .fold(0u64, |n, b| n * 10 + u64::from(b - b'0')),
-        );
+        return Some(bytes.iter().fold(0u64, |n, b| n * 10 + u64::from(b - b'0')));
     }
     let text = value.to_str().ok()?;
     let first = text.split([',', ';']).next()?;

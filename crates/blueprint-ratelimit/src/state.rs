@@ -76,6 +76,13 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
+impl Key {
+    /// The key as the shared budgets name it.
+    pub(crate) fn budget_key(&self) -> crate::shared::BudgetKey<'_> {
+        crate::shared::BudgetKey::new(self.origin.as_ref(), &self.connection)
+    }
+}
+
 impl Keys {
     /// Room for about `max_keys` keys (rounded up to a multiple of the shard count).
     pub(crate) fn new(max_keys: usize) -> Self {
@@ -434,7 +441,7 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// An origin for logs: `relative` when requests were relative and no origin was configured.
-struct OriginField<'a>(Option<&'a Origin>);
+pub(crate) struct OriginField<'a>(pub(crate) Option<&'a Origin>);
 
 impl fmt::Display for OriginField<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -27,7 +27,7 @@ use std::task::{Context, Poll, ready};
 
 use blueprint_auth::{AddAuthorization, AuthLayer, ForeignOrigin};
 use blueprint_core::{BoxError, EventSink, Events, ReplayBody, TokenSource};
-use blueprint_ratelimit::{HeaderConfig, RateLimitLayer, RateLimiting};
+use blueprint_ratelimit::{HeaderConfig, RateLimitLayer, RateLimiting, SharedBudgets};
 use blueprint_refresh::{Refresh, RefreshLayer, replay};
 use blueprint_retry::{
     AttemptTimeout, AttemptTimeoutLayer, DefaultPolicy, Outcome, RequestInfo, Retry, RetryLayer,
@@ -169,6 +169,7 @@ pub struct StackBuilder {
     tokens: SharedTokenSource,
     trace: TraceLayer,
     rate_limit: Option<RateLimitLayer>,
+    shared_budgets: Option<Arc<dyn SharedBudgets>>,
     foreign: ForeignOrigin,
     replay_cap: usize,
     events: EventSink,
@@ -197,6 +198,7 @@ impl StackBuilder {
             tokens,
             trace: TraceLayer::new(),
             rate_limit: None,
+            shared_budgets: None,
             foreign: ForeignOrigin::Reject,
             replay_cap: blueprint_core::DEFAULT_REPLAY_CAP,
             events: EventSink::none(),
@@ -229,6 +231,16 @@ impl StackBuilder {
     #[must_use]
     pub fn rate_limit(mut self, rate_limit: RateLimitLayer) -> Self {
         self.rate_limit = Some(rate_limit);
+        self
+    }
+
+    /// Shares the default rate-limit layer's budgets with other processes through
+    /// `budgets` (such as `blueprint_ratelimit::RedisBudgets`); see
+    /// [`RateLimitLayer::shared`]. A layer set with [`rate_limit`](Self::rate_limit) is
+    /// used as it is.
+    #[must_use]
+    pub fn shared_budgets(mut self, budgets: Arc<dyn SharedBudgets>) -> Self {
+        self.shared_budgets = Some(budgets);
         self
     }
 
@@ -297,7 +309,7 @@ impl StackBuilder {
             Some(layer) => layer.clone(),
             None => {
                 let headers = bp.rate_limit();
-                RateLimitLayer::with_headers(HeaderConfig::new(
+                let layer = RateLimitLayer::with_headers(HeaderConfig::new(
                     headers.limit.clone(),
                     headers.remaining.clone(),
                     headers.reset.clone(),
@@ -309,7 +321,11 @@ impl StackBuilder {
                 .max_reset(bp.max_server_wait())
                 // The engine's callers read the extension on failures only.
                 .extension_when_limited_or_failed()
-                .events(self.events.clone())
+                .events(self.events.clone());
+                match &self.shared_budgets {
+                    Some(budgets) => layer.shared(Arc::clone(budgets)),
+                    None => layer,
+                }
             }
         };
         let auth = AuthLayer::for_origin(bp.base_url().origin().clone(), Arc::clone(&self.tokens))
