@@ -18,15 +18,68 @@ use http::Uri;
 /// assert_eq!(origin.to_string(), "https://api.intercom.io");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone)]
 pub struct Origin(Arc<Inner>);
 
-#[derive(PartialEq, Eq, Hash)]
 struct Inner {
     https: bool,
     /// Lower-cased; IPv6 literals keep their brackets.
     host: Box<str>,
     port: u16,
+    /// `host[:port]` as a URI of this origin most often writes it (the port only when it
+    /// is not the scheme's default): a URI whose authority is exactly this matches without
+    /// a case-insensitive compare or a port parse.
+    authority: Box<str>,
+    /// A hash of the three fields above, made once (not keyed: origins come from
+    /// configuration, not from callers), so that hashing an origin is hashing one word.
+    fingerprint: u64,
+}
+
+impl PartialEq for Origin {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+            || (self.0.fingerprint == other.0.fingerprint
+                && self.0.https == other.0.https
+                && self.0.port == other.0.port
+                && self.0.host == other.0.host)
+    }
+}
+
+impl Eq for Origin {}
+
+impl std::hash::Hash for Origin {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0.fingerprint);
+    }
+}
+
+impl Inner {
+    fn new(https: bool, host: &str, port: u16) -> Self {
+        let host = host.to_ascii_lowercase().into_boxed_str();
+        let default_port = if https { 443 } else { 80 };
+        let authority = if port == default_port {
+            host.clone()
+        } else {
+            format!("{host}:{port}").into_boxed_str()
+        };
+        // FNV-1a over the fields.
+        let mut fingerprint: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in host
+            .bytes()
+            .chain(port.to_le_bytes())
+            .chain([u8::from(https)])
+        {
+            fingerprint ^= u64::from(byte);
+            fingerprint = fingerprint.wrapping_mul(0x0100_0000_01b3);
+        }
+        Inner {
+            https,
+            host,
+            port,
+            authority,
+            fingerprint,
+        }
+    }
 }
 
 impl Origin {
@@ -47,16 +100,34 @@ impl Origin {
     pub fn from_uri(uri: &Uri) -> Option<Self> {
         let https = https_of(uri)?;
         let host = uri.host().filter(|h| !h.is_empty())?;
-        Some(Origin(Arc::new(Inner {
+        Some(Origin(Arc::new(Inner::new(
             https,
-            host: host.to_ascii_lowercase().into_boxed_str(),
-            port: port_of(uri, https),
-        })))
+            host,
+            port_of(uri, https),
+        ))))
     }
 
     /// Whether an absolute URI points at this origin. A relative URI does not match.
     /// Allocates nothing.
     pub fn matches(&self, uri: &Uri) -> bool {
+        // The common case: a URI built from this origin, written as it writes itself.
+        let scheme_is = |scheme: &http::uri::Scheme| {
+            if self.0.https {
+                *scheme == http::uri::Scheme::HTTPS
+            } else {
+                *scheme == http::uri::Scheme::HTTP
+            }
+        };
+        if let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) {
+            if scheme_is(scheme) && authority.as_str() == &*self.0.authority {
+                return true;
+            }
+        }
+        self.matches_slowly(uri)
+    }
+
+    /// [`Origin::matches`] without its fast path.
+    fn matches_slowly(&self, uri: &Uri) -> bool {
         let Some(https) = https_of(uri) else {
             return false;
         };
@@ -175,6 +246,42 @@ mod tests {
             Origin::parse("http://127.0.0.1:9000/base/").map(|o| o.to_string()),
             Ok("http://127.0.0.1:9000".to_owned())
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fast_match_agrees_with_the_slow_one(
+            scheme in "(http|https|HTTP)",
+            host in "(api\\.example\\.com|API\\.Example\\.com|127\\.0\\.0\\.1|evil\\.net)",
+            port in proptest::option::of(proptest::sample::select(vec![80u16, 443, 8080])),
+            of_scheme in "(http|https)",
+            of_port in proptest::option::of(proptest::sample::select(vec![80u16, 443, 8080])),
+        ) {
+            let text = |scheme: &str, port: Option<u16>| match port {
+                Some(p) => format!("{scheme}://{host}:{p}/x"),
+                None => format!("{scheme}://{host}/x"),
+            };
+            let origin = Origin::parse(&text(&of_scheme, of_port)).unwrap();
+            let uri: Uri = text(&scheme, port).parse().unwrap();
+            proptest::prop_assert_eq!(origin.matches(&uri), origin.matches_slowly(&uri));
+        }
+    }
+
+    #[test]
+    fn equal_origins_hash_alike_and_differ_by_each_field() {
+        use std::collections::HashSet;
+        let a = Origin::parse("https://api.example.com").unwrap();
+        let b = Origin::parse("https://API.example.com:443/x").unwrap();
+        assert_eq!(a, b);
+        let set: HashSet<Origin> = [a.clone(), b].into_iter().collect();
+        assert_eq!(set.len(), 1);
+        for other in [
+            "http://api.example.com",
+            "https://api.example.com:8443",
+            "https://api.example.org",
+        ] {
+            assert_ne!(a, Origin::parse(other).unwrap(), "{other}");
+        }
     }
 
     #[test]

@@ -313,6 +313,12 @@ struct Decimal {
 
 impl Decimal {
     fn parse(text: &str) -> Option<Decimal> {
+        // The common case, an integer (epoch seconds), without searching for the point.
+        let bytes = text.as_bytes();
+        if !bytes.is_empty() && bytes.len() <= 19 && bytes.iter().all(u8::is_ascii_digit) {
+            let int = bytes.iter().fold(0u64, |n, b| n * 10 + u64::from(b - b'0'));
+            return Some(Decimal { int, nanos: 0 });
+        }
         let (int, frac) = match text.split_once('.') {
             Some((int, frac)) => (int, Some(frac)),
             None => (text, None),

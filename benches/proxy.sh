@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# The release blueprint-proxy beside nginx (1 worker, injecting `Authorization`, upstream
+# keep-alive) and a direct baseline, under wrk at 32 connections, interleaved over several
+# rounds. For each: requests per second, p50/p99 latency, and CPU µs per request of the
+# proxy's process (utime + stime from /proc, over the round).
+#
+#   bash benches/proxy.sh                # 5 rounds of 10 s
+#   ROUNDS=3 SECONDS_PER_ROUND=5 bash benches/proxy.sh
+#   LOG=off bash benches/proxy.sh        # the proxy's access log off (RUST_LOG=warn)
+#
+# Needs nginx and wrk (Debian packages `nginx-light`, `wrk`) and a release build
+# (`cargo build --release -p blueprint-proxy`; this script builds it if missing).
+#
+# Both proxies run one worker (nginx `worker_processes 1`, the proxy `--worker-threads 1`)
+# pinned to CPU 1; wrk and the upstream (a second nginx answering a small JSON body with
+# Intercom's rate-limit headers) share CPU 0, so the proxies never compete with the load
+# for their core. Both proxies write an access line per call to a file.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS="${ROUNDS:-5}"
+SECONDS_PER_ROUND="${SECONDS_PER_ROUND:-10}"
+CONNECTIONS="${CONNECTIONS:-32}"
+LOG="${LOG:-on}"
+TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/blueprint-target}"
+PROXY_BIN="$TARGET_DIR/release/blueprint-proxy"
+
+for tool in nginx wrk taskset curl; do
+    command -v "$tool" >/dev/null || { echo "proxy.sh: $tool is not installed" >&2; exit 1; }
+done
+if [ ! -x "$PROXY_BIN" ] || [ "${REBUILD:-1}" = 1 ]; then
+    CARGO_TARGET_DIR="$TARGET_DIR" cargo build --release --locked -p blueprint-proxy >&2
+fi
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    [ -f "$work/up.pid" ] && kill "$(cat "$work/up.pid")" 2>/dev/null || true
+    [ -f "$work/ng.pid" ] && kill "$(cat "$work/ng.pid")" 2>/dev/null || true
+    sleep 0.2
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP=$(free_port); NG=$(free_port); PX=$(free_port)
+
+# --- the upstream: nginx answering like Intercom ---------------------------------------
+cat >"$work/up.conf" <<EOF
+worker_processes 1;
+pid $work/up.pid;
+error_log $work/up.err warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$UP;
+        location / {
+            add_header X-RateLimit-Limit 100000;
+            add_header X-RateLimit-Remaining 99999;
+            add_header X-RateLimit-Reset 4102444800;
+            default_type application/json;
+            return 200 '{"type":"admin","id":"1"}';
+        }
+    }
+}
+EOF
+taskset -c 0 nginx -c "$work/up.conf" -p "$work" -g 'daemon on;'
+
+# --- nginx as the proxy under test -------------------------------------------------------
+cat >"$work/ng.conf" <<EOF
+worker_processes 1;
+pid $work/ng.pid;
+error_log $work/ng.err warn;
+events { worker_connections 4096; }
+http {
+    access_log $work/ng.access.log;
+    keepalive_requests 1000000;
+    upstream api { server 127.0.0.1:$UP; keepalive 64; }
+    server {
+        listen 127.0.0.1:$NG;
+        location / {
+            proxy_pass http://api;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Authorization "Bearer bench-token";
+        }
+    }
+}
+EOF
+taskset -c 1 nginx -c "$work/ng.conf" -p "$work" -g 'daemon on;'
+
+# --- blueprint-proxy -------------------------------------------------------------------
+KEY=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+cat >"$work/integrations.yaml" <<EOF
+integrations:
+  intercom:
+    extends_blueprint: intercom:v0
+    base_url: http://127.0.0.1:$UP/
+EOF
+rust_log=info
+[ "$LOG" = off ] && rust_log=warn
+BLUEPRINT_SECRET_KEY="$KEY" RUST_LOG="$rust_log" taskset -c 1 "$PROXY_BIN" \
+    --config "$work/integrations.yaml" --store "sqlite://$work/store.db" \
+    --listen "127.0.0.1:$PX" --worker-threads 1 >"$work/px.out" 2>"$work/px.log" &
+pids+=($!)
+PROXY_PID=$!
+for _ in $(seq 1 100); do
+    curl -s -o /dev/null "http://127.0.0.1:$PX/healthz" && break
+    sleep 0.1
+done
+curl -s -o /dev/null -X PUT "http://127.0.0.1:$PX/connections/intercom/acme" \
+    -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
+    -d '{"access_token": "bench-token"}'
+
+ng_worker() { pgrep -P "$(cat "$work/ng.pid")" | head -1; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+
+# wrk's latency ("430.00us", "1.20ms", "1.01s") in milliseconds.
+to_ms() {
+    awk '{ v = $1 + 0
+           if ($1 ~ /us$/) v /= 1000
+           else if ($1 ~ /ms$/) v = v
+           else if ($1 ~ /s$/) v *= 1000
+           printf "%.3f\n", v }'
+}
+
+# Runs wrk against $1 with extra headers; prints "req/s p50_ms p99_ms cpu_us_per_req".
+run() {
+    local url=$1 pid=$2; shift 2
+    local before after out reqs secs
+    before=$( [ -n "$pid" ] && cpu_ticks "$pid" || echo 0 )
+    out=$(taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_ROUND}s" --latency "$@" "$url")
+    after=$( [ -n "$pid" ] && cpu_ticks "$pid" || echo 0 )
+    # "  224000 requests in 3.00s, 50.00MB read"; latencies as "430.00us", "1.20ms" or "1.01s".
+    reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+    secs=$(awk '/requests in/ {gsub("s,","",$4); print $4}' <<<"$out")
+    local p50 p99
+    p50=$(awk '$1=="50%" {print $2}' <<<"$out" | to_ms)
+    p99=$(awk '$1=="99%" {print $2}' <<<"$out" | to_ms)
+    awk -v r="$reqs" -v s="$secs" -v b="$before" -v a="$after" -v hz="$hz" -v p50="$p50" -v p99="$p99" \
+        'BEGIN { printf "%.0f %s %s %.2f\n", r / s, p50, p99, (a - b) / hz * 1e6 / r }'
+}
+
+results="$work/results"
+: >"$results"
+for round in $(seq 1 "$ROUNDS"); do
+    for who in direct nginx proxy; do
+        case $who in
+            direct) line=$(run "http://127.0.0.1:$UP/me" "") ;;
+            nginx) line=$(run "http://127.0.0.1:$NG/me" "$(ng_worker)") ;;
+            proxy) line=$(run "http://127.0.0.1:$PX/proxy/me" "$PROXY_PID" \
+                -H "Authorization: Bearer $KEY" -H 'Provider-Config-Key: intercom' \
+                -H 'Connection-Id: acme') ;;
+        esac
+        echo "$who $line" >>"$results"
+        echo "round $round $who: $line" >&2
+    done
+done
+
+echo
+echo "blueprint-proxy vs nginx, $CONNECTIONS connections, $ROUNDS rounds of ${SECONDS_PER_ROUND}s, access log $LOG (medians)"
+echo
+echo "| what | req/s | p50 | p99 | CPU µs/request (proxy process) |"
+echo "|---|---|---|---|---|"
+median() { sort -n | awk '{ v[NR]=$1 } END { print v[int((NR+1)/2)] }'; }
+for who in direct nginx proxy; do
+    col() { awk -v who="$who" -v c="$1" '$1 == who { print $c }' "$results"; }
+    rps=$(col 2 | median)
+    p50=$(col 3 | median)
+    p99=$(col 4 | median)
+    cpu=$(col 5 | median)
+    [ "$who" = direct ] && cpu="-"
+    echo "| $who | $rps | ${p50} ms | ${p99} ms | $cpu |"
+done
+lines=$(wc -l <"$work/px.log")
+echo
+echo "proxy log lines written: $lines"
