@@ -27,7 +27,7 @@ use crate::auth::SecretKey;
 use crate::error::ApiError;
 use crate::metrics::{IntegrationMetrics, Metrics};
 use crate::sessions::Sessions;
-use crate::{body, connections, error, oauth, page, proxy, sessions};
+use crate::{body, connections, oauth, page, proxy, sessions};
 
 /// The HTTP client every integration's stack sends through.
 pub(crate) type Client = HttpsClient<StackBody<Body>>;
@@ -147,13 +147,7 @@ impl Proxy {
         let state = self.state.clone();
         let json_body = DefaultBodyLimit::max(body::MAX_JSON_BODY);
         Router::new()
-            .route(
-                "/proxy/{*path}",
-                any(proxy::forward).layer(axum::middleware::from_fn_with_state(
-                    state.clone(),
-                    proxy::guard,
-                )),
-            )
+            .route("/proxy/{*path}", any(proxy::forward))
             .route("/connect/sessions", post(sessions::create).layer(json_body))
             .route("/connect", get(sessions::start))
             .route("/oauth/connect/{integration}", any(oauth::gone))
@@ -173,15 +167,7 @@ impl Proxy {
             .route("/metrics", get(metrics))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
-            .layer(axum::middleware::map_request_with_state(
-                state.clone(),
-                watch_body,
-            ))
-            .layer(axum::middleware::map_response(error::json_errors))
-            .layer(axum::middleware::map_response_with_state(
-                state.clone(),
-                count_errors,
-            ))
+            .layer(crate::edge::EdgeLayer::new(state.clone()))
             .with_state(state)
     }
 
@@ -514,6 +500,11 @@ impl ProxyState {
         &self.0.sessions
     }
 
+    /// How long a caller's body may stall between frames.
+    pub(crate) fn body_idle_timeout(&self) -> Duration {
+        self.0.body_idle_timeout
+    }
+
     /// Whether `Forwarded` and `X-Forwarded-Host` are forwarded.
     pub(crate) fn forwards_host_headers(&self) -> bool {
         self.0.forward_host_headers
@@ -559,24 +550,4 @@ async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "this route does not take that method",
     )
-}
-
-/// Watches every request's body ([`body::CallerBody`]): a stall past the idle timeout,
-/// or a body that cannot be read, is the caller's error.
-async fn watch_body(
-    axum::extract::State(state): axum::extract::State<ProxyState>,
-    request: axum::extract::Request,
-) -> axum::extract::Request {
-    body::watch(request, state.0.body_idle_timeout)
-}
-
-/// Counts the answers the proxy wrote itself, by code.
-async fn count_errors(
-    axum::extract::State(state): axum::extract::State<ProxyState>,
-    response: Response,
-) -> Response {
-    if let Some(code) = response.extensions().get::<crate::error::ErrorCode>() {
-        state.metrics().record_error(code.0);
-    }
-    response
 }

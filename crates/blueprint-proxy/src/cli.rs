@@ -747,7 +747,12 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
     let registry = tracing_subscriber::registry();
     let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
     let result = match format {
-        LogFormat::Text => registry.with(fmt.with_filter(filter)).try_init(),
+        LogFormat::Text => registry
+            .with(
+                fmt.event_format(crate::logfmt::TextFormat::new())
+                    .with_filter(filter),
+            )
+            .try_init(),
         LogFormat::Json => registry
             .with(fmt.json().flatten_event(true).with_filter(filter))
             .try_init(),

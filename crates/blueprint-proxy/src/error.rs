@@ -117,18 +117,24 @@ pub(crate) struct ErrorCode(pub(crate) &'static str);
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Verbatim;
 
+/// Whether [`json_errors`] would rewrite `response`: an error status, written neither as an
+/// [`ApiError`] nor [`Verbatim`].
+pub(crate) fn needs_json(response: &Response) -> bool {
+    let status = response.status();
+    (status.is_client_error() || status.is_server_error())
+        && response.extensions().get::<ErrorCode>().is_none()
+        && response.extensions().get::<Verbatim>().is_none()
+}
+
 /// Turns every error answer the proxy wrote without an [`ApiError`] (axum's rejections:
 /// 413 from a body limit, 400 from a path or query extractor, 415, 422) into the
 /// documented JSON `{"error":{"code","message"}}`, keeping the status and the
 /// rejection's text as the message.
 pub(crate) async fn json_errors(response: Response) -> Response {
-    let status = response.status();
-    if !(status.is_client_error() || status.is_server_error())
-        || response.extensions().get::<ErrorCode>().is_some()
-        || response.extensions().get::<Verbatim>().is_some()
-    {
+    if !needs_json(&response) {
         return response;
     }
+    let status = response.status();
     let code = match status {
         StatusCode::NOT_FOUND => "not_found",
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",

@@ -25,6 +25,9 @@ pub const CONNECTION_ID: HeaderName = HeaderName::from_static("connection-id");
 /// The route's prefix, taken off the raw path.
 const PREFIX: &str = "/proxy";
 
+/// What every path of the route starts with.
+pub(crate) const ROUTE_PREFIX: &str = "/proxy/";
+
 /// The longest integration name read from `Provider-Config-Key`.
 const MAX_INTEGRATION_NAME: usize = 256;
 
@@ -68,36 +71,26 @@ fn refused_method(method: &http::Method) -> bool {
     *method == http::Method::TRACE || *method == http::Method::CONNECT || method.as_str() == "TRACK"
 }
 
-/// Before `/proxy` calls: refuses the methods never forwarded (405 JSON) and drops
-/// [`HOST_HEADERS`] unless configured to forward them.
-pub(crate) async fn guard(
-    State(state): State<ProxyState>,
-    mut request: Request,
-    next: axum::middleware::Next,
-) -> Response {
-    if refused_method(request.method()) {
-        let mut response = ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!(
-                "{} is never forwarded: a provider that echoes requests would send back the \
-                 connection's token",
-                request.method()
-            ),
-        )
-        .into_response();
-        response.headers_mut().insert(
-            header::ALLOW,
-            http::HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
-        );
-        return response;
+/// The answer to a `/proxy` call whose method is never forwarded (405 JSON with `Allow`),
+/// or `None` when it may be forwarded. Checked at the edge ([`crate::edge`]).
+pub(crate) fn refuse_method(method: &http::Method) -> Option<Response> {
+    if !refused_method(method) {
+        return None;
     }
-    if !state.forwards_host_headers() {
-        for name in &HOST_HEADERS {
-            request.headers_mut().remove(name);
-        }
-    }
-    next.run(request).await
+    let mut response = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{method} is never forwarded: a provider that echoes requests would send back the \
+             connection's token"
+        ),
+    )
+    .into_response();
+    response.headers_mut().insert(
+        header::ALLOW,
+        http::HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+    );
+    Some(response)
 }
 
 /// What the access log says about one call.
