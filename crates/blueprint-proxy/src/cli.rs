@@ -730,10 +730,11 @@ async fn bind(listen: &str) -> Result<tokio::net::TcpListener, String> {
         .map_err(|e| format!("cannot listen on {listen}: {e}"))
 }
 
-/// Logs go to stderr through a writer thread, so that a log line costs the request only its
-/// formatting, never a write to a slow terminal or pipe. When the writer falls behind by
-/// more than its buffer (128,000 lines), further lines are dropped rather than stall calls.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// Logs go to stderr in batches through a writer thread ([`crate::logwriter`]), so that a
+/// log line costs the request only its formatting, never a write to a slow terminal or
+/// pipe. When the reader falls behind by more than 16 MiB, further lines are dropped (and
+/// counted in a line that says so) rather than stall calls.
+fn init_logging(format: LogFormat) -> Option<crate::logwriter::FlushGuard> {
     let filter = match EnvFilter::try_from_default_env() {
         Ok(filter) => filter,
         Err(e) => {
@@ -743,7 +744,13 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
             EnvFilter::new("info")
         }
     };
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let (writer, guard) = match crate::logwriter::batched(std::io::stderr()) {
+        Ok(batched) => batched,
+        Err(e) => {
+            eprintln!("warning: no thread for the log writer ({e}); logging is off");
+            return None;
+        }
+    };
     let registry = tracing_subscriber::registry();
     let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
     let result = match format {
@@ -760,7 +767,7 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
     if let Err(e) = result {
         eprintln!("warning: logging could not be set up: {e}");
     }
-    guard
+    Some(guard)
 }
 
 #[cfg(test)]

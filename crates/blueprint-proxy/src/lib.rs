@@ -115,6 +115,7 @@ mod edge;
 mod error;
 mod ids;
 mod logfmt;
+mod logwriter;
 mod metrics;
 mod oauth;
 mod page;
