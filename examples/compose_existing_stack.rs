@@ -59,8 +59,9 @@ async fn main() -> Result<(), BoxError> {
         .layer(ConcurrencyLimitLayer::new(8))
         // Ours: paces requests by the server's X-RateLimit-* headers.
         .layer(RateLimitLayer::intercom().origin_url(&base)?)
-        // Ours: on a 401, refresh the token once and replay.
-        .layer(RefreshLayer::from_arc(Arc::clone(&tokens)))
+        // Ours: on a 401, refresh the token once and replay, from the copy of the body
+        // the retry layer above already keeps (so the client sees one `ReplayBody`).
+        .layer(RefreshLayer::from_arc(Arc::clone(&tokens)).replay_by_retry())
         // Ours: the bearer token, only ever for `base`.
         .layer(AuthLayer::for_origin(
             Origin::parse(&base)?,
@@ -79,7 +80,7 @@ async fn main() -> Result<(), BoxError> {
         ))
         .service(
             Client::builder(TokioExecutor::new())
-                .build_http::<ReplayBody<ReplayBody<Full<Bytes>>>>(),
+                .build_http::<ReplayBody<Full<Bytes>>>(),
         );
 
     let mut request = Request::get(format!("{base}/contacts?per_page=2")).body(Full::default())?;
