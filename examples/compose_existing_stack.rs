@@ -78,10 +78,7 @@ async fn main() -> Result<(), BoxError> {
             ACCEPT,
             HeaderValue::from_static("application/json"),
         ))
-        .service(
-            Client::builder(TokioExecutor::new())
-                .build_http::<ReplayBody<Full<Bytes>>>(),
-        );
+        .service(Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Full<Bytes>>>());
 
     let mut request = Request::get(format!("{base}/contacts?per_page=2")).body(Full::default())?;
     request.extensions_mut().insert(ConnectionId::new("acme"));

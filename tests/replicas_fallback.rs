@@ -130,7 +130,9 @@ async fn redis_cut_mid_load_fails_no_call_and_sharing_comes_back() {
         failed.is_empty(),
         "calls failed while Redis was away: {failed:?}"
     );
-    for (i, proxy) in proxies.iter().enumerate() {
+    for (i, proxy) in proxies.iter_mut().enumerate() {
+        // Log lines reach stderr in batches: wait for the last one expected.
+        proxy.wait_for_log("Redis answers again").await;
         let logs = proxy.logs();
         assert_eq!(
             logs.matches("Redis does not answer").count(),
@@ -208,7 +210,7 @@ async fn a_bad_redis_url_stops_the_proxy_and_an_unreachable_redis_does_not() {
         listener.local_addr().unwrap()
     };
     let url = format!("redis://:hunter2-PW@{closed}/0");
-    let proxy = Process::start_full(
+    let mut proxy = Process::start_full(
         &dir.path("i.yaml"),
         &format!("sqlite://{}", dir.path("store.db").display()),
         "127.0.0.1:0",
@@ -229,6 +231,8 @@ async fn a_bad_redis_url_stops_the_proxy_and_an_unreachable_redis_does_not() {
     }
     let text = proxy.metrics().await;
     assert_eq!(metric(&text, ACTIVE), Some(1), "{text}");
+    // Log lines reach stderr in batches: wait for the warning, then read them all.
+    proxy.wait_for_log("Redis does not answer").await;
     let logs = proxy.logs();
     assert_eq!(logs.matches("WARN").count(), 1, "{logs}");
     assert!(logs.contains("Redis does not answer"), "{logs}");
