@@ -36,7 +36,7 @@ async fn kill_9_during_writes_loses_no_acknowledged_write() {
     let enough = Arc::new(enough);
     let mut writers = Vec::new();
     for writer in 0..8 {
-        let target = proxy.target.clone();
+        let target = proxy.target;
         let acknowledged = Arc::clone(&acknowledged);
         let enough = Arc::clone(&enough);
         writers.push(tokio::spawn(async move {
