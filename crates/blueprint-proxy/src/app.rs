@@ -17,8 +17,8 @@ use blueprint::{
 };
 use blueprint_ratelimit::SharedBudgets;
 use blueprint_refresh::{
-    AuthorizationFlow, HttpClient, MemoryStore, OAuth2TokenSource, Provider, ProviderConfig,
-    ProviderConfigError, Secret, TokenStore,
+    AuthorizationFlow, DEFAULT_LEASE, DEFAULT_LEASE_POLL, HttpClient, MemoryStore,
+    OAuth2TokenSource, Provider, ProviderConfig, ProviderConfigError, Secret, TokenStore,
 };
 use blueprint_trace::{Level, TraceLayer};
 use http::StatusCode;
@@ -61,6 +61,7 @@ pub struct ProxyBuilder {
     forward_host_headers: bool,
     body_idle_timeout: Duration,
     shared_budgets: Option<Arc<dyn SharedBudgets>>,
+    refresh_lease: Duration,
 }
 
 impl fmt::Debug for ProxyBuilder {
@@ -71,6 +72,7 @@ impl fmt::Debug for ProxyBuilder {
             .field("public_url", &self.public_url)
             .field("forward_host_headers", &self.forward_host_headers)
             .field("body_idle_timeout", &self.body_idle_timeout)
+            .field("refresh_lease", &self.refresh_lease)
             .field(
                 "shared_budgets",
                 &self
@@ -139,6 +141,7 @@ impl Proxy {
             forward_host_headers: false,
             body_idle_timeout: body::DEFAULT_BODY_IDLE_TIMEOUT,
             shared_budgets: None,
+            refresh_lease: DEFAULT_LEASE,
         }
     }
 
@@ -242,6 +245,16 @@ impl ProxyBuilder {
         self
     }
 
+    /// How long a refresh lease lasts (the binary's `--refresh-lease`, default 60 s): with
+    /// a store shared by several replicas, one of them refreshes a connection's token
+    /// while the others wait for it; if that one dies, another takes over once the lease
+    /// lapses. The token-endpoint call of a refresh is bounded by ¾ of it (and by 30 s).
+    #[must_use]
+    pub fn refresh_lease(mut self, lease: Duration) -> Self {
+        self.refresh_lease = lease;
+        self
+    }
+
     /// Records into these metrics (default: new ones, one set per integration).
     #[must_use]
     pub fn metrics(mut self, metrics: Arc<Metrics>) -> Self {
@@ -288,6 +301,7 @@ impl ProxyBuilder {
                 client.clone(),
                 &metrics,
                 self.shared_budgets.as_ref(),
+                self.refresh_lease,
             )?;
             connectors.push(connector);
         }
@@ -417,6 +431,7 @@ impl Connector {
         client: Client,
         metrics: &Arc<Metrics>,
         shared_budgets: Option<&Arc<dyn SharedBudgets>>,
+        refresh_lease: Duration,
     ) -> Result<Connector, BuildError> {
         let name = integration.name();
         let config = provider_config(integration, redirect_url).unwrap_or_else(|| {
@@ -441,6 +456,7 @@ impl Connector {
         let source = OAuth2TokenSource::builder_shared(provider, Arc::clone(store))
             .integration(name)
             .http_client(token_http.clone())
+            .lease(refresh_lease, DEFAULT_LEASE_POLL)
             .events(events.clone())
             .build();
         // The proxy writes one access-log line per call; the engine's own event for each

@@ -26,6 +26,23 @@ pub(super) struct ConnState {
     pub(super) cached: Option<Cached>,
     pub(super) failure: Option<Failure>,
     pub(super) flight: Option<Flight>,
+    /// Counts the changes the store reported for this connection: a flight that started
+    /// before a change does not cache what it read (it may be what was just deleted).
+    pub(super) generation: u64,
+}
+
+impl ConnState {
+    /// The store reported a change to this connection (another process deleted, imported
+    /// or refreshed it): forget the cached token and any failure, so that the next call
+    /// reads the store. A token the server refused stays marked, so that it is never sent
+    /// again.
+    pub(super) fn changed(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+        self.failure = None;
+        if self.cached.as_ref().is_some_and(|c| !c.stale) {
+            self.cached = None;
+        }
+    }
 }
 
 pub(super) struct Cached {
@@ -111,7 +128,24 @@ impl Connections {
             .remove(connection);
     }
 
-    /// Forgets every connection (after the store said it lost track of changes).
+    /// The store reported a change to `connection`: see [`ConnState::changed`].
+    pub(super) fn changed(&self, connection: &ConnectionId) {
+        let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(conn) = map.get(connection) {
+            conn.lock().changed();
+        }
+    }
+
+    /// The store may have changed anything (its feed lost track): every connection reads
+    /// the store again on its next call.
+    pub(super) fn changed_all(&self) {
+        let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
+        for conn in map.values() {
+            conn.lock().changed();
+        }
+    }
+
+    /// Forgets every connection (those being refreshed finish first).
     pub(super) fn clear(&self) {
         let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
         map.retain(|_, conn| conn.lock().flight.is_some());

@@ -32,9 +32,11 @@ impl Inner {
         let inner = Arc::clone(self);
         let task_conn = Arc::clone(conn);
         let connection = connection.clone();
+        let generation = state.generation;
+        inner.follow_changes();
         let work = async move {
             let result = inner.run_flight(&connection, &task_conn, stale).await;
-            inner.finish(&task_conn, result)
+            inner.finish(&task_conn, generation, result)
         };
         let future: Pin<Box<dyn Future<Output = Result<AccessToken, TokenError>> + Send>> =
             match Handle::try_current() {
@@ -49,6 +51,7 @@ impl Inner {
                             // so that the next caller starts another.
                             Err(_) => inner.finish(
                                 &conn,
+                                generation,
                                 Err(TokenError::new(
                                     TokenErrorKind::Other,
                                     "the token refresh task stopped before it finished",
@@ -64,20 +67,26 @@ impl Inner {
         flight
     }
 
+    /// Records what the flight started at `generation` came to. When the store reported a
+    /// change to the connection meanwhile, the result goes to the callers that waited for
+    /// it but is not cached: the next call reads the store again.
     fn finish(
         &self,
         conn: &Conn,
+        generation: u64,
         result: Result<Fresh, TokenError>,
     ) -> Result<AccessToken, TokenError> {
         let mut state = conn.lock();
         state.flight = None;
+        let current = state.generation == generation;
         match result {
             Ok(fresh) => {
                 let token = fresh.token.clone();
-                state.cached = Some(fresh.into_cached());
+                state.cached = current.then(|| fresh.into_cached());
                 state.failure = None;
                 Ok(token)
             }
+            Err(error) if !current => Err(error),
             Err(error) => {
                 let wait = match error.kind() {
                     // The store failed: try it again soon (it says so in its retry_after).
