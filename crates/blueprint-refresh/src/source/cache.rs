@@ -27,8 +27,13 @@ pub(super) struct ConnState {
     pub(super) failure: Option<Failure>,
     pub(super) flight: Option<Flight>,
     /// Counts the changes the store reported for this connection: a flight that started
-    /// before a change does not cache what it read (it may be what was just deleted).
+    /// before a change checks, before it caches what it read, that the store still holds
+    /// it (it may be what another process just deleted).
     pub(super) generation: u64,
+    /// The access token of the record as this process last read or wrote it (`None`: no
+    /// record): what tells this process's own writes (a lease, a status) from another's
+    /// when the store reports a change.
+    pub(super) seen: Option<AccessToken>,
 }
 
 impl ConnState {
@@ -38,6 +43,7 @@ impl ConnState {
     /// again.
     pub(super) fn changed(&mut self) {
         self.generation = self.generation.wrapping_add(1);
+        self.seen = None;
         self.failure = None;
         if self.cached.as_ref().is_some_and(|c| !c.stale) {
             self.cached = None;
@@ -128,12 +134,10 @@ impl Connections {
             .remove(connection);
     }
 
-    /// The store reported a change to `connection`: see [`ConnState::changed`].
-    pub(super) fn changed(&self, connection: &ConnectionId) {
+    /// The connection's state, if held, without marking it used.
+    pub(super) fn peek(&self, connection: &ConnectionId) -> Option<Arc<Conn>> {
         let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
-        if let Some(conn) = map.get(connection) {
-            conn.lock().changed();
-        }
+        map.get(connection).map(Arc::clone)
     }
 
     /// The store may have changed anything (its feed lost track): every connection reads

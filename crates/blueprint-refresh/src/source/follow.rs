@@ -12,7 +12,7 @@ use tokio::runtime::Handle;
 use tokio::task::AbortHandle;
 
 use super::Inner;
-use crate::store::{Change, ChangeFeed};
+use crate::store::{Change, ChangeFeed, StoreKey};
 
 /// The task following the store's changes; stopped when dropped (with the source).
 pub(super) struct Follower(AbortHandle);
@@ -41,6 +41,44 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// The store reported a write or delete of `key`. A flight in progress is told (it
+    /// checks the store before it caches what it read). Otherwise the record is read: if it
+    /// holds the access token this process last saw, the write was this process's own (a
+    /// lease, a status) or changed nothing that is sent, and the cache stays; if it holds
+    /// another, or is gone, or cannot be read, the cached token (and any failure) is
+    /// forgotten and the next call reads the store.
+    async fn key_changed(&self, key: &StoreKey) {
+        let Some(conn) = self.connections.peek(key.connection()) else {
+            return;
+        };
+        {
+            let mut state = conn.lock();
+            if state.flight.is_some() {
+                state.generation = state.generation.wrapping_add(1);
+                return;
+            }
+            if state.cached.is_none() && state.failure.is_none() && state.seen.is_none() {
+                return;
+            }
+        }
+        let stored = self.store.get(key).await;
+        let mut state = conn.lock();
+        if state.flight.is_some() {
+            state.generation = state.generation.wrapping_add(1);
+            return;
+        }
+        let unchanged = match &stored {
+            Ok(Some(stored)) => state.seen.as_ref() == Some(&stored.record.access_token),
+            Ok(None) => state.seen.is_none() && state.cached.is_none(),
+            Err(_) => false,
+        };
+        if !unchanged {
+            state.changed();
+        }
+    }
+}
+
 async fn follow(inner: Weak<Inner>, mut feed: ChangeFeed) {
     loop {
         let change = feed.recv().await;
@@ -50,7 +88,7 @@ async fn follow(inner: Weak<Inner>, mut feed: ChangeFeed) {
         match change {
             Some(Change::Key(key)) => {
                 if key.integration() == &*inner.integration {
-                    inner.connections.changed(key.connection());
+                    inner.key_changed(&key).await;
                 }
             }
             Some(Change::Resync) => {

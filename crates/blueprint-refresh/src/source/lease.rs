@@ -19,8 +19,8 @@ use tokio::time::Instant;
 
 use super::cache::Conn;
 use super::{Fresh, Inner, later};
-use crate::provider::{Granted, TokenEndpointError};
 use crate::Secret;
+use crate::provider::{Granted, TokenEndpointError};
 use crate::store::{
     Lease, StoreError, StoreKey, StoredToken, Swap, TokenRecord, TokenStatus, TokenStore,
 };
@@ -50,8 +50,10 @@ impl Inner {
                 .await
                 .map_err(|e| self.store_failed(e))?
             else {
+                conn.lock().seen = None;
                 return Err(TokenError::not_found());
             };
+            conn.lock().seen = Some(current.record.access_token.clone());
             let now = self.clock.now();
             let record = &current.record;
             let refused = stale.as_ref() == Some(&record.access_token);
@@ -201,6 +203,9 @@ impl Inner {
                     lease: None,
                 };
                 let fresh = self.fresh(conn.jitter, &record);
+                // Said before the write, so that the store's report of it is known for
+                // this process's own.
+                conn.lock().seen = Some(record.access_token.clone());
                 self.write_refreshed(key, version, record, &refresh_token)
                     .await;
                 Ok(fresh)
@@ -350,7 +355,10 @@ async fn retry_write(
                 return;
             }
             Written::Superseded => return,
-            Written::Failed { error, expected: next } => {
+            Written::Failed {
+                error,
+                expected: next,
+            } => {
                 if Instant::now() >= give_up {
                     tracing::error!(connection = %key, %error, "gave up storing refreshed credentials; the connection may need to be authorized again");
                     return;

@@ -378,10 +378,14 @@ impl OAuth2TokenSource {
     ) -> Result<(), StoreError> {
         let key = self.key(connection);
         self.inner.follow_changes();
-        self.inner.store.put(&key, record.clone()).await?;
         let conn = self.inner.conn(connection);
+        // Said before the write, so that the store's report of it is known for this
+        // process's own.
+        conn.lock().seen = Some(record.access_token.clone());
+        self.inner.store.put(&key, record.clone()).await?;
         let fresh = self.inner.fresh(conn.jitter, &record);
         let mut state = conn.lock();
+        state.seen = Some(record.access_token.clone());
         state.cached = Some(fresh.into_cached());
         state.failure = None;
         Ok(())
