@@ -451,7 +451,12 @@ async fn a_postgresql_outage_fails_calls_that_need_the_store_and_they_recover_wi
     let took = started.elapsed();
     assert_eq!(during.status, 503, "{}", during.text());
     assert_eq!(during.code(), "store_unavailable", "{}", during.text());
-    assert_eq!(during.header("retry-after"), Some("1"), "{:?}", during.headers);
+    assert_eq!(
+        during.header("retry-after"),
+        Some("1"),
+        "{:?}",
+        during.headers
+    );
     assert!(
         during.text().contains("token store")
             && during
@@ -544,6 +549,7 @@ async fn help_documents_the_store_url_and_its_variable() {
         "BLUEPRINT_STORE",
         "--listen",
         "HOST:PORT",
+        "--refresh-lease",
     ] {
         assert!(
             help.contains(word),

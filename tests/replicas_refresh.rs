@@ -75,12 +75,16 @@ impl Respond for TokenEndpoint {
         let access = format!("a-{n}");
         *current = format!("rt-{n}");
         provider.accepted.lock().unwrap().insert(access.clone());
-        ResponseTemplate::new(200).set_body_json(json!({
-            "access_token": access,
-            "refresh_token": *current,
-            "token_type": "bearer",
-            "expires_in": 3600,
-        }))
+        // Answered after a while, as a real endpoint across the internet: the other
+        // replica's callers arrive while the refresh is in flight.
+        ResponseTemplate::new(200)
+            .set_body_json(json!({
+                "access_token": access,
+                "refresh_token": *current,
+                "token_type": "bearer",
+                "expires_in": 3600,
+            }))
+            .set_delay(Duration::from_millis(300))
     }
 }
 
@@ -131,8 +135,12 @@ fn shared_postgres() -> String {
 /// Where the two replicas keep connections.
 enum Shared {
     /// A database of this test's own on the shared server, dropped afterwards.
-    Postgres { name: String },
-    Sqlite { dir: TempDir },
+    Postgres {
+        name: String,
+    },
+    Sqlite {
+        dir: TempDir,
+    },
 }
 
 impl Shared {
@@ -299,7 +307,10 @@ async fn one_refresh_between_two_replicas(shared: Shared) {
         .take(3)
         .map(|r| format!("{} {}", r.status, r.text()))
         .collect();
-    assert_eq!(ok, 200, "not every call succeeded with the new token: {odd:?}");
+    assert_eq!(
+        ok, 200,
+        "not every call succeeded with the new token: {odd:?}"
+    );
     assert_eq!(
         provider.token_calls.load(Ordering::SeqCst),
         1,
@@ -308,7 +319,11 @@ async fn one_refresh_between_two_replicas(shared: Shared) {
     );
     assert_eq!(provider.refused.load(Ordering::SeqCst), 0);
     let (refresh, leased) = shared.stored().await;
-    assert_eq!(refresh.as_deref(), Some("rt-2"), "the rotated refresh token");
+    assert_eq!(
+        refresh.as_deref(),
+        Some("rt-2"),
+        "the rotated refresh token"
+    );
     assert!(!leased, "the lease is released");
     eprintln!(
         "{}: 200 concurrent calls through two replicas, 1 token-endpoint call",
@@ -330,7 +345,8 @@ async fn two_replicas_on_one_sqlite_file_make_one_refresh_for_200_concurrent_cal
 async fn a_killed_holder_is_replaced(shared: Shared) {
     let (api, provider) = fake_provider("rt-1", &[]).await;
     provider.stall.store(1, Ordering::SeqCst);
-    let (_dir, mut a, b) = two_replicas(&shared, &api, PATIENT_RETRY, &["--refresh-lease", "3"]).await;
+    let (_dir, mut a, b) =
+        two_replicas(&shared, &api, PATIENT_RETRY, &["--refresh-lease", "3"]).await;
     import_expired(&a).await;
 
     // A takes the lease and calls the token endpoint, which stalls.
@@ -358,7 +374,10 @@ async fn a_killed_holder_is_replaced(shared: Shared) {
     stalled.abort();
     let (refresh, leased) = shared.stored().await;
     assert_eq!(refresh.as_deref(), Some("rt-1"));
-    assert!(leased, "the killed replica's lease should still be in the store");
+    assert!(
+        leased,
+        "the killed replica's lease should still be in the store"
+    );
 
     // B waits for the lease to lapse, then refreshes with the refresh token A never used.
     let calls = (0..20).map(|_| me(&b));
@@ -399,7 +418,11 @@ async fn a_replica_killed_holding_the_lease_on_sqlite_is_replaced_after_it_lapse
 }
 
 /// Calls `proxy` until `done` holds for its answer; how long that took. Fails past 2 s.
-async fn within_two_seconds(proxy: &Process, what: &str, done: impl Fn(&Reply) -> bool) -> Duration {
+async fn within_two_seconds(
+    proxy: &Process,
+    what: &str,
+    done: impl Fn(&Reply) -> bool,
+) -> Duration {
     let started = Instant::now();
     loop {
         let reply = me(proxy).await;
