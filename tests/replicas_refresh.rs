@@ -27,7 +27,7 @@ use serde_json::json;
 use tokio::time::Instant;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-/// Retries as FAST_RETRY, with a deadline long enough to wait out a lapsing lease.
+/// Retries as `FAST_RETRY`, with a deadline long enough to wait out a lapsing lease.
 const PATIENT_RETRY: &str = "{ max_attempts: 2, base_delay_ms: 1, max_delay_ms: 5, deadline_ms: 20000, attempt_timeout_ms: 3000, max_server_wait_ms: 1000 }";
 
 /// What the fake provider knows.

@@ -296,12 +296,14 @@ impl ProxyBuilder {
             let connector = Connector::build(
                 integration,
                 &store,
-                &token_http,
+                TokenSettings {
+                    http: &token_http,
+                    lease: self.refresh_lease,
+                },
                 &redirect_url,
                 client.clone(),
                 &metrics,
                 self.shared_budgets.as_ref(),
-                self.refresh_lease,
             )?;
             connectors.push(connector);
         }
@@ -422,16 +424,24 @@ pub(crate) struct Connector {
     pub(crate) metrics: Arc<IntegrationMetrics>,
 }
 
+/// How every integration's token source talks to token endpoints.
+#[derive(Clone, Copy)]
+struct TokenSettings<'a> {
+    /// The token-endpoint client.
+    http: &'a HttpClient,
+    /// How long a refresh lease lasts.
+    lease: Duration,
+}
+
 impl Connector {
     fn build(
         integration: &Integration,
         store: &Arc<dyn TokenStore>,
-        token_http: &HttpClient,
+        tokens: TokenSettings<'_>,
         redirect_url: &str,
         client: Client,
         metrics: &Arc<Metrics>,
         shared_budgets: Option<&Arc<dyn SharedBudgets>>,
-        refresh_lease: Duration,
     ) -> Result<Connector, BuildError> {
         let name = integration.name();
         let config = provider_config(integration, redirect_url).unwrap_or_else(|| {
@@ -455,8 +465,8 @@ impl Connector {
         let events = metrics.event_sink();
         let source = OAuth2TokenSource::builder_shared(provider, Arc::clone(store))
             .integration(name)
-            .http_client(token_http.clone())
-            .lease(refresh_lease, DEFAULT_LEASE_POLL)
+            .http_client(tokens.http.clone())
+            .lease(tokens.lease, DEFAULT_LEASE_POLL)
             .events(events.clone())
             .build();
         // The proxy writes one access-log line per call; the engine's own event for each
