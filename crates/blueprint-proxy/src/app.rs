@@ -17,8 +17,8 @@ use blueprint::{
 };
 use blueprint_ratelimit::SharedBudgets;
 use blueprint_refresh::{
-    AuthorizationFlow, HttpClient, MemoryStore, OAuth2TokenSource, Provider, ProviderConfig,
-    ProviderConfigError, Secret, TokenStore,
+    AuthorizationFlow, DEFAULT_LEASE, DEFAULT_LEASE_POLL, HttpClient, MemoryStore,
+    OAuth2TokenSource, Provider, ProviderConfig, ProviderConfigError, Secret, TokenStore,
 };
 use blueprint_trace::{Level, TraceLayer};
 use http::StatusCode;
@@ -61,6 +61,7 @@ pub struct ProxyBuilder {
     forward_host_headers: bool,
     body_idle_timeout: Duration,
     shared_budgets: Option<Arc<dyn SharedBudgets>>,
+    refresh_lease: Duration,
 }
 
 impl fmt::Debug for ProxyBuilder {
@@ -71,6 +72,7 @@ impl fmt::Debug for ProxyBuilder {
             .field("public_url", &self.public_url)
             .field("forward_host_headers", &self.forward_host_headers)
             .field("body_idle_timeout", &self.body_idle_timeout)
+            .field("refresh_lease", &self.refresh_lease)
             .field(
                 "shared_budgets",
                 &self
@@ -139,6 +141,7 @@ impl Proxy {
             forward_host_headers: false,
             body_idle_timeout: body::DEFAULT_BODY_IDLE_TIMEOUT,
             shared_budgets: None,
+            refresh_lease: DEFAULT_LEASE,
         }
     }
 
@@ -228,6 +231,16 @@ impl ProxyBuilder {
         self
     }
 
+    /// How long a refresh lease lasts (the binary's `--refresh-lease`, default 60 s): with
+    /// a store shared by several replicas, one of them refreshes a connection's token
+    /// while the others wait for it; if that one dies, another takes over once the lease
+    /// lapses. The token-endpoint call of a refresh is bounded by ¾ of it (and by 30 s).
+    #[must_use]
+    pub fn refresh_lease(mut self, lease: Duration) -> Self {
+        self.refresh_lease = lease;
+        self
+    }
+
     /// Records into these metrics (default: new ones, one set per integration).
     #[must_use]
     pub fn metrics(mut self, metrics: Arc<Metrics>) -> Self {
@@ -269,7 +282,10 @@ impl ProxyBuilder {
             let connector = Connector::build(
                 integration,
                 &store,
-                &token_http,
+                TokenSettings {
+                    http: &token_http,
+                    lease: self.refresh_lease,
+                },
                 &redirect_url,
                 client.clone(),
                 &metrics,
@@ -394,11 +410,20 @@ pub(crate) struct Connector {
     pub(crate) metrics: Arc<IntegrationMetrics>,
 }
 
+/// How every integration's token source talks to token endpoints.
+#[derive(Clone, Copy)]
+struct TokenSettings<'a> {
+    /// The token-endpoint client.
+    http: &'a HttpClient,
+    /// How long a refresh lease lasts.
+    lease: Duration,
+}
+
 impl Connector {
     fn build(
         integration: &Integration,
         store: &Arc<dyn TokenStore>,
-        token_http: &HttpClient,
+        tokens: TokenSettings<'_>,
         redirect_url: &str,
         client: Client,
         metrics: &Arc<Metrics>,
@@ -426,7 +451,8 @@ impl Connector {
         let events = metrics.event_sink();
         let source = OAuth2TokenSource::builder_shared(provider, Arc::clone(store))
             .integration(name)
-            .http_client(token_http.clone())
+            .http_client(tokens.http.clone())
+            .lease(tokens.lease, DEFAULT_LEASE_POLL)
             .events(events.clone())
             .build();
         // The proxy writes one access-log line per call; the engine's own event for each

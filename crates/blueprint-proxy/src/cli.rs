@@ -193,6 +193,12 @@ pub struct ServeArgs {
     /// The prefix of the proxy's keys in Redis: replicas that share budgets use the same one.
     #[arg(long, value_name = "PREFIX", default_value = blueprint_ratelimit::DEFAULT_PREFIX)]
     pub redis_prefix: String,
+    /// How long a refresh lease lasts. Replicas sharing a store refresh each connection's
+    /// token once between them: one holds the lease and calls the token endpoint (that
+    /// call is bounded by 3/4 of the lease, at most 30 s), the others wait for its token;
+    /// if it dies, another takes over once the lease lapses.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub refresh_lease: u64,
 }
 
 /// The Redis of `--redis` (or `BLUEPRINT_REDIS_URL`), checked but not connected; `None`
@@ -608,6 +614,7 @@ fn run_serve(args: ServeArgs) -> ExitCode {
         grace: Duration::from_secs(args.shutdown_grace),
         metrics,
         redis,
+        refresh_lease: Duration::from_secs(args.refresh_lease),
     };
     match runtime.block_on(serve_main(settings)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -642,6 +649,8 @@ struct Settings {
     metrics: Arc<Metrics>,
     /// Where rate-limit budgets are shared, if anywhere.
     redis: Option<RedisBudgetsBuilder>,
+    /// `--refresh-lease`.
+    refresh_lease: Duration,
 }
 
 async fn serve_main(settings: Settings) -> Result<(), Failure> {
@@ -676,7 +685,8 @@ async fn serve_main(settings: Settings) -> Result<(), Failure> {
         .public_url(&public_url)
         .metrics(settings.metrics)
         .request_body_timeout(settings.hardening.request_body_timeout)
-        .forward_host_headers(settings.hardening.forward_host_headers);
+        .forward_host_headers(settings.hardening.forward_host_headers)
+        .refresh_lease(settings.refresh_lease);
     if let Some(redis) = settings.redis {
         // Unreachable is no error: the budgets start away and are tried again.
         builder = builder.shared_budgets(redis.connect().await);

@@ -4,7 +4,12 @@ use std::fmt;
 use std::time::Duration;
 
 use axum::response::{IntoResponse, Response};
+use blueprint_refresh::StoreError;
 use http::{HeaderValue, StatusCode, header};
+
+/// The `Retry-After` of a `store_unavailable` answer: the token source tries the store
+/// again this soon ([`blueprint_refresh::DEFAULT_STORE_RETRY`]).
+const STORE_RETRY_AFTER: Duration = blueprint_refresh::DEFAULT_STORE_RETRY;
 
 /// An error the proxy answers itself (as opposed to a provider's answer, which is passed
 /// through as received).
@@ -27,10 +32,11 @@ use http::{HeaderValue, StatusCode, header};
 /// | `body_too_large` | 413 | a body larger than the route takes |
 /// | `needs_reauthorization` | 424 | the connection's credentials were refused for good |
 /// | `rate_limited` | 429 | the connection's rate limit is spent past the call's deadline; nothing was sent (`Retry-After` says when) |
-/// | `store_error`, `internal_error` | 500 | the token store failed |
+/// | `store_error`, `internal_error` | 500 | the token store failed in a way that needs an operator (a wrong encryption key, corrupt credentials) |
 /// | `too_many_sessions` | 503 | the number of live connect sessions is at its bound; `Retry-After` says when one expires |
 /// | `upstream_unreachable`, `upstream_error` | 502 | no answer from the provider |
 /// | `token_unavailable` | 503 | no token for now (the token endpoint is failing) |
+/// | `store_unavailable` | 503 | the token store cannot be reached or failed for now (PostgreSQL down, SQLite busy); `Retry-After` says when to try again, and calls succeed again once it is back, with no restart |
 /// | `deadline_exceeded`, `upstream_timeout` | 504 | the call's deadline passed, or the provider was too slow |
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -99,12 +105,24 @@ impl ApiError {
         )
     }
 
-    pub(crate) fn store(error: &impl fmt::Display) -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "store_error",
-            format!("the token store failed: {error}"),
-        )
+    /// The answer for a store that failed: 503 `store_unavailable` (with `Retry-After`)
+    /// for a failure that passes (the database is down or busy), 500 `store_error` for
+    /// one that needs an operator.
+    pub(crate) fn store(error: &StoreError) -> Self {
+        if error.is_unavailable() || matches!(error, StoreError::Database { .. }) {
+            Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                format!("the token store is unavailable for now; try again shortly: {error}"),
+            )
+            .retry_after(STORE_RETRY_AFTER)
+        } else {
+            Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store_error",
+                format!("the token store failed: {error}"),
+            )
+        }
     }
 }
 

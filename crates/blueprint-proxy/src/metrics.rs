@@ -21,7 +21,7 @@ const BUCKETS: [f64; 14] = [
 const STATUSES: usize = 500;
 
 /// The error codes the proxy answers with (see [`ApiError`](crate::ApiError)).
-pub(crate) const ERROR_CODES: [&str; 26] = [
+pub(crate) const ERROR_CODES: [&str; 27] = [
     "missing_header",
     "invalid_header",
     "invalid_path",
@@ -34,6 +34,7 @@ pub(crate) const ERROR_CODES: [&str; 26] = [
     "needs_reauthorization",
     "rate_limited",
     "store_error",
+    "store_unavailable",
     "internal_error",
     "upstream_unreachable",
     "upstream_error",

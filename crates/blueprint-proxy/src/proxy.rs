@@ -394,6 +394,9 @@ fn classify(call: &Call<'_>, error: &StackError) -> ApiError {
             format!("the provider did not answer in time: {error}"),
         );
     }
+    if let Some(store) = error.find::<blueprint_refresh::StoreError>() {
+        return ApiError::store(store);
+    }
     if error.is_token_unavailable() {
         let api = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -74,6 +74,18 @@ impl HttpClient {
         self
     }
 
+    /// The same client, its calls bounded by `max` too (a client without a bound stays
+    /// without one: its owner chose so).
+    pub(crate) fn timeout_at_most(mut self, max: Duration) -> Self {
+        self.timeout = self.timeout.map(|t| t.min(max));
+        self
+    }
+
+    /// The bound of each call, if any.
+    pub fn call_timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
     /// Sends `request` and reads the whole answer.
     ///
     /// # Errors

@@ -131,7 +131,7 @@ pub use provider::{ClientAuth, Provider, ProviderConfig, ProviderConfigError, To
 pub use source::{
     DEFAULT_COOLDOWN, DEFAULT_LEASE, DEFAULT_LEASE_POLL, DEFAULT_MAX_CONNECTIONS, DEFAULT_RECHECK,
     DEFAULT_REFRESH_JITTER, DEFAULT_REFRESH_MARGIN, DEFAULT_STORE_RETRY, OAuth2TokenSource,
-    OAuth2TokenSourceBuilder,
+    OAuth2TokenSourceBuilder, WRITE_RETRY_MAX, lease_call_bound,
 };
 pub use store::{
     Change, ChangeBroadcast, ChangeFeed, DecryptError, EncryptionCheck, EncryptionKey,

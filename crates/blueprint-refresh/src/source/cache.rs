@@ -26,6 +26,29 @@ pub(super) struct ConnState {
     pub(super) cached: Option<Cached>,
     pub(super) failure: Option<Failure>,
     pub(super) flight: Option<Flight>,
+    /// Counts the changes the store reported for this connection: a flight that started
+    /// before a change checks, before it caches what it read, that the store still holds
+    /// it (it may be what another process just deleted).
+    pub(super) generation: u64,
+    /// The access token of the record as this process last read or wrote it (`None`: no
+    /// record): what tells this process's own writes (a lease, a status) from another's
+    /// when the store reports a change.
+    pub(super) seen: Option<AccessToken>,
+}
+
+impl ConnState {
+    /// The store reported a change to this connection (another process deleted, imported
+    /// or refreshed it): forget the cached token and any failure, so that the next call
+    /// reads the store. A token the server refused stays marked, so that it is never sent
+    /// again.
+    pub(super) fn changed(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+        self.seen = None;
+        self.failure = None;
+        if self.cached.as_ref().is_some_and(|c| !c.stale) {
+            self.cached = None;
+        }
+    }
 }
 
 pub(super) struct Cached {
@@ -111,7 +134,22 @@ impl Connections {
             .remove(connection);
     }
 
-    /// Forgets every connection (after the store said it lost track of changes).
+    /// The connection's state, if held, without marking it used.
+    pub(super) fn peek(&self, connection: &ConnectionId) -> Option<Arc<Conn>> {
+        let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
+        map.get(connection).map(Arc::clone)
+    }
+
+    /// The store may have changed anything (its feed lost track): every connection reads
+    /// the store again on its next call.
+    pub(super) fn changed_all(&self) {
+        let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
+        for conn in map.values() {
+            conn.lock().changed();
+        }
+    }
+
+    /// Forgets every connection (those being refreshed finish first).
     pub(super) fn clear(&self) {
         let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
         map.retain(|_, conn| conn.lock().flight.is_some());

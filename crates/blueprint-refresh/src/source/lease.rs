@@ -3,9 +3,14 @@
 //! lease lapsed cannot write over a newer record), calls the token endpoint, and writes the
 //! new credentials by compare-and-swap before they are used. The others wait for the new
 //! token in the store.
+//!
+//! Each flight takes the lease under a holder id of its own, so that even two flights of
+//! one process never both count as the holder.
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::runtime::Handle;
 
 use blueprint_core::{
     AccessToken, ConnectionId, Event, RefreshOutcome, TokenError, TokenErrorKind,
@@ -14,8 +19,15 @@ use tokio::time::Instant;
 
 use super::cache::Conn;
 use super::{Fresh, Inner, later};
+use crate::Secret;
 use crate::provider::{Granted, TokenEndpointError};
-use crate::store::{Lease, StoreKey, StoredToken, Swap, TokenRecord, TokenStatus};
+use crate::store::{
+    Lease, StoreError, StoreKey, StoredToken, Swap, TokenRecord, TokenStatus, TokenStore,
+};
+
+/// For how long refreshed credentials that the store failed to take are retried in the
+/// background: about the life of a typical access token.
+const WRITE_RETRY_FOR: Duration = Duration::from_secs(3600);
 
 impl Inner {
     /// Loads the connection's record and, when its token is due or was refused, refreshes it
@@ -29,16 +41,19 @@ impl Inner {
     ) -> Result<Fresh, TokenError> {
         let key = StoreKey::new(Arc::clone(&self.integration), connection.clone());
         let give_up = later(Instant::now(), self.config.lease.saturating_mul(2));
+        let holder = self.flight_holder();
         let mut waited = false;
         loop {
             let Some(current) = self
                 .store
                 .get(&key)
                 .await
-                .map_err(|e| self.store_failed(&e))?
+                .map_err(|e| self.store_failed(e))?
             else {
+                conn.lock().seen = None;
                 return Err(TokenError::not_found());
             };
+            conn.lock().seen = Some(current.record.access_token.clone());
             let now = self.clock.now();
             let record = &current.record;
             let refused = stale.as_ref() == Some(&record.access_token);
@@ -66,7 +81,8 @@ impl Inner {
                 return self.mark_dead(&key, &current, refused).await;
             }
             if let Some(lease) = &record.lease {
-                if lease.holder != self.holder && lease.until > now {
+                // Held by another flight (here or in another process) that has not lapsed.
+                if lease.holder != holder && lease.until > now {
                     if usable {
                         // Another process is refreshing; this token is still good meanwhile.
                         let mut fresh = self.fresh(conn.jitter, record);
@@ -87,7 +103,7 @@ impl Inner {
             }
             let mut leased = record.clone();
             leased.lease = Some(Lease {
-                holder: self.holder.clone(),
+                holder: holder.clone(),
                 until: now
                     .checked_add(self.config.lease)
                     .unwrap_or(std::time::UNIX_EPOCH),
@@ -96,7 +112,7 @@ impl Inner {
                 .store
                 .compare_and_swap(&key, Some(current.version), leased.clone())
                 .await
-                .map_err(|e| self.store_failed(&e))?
+                .map_err(|e| self.store_failed(e))?
             {
                 Swap::Swapped(version) => return self.refresh(&key, conn, leased, version).await,
                 Swap::Conflict => {}
@@ -187,6 +203,9 @@ impl Inner {
                     lease: None,
                 };
                 let fresh = self.fresh(conn.jitter, &record);
+                // Said before the write, so that the store's report of it is known for
+                // this process's own.
+                conn.lock().seen = Some(record.access_token.clone());
                 self.write_refreshed(key, version, record, &refresh_token)
                     .await;
                 Ok(fresh)
@@ -223,49 +242,31 @@ impl Inner {
         }
     }
 
-    /// Writes refreshed credentials over the leased record. If the record changed meanwhile
-    /// but still holds the refresh token that was used (someone took over a lapsed lease
-    /// without finishing), writes over that; if it holds another one (a re-authorization or
-    /// another refresher finished), leaves it.
+    /// Writes refreshed credentials over the leased record (see [`write_over`]). When the
+    /// store fails, the credentials are served anyway and the write is retried in the
+    /// background: the rotated refresh token lives only in this process until it lands.
     async fn write_refreshed(
         &self,
         key: &StoreKey,
         version: u64,
         record: TokenRecord,
-        used: &crate::Secret,
+        used: &Secret,
     ) {
-        let mut expected = version;
-        for _ in 0..3 {
-            match self
-                .store
-                .compare_and_swap(key, Some(expected), record.clone())
-                .await
-            {
-                Ok(Swap::Swapped(_)) => return,
-                Ok(Swap::Conflict) => match self.store.get(key).await {
-                    Ok(Some(current))
-                        if current
-                            .record
-                            .refresh_token
-                            .as_ref()
-                            .is_some_and(|t| t.expose() == used.expose()) =>
-                    {
-                        expected = current.version;
-                    }
-                    Ok(_) => {
-                        tracing::warn!(connection = %key, "credentials changed during a refresh; kept the stored ones");
-                        return;
-                    }
-                    Err(error) => {
-                        tracing::error!(connection = %key, %error, "could not store refreshed credentials");
-                        return;
-                    }
-                },
-                Err(error) => {
-                    tracing::error!(connection = %key, %error, "could not store refreshed credentials");
-                    return;
-                }
-            }
+        let Written::Failed { error, expected } =
+            write_over(&*self.store, key, version, &record, used).await
+        else {
+            return;
+        };
+        tracing::error!(connection = %key, %error, "could not store refreshed credentials; using them and retrying the write in the background");
+        if let Ok(handle) = Handle::try_current() {
+            handle.spawn(retry_write(
+                Arc::clone(&self.store),
+                key.clone(),
+                expected,
+                record,
+                used.clone(),
+                self.config.store_retry,
+            ));
         }
     }
 
@@ -277,6 +278,94 @@ impl Inner {
             .await
         {
             tracing::warn!(connection = %key, %error, "could not record the connection's status");
+        }
+    }
+}
+
+/// What [`write_over`] did.
+enum Written {
+    /// The refreshed credentials are stored.
+    Stored,
+    /// Newer credentials are stored (a re-authorization, another refresher): they win.
+    Superseded,
+    /// The store failed; the write should be tried again over `expected`.
+    Failed { error: StoreError, expected: u64 },
+}
+
+/// Writes refreshed credentials over the leased record at `version`. If the record changed
+/// meanwhile but still holds the refresh token that was `used` (someone took over a lapsed
+/// lease without finishing, or marked it failed), writes over that: the refresh token the
+/// store holds is spent, the new one is the only one that works. If it holds another one
+/// (a re-authorization, or another refresher finished), leaves it.
+async fn write_over(
+    store: &dyn TokenStore,
+    key: &StoreKey,
+    version: u64,
+    record: &TokenRecord,
+    used: &Secret,
+) -> Written {
+    let mut expected = version;
+    for _ in 0..3 {
+        match store
+            .compare_and_swap(key, Some(expected), record.clone())
+            .await
+        {
+            Ok(Swap::Swapped(_)) => return Written::Stored,
+            Ok(Swap::Conflict) => match store.get(key).await {
+                Ok(Some(current))
+                    if current
+                        .record
+                        .refresh_token
+                        .as_ref()
+                        .is_some_and(|t| t.expose() == used.expose()) =>
+                {
+                    expected = current.version;
+                }
+                Ok(_) => {
+                    tracing::warn!(connection = %key, "credentials changed during a refresh; kept the stored ones");
+                    return Written::Superseded;
+                }
+                Err(error) => return Written::Failed { error, expected },
+            },
+            Err(error) => return Written::Failed { error, expected },
+        }
+    }
+    tracing::warn!(connection = %key, "the credentials kept changing during a refresh; kept the stored ones");
+    Written::Superseded
+}
+
+/// Tries [`write_over`] again, `first_wait` after the failure and then twice as long each
+/// time (at most [`WRITE_RETRY_MAX`](super::WRITE_RETRY_MAX) apart), until the
+/// credentials are stored or superseded, for at most an hour.
+async fn retry_write(
+    store: Arc<dyn TokenStore>,
+    key: StoreKey,
+    mut expected: u64,
+    record: TokenRecord,
+    used: Secret,
+    first_wait: Duration,
+) {
+    let give_up = later(Instant::now(), WRITE_RETRY_FOR);
+    let mut wait = first_wait.max(Duration::from_millis(10));
+    loop {
+        tokio::time::sleep(wait).await;
+        match write_over(&*store, &key, expected, &record, &used).await {
+            Written::Stored => {
+                tracing::info!(connection = %key, "stored the refreshed credentials after the store came back");
+                return;
+            }
+            Written::Superseded => return,
+            Written::Failed {
+                error,
+                expected: next,
+            } => {
+                if Instant::now() >= give_up {
+                    tracing::error!(connection = %key, %error, "gave up storing refreshed credentials; the connection may need to be authorized again");
+                    return;
+                }
+                expected = next;
+                wait = wait.saturating_mul(2).min(super::WRITE_RETRY_MAX);
+            }
         }
     }
 }

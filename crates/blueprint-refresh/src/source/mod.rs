@@ -3,14 +3,17 @@
 //!
 //! - `cache`: what is held per connection (bounded);
 //! - `flight`: the one refresh (or load) per connection in this process;
-//! - `lease`: the one refresh per connection across processes sharing a store.
+//! - `lease`: the one refresh per connection across processes sharing a store;
+//! - `follow`: what other processes change in the store, this one forgets.
 
 mod cache;
 mod flight;
+mod follow;
 mod lease;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use blueprint_core::{AccessToken, ConnectionId, EventSink, TokenError, TokenFuture, TokenSource};
@@ -35,13 +38,25 @@ pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(30);
 pub const DEFAULT_RECHECK: Duration = Duration::from_secs(5);
 /// After the store failed, it is tried again for a connection after this long.
 pub const DEFAULT_STORE_RETRY: Duration = Duration::from_secs(1);
-/// How long a refresh lease holds if its holder never finishes; longer than the token
-/// endpoint's timeout.
+/// How long a refresh lease holds if its holder never finishes. The token-endpoint call
+/// of a refresh is bounded by [`lease_call_bound`] of it, so that a live holder finishes
+/// (and writes) before its lease lapses.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 /// How often a source waiting for another process's refresh reads the store.
 pub const DEFAULT_LEASE_POLL: Duration = Duration::from_millis(100);
 /// The most connections a source holds in memory, by default.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// The longest wait between two tries of writing refreshed credentials that the store
+/// failed to take (the first comes after [`DEFAULT_STORE_RETRY`], each next twice later).
+pub const WRITE_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// The longest a refresh's token-endpoint call may take under a lease of `lease`: three
+/// quarters of it, leaving the last quarter for writing the new credentials. A client
+/// whose own timeout is shorter keeps it.
+pub fn lease_call_bound(lease: Duration) -> Duration {
+    lease.saturating_mul(3) / 4
+}
 
 /// A [`TokenSource`] for OAuth2 connections: caches each connection's token, refreshes it
 /// before it expires, and stores what it gets.
@@ -52,9 +67,40 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 ///   handed out; an expired one is waited for.
 /// - **Single-flight:** every concurrent caller for one connection shares one refresh,
 ///   run on its own task so that a cancelled caller cannot lose a rotated refresh token.
-///   Across processes sharing a store, the refresher first takes a lease on the record by
-///   compare-and-swap; the others wait for its token.
+/// - **One refresh across processes:** with a store shared by several processes
+///   (replicas), the refresher first takes a *lease* on the record by compare-and-swap on
+///   its version (the version is the fencing token; the lease names a holder id drawn per
+///   flight and lapses after [`OAuth2TokenSourceBuilder::lease`], default 60 s). The
+///   others read the store every poll interval (default 100 ms) until the new token is
+///   there, and never call the token endpoint meanwhile. A holder that died is replaced
+///   once its lease lapses; a live one cannot outlive it, since its token-endpoint call is
+///   bounded by [`lease_call_bound`] (¾ of the lease).
+/// - **What other processes change:** the source follows the store's
+///   [change feed](TokenStore::changes) (PostgreSQL: `LISTEN`/`NOTIFY`; SQLite: a poll of
+///   the store's change log every [`SQLITE_CHANGE_POLL`](crate::SQLITE_CHANGE_POLL)) and
+///   forgets the cached token of a connection another process deleted, imported or
+///   refreshed; the next call reads the store. When the feed may have missed changes (its
+///   connection dropped, it fell behind) it says so once it is tracking again and every
+///   cached token is read again. A store without a feed (the trait's default) gives no
+///   such promise.
+/// - **On a 401:** the refused token is never handed out again, and the store is read
+///   before refreshing: another process may already have rotated it.
 /// - **Rotation:** a new refresh token replaces the old; an answer without one keeps it.
+///   The new credentials are written by compare-and-swap *before* the new access token is
+///   handed out. If that write fails because the store is away, the token is served
+///   anyway and the write is retried in the background (with backoff, up to
+///   [`WRITE_RETRY_MAX`] apart) until it lands or newer credentials are stored, for up to
+///   an hour.
+///
+///   **If the process dies between the token endpoint's answer and the write** (or while
+///   the background retry still waits for the store), the rotated refresh token dies with
+///   it: the store still holds the old refresh token, with this process's lease. Once the
+///   lease lapses another process refreshes with the old refresh token: a provider that
+///   does not rotate (or that accepts a recently replaced token) answers as usual; one
+///   that rotates strictly refuses it, and the connection is marked
+///   [`TokenStatus::NeedsReauthorization`]. No other token is lost, and no two processes
+///   ever write different credentials over each other: the one whose compare-and-swap
+///   fails keeps what the store holds.
 /// - **Refusals:** `invalid_grant` (or another refusal) marks the connection
 ///   [`TokenStatus::NeedsReauthorization`] and is not retried; other failures (5xx,
 ///   network) start a cooldown (default 30 s) during which calls fail fast with a
@@ -75,9 +121,12 @@ struct Inner {
     store: Arc<dyn TokenStore>,
     clock: Arc<dyn Clock>,
     config: Config,
+    /// This source's id: a lease's holder is `<id>-<flight number>`.
     holder: String,
+    flights: AtomicU64,
     connections: Connections,
     events: EventSink,
+    follower: OnceLock<Option<follow::Follower>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -90,6 +139,7 @@ struct Config {
     lease: Duration,
     lease_poll: Duration,
     max_connections: usize,
+    follow_changes: bool,
 }
 
 /// What a flight found: the token and when to look again.
@@ -179,6 +229,11 @@ impl OAuth2TokenSourceBuilder {
 
     /// How long a refresh lease lasts if its holder dies (default [`DEFAULT_LEASE`]) and
     /// how often waiters read the store (default [`DEFAULT_LEASE_POLL`]).
+    ///
+    /// The token-endpoint call of a refresh is bounded by [`lease_call_bound`] of `lease`
+    /// (¾), or by the client's own timeout if that is shorter, so that a live holder
+    /// finishes before its lease lapses. (A client built with `timeout(None)` is not
+    /// bounded: then a holder stalled past its lease may be replaced while it waits.)
     #[must_use]
     pub fn lease(mut self, lease: Duration, poll: Duration) -> Self {
         self.config.lease = lease;
@@ -205,6 +260,15 @@ impl OAuth2TokenSourceBuilder {
         self
     }
 
+    /// Whether the source follows the store's [change feed](TokenStore::changes), so that
+    /// what other processes change is seen here (default `true`; it costs one task per
+    /// source, and for SQLite one small query per [`SQLITE_CHANGE_POLL`](crate::SQLITE_CHANGE_POLL)).
+    #[must_use]
+    pub fn follow_changes(mut self, follow: bool) -> Self {
+        self.config.follow_changes = follow;
+        self
+    }
+
     /// Where the source reports each refresh and its outcome
     /// ([`Event::TokenRefresh`](blueprint_core::Event::TokenRefresh)), for metrics.
     #[must_use]
@@ -214,20 +278,29 @@ impl OAuth2TokenSourceBuilder {
     }
 
     /// The source.
+    ///
+    /// Inside a tokio runtime it starts following the store's changes at once; outside
+    /// one, with its first refresh or load.
     pub fn build(self) -> OAuth2TokenSource {
-        OAuth2TokenSource {
-            inner: Arc::new(Inner {
-                integration: self.integration,
-                provider: self.provider,
-                http: self.http.unwrap_or_default(),
-                store: self.store,
-                clock: self.clock,
-                config: self.config,
-                holder: format!("{:016x}", fastrand::u64(..)),
-                connections: Connections::new(self.config.max_connections),
-                events: self.events,
-            }),
-        }
+        let http = self
+            .http
+            .unwrap_or_default()
+            .timeout_at_most(lease_call_bound(self.config.lease));
+        let inner = Arc::new(Inner {
+            integration: self.integration,
+            provider: self.provider,
+            http,
+            store: self.store,
+            clock: self.clock,
+            config: self.config,
+            holder: format!("{:016x}", fastrand::u64(..)),
+            flights: AtomicU64::new(0),
+            connections: Connections::new(self.config.max_connections),
+            events: self.events,
+            follower: OnceLock::new(),
+        });
+        inner.follow_changes();
+        OAuth2TokenSource { inner }
     }
 }
 
@@ -257,6 +330,7 @@ impl OAuth2TokenSource {
                 lease: DEFAULT_LEASE,
                 lease_poll: DEFAULT_LEASE_POLL,
                 max_connections: DEFAULT_MAX_CONNECTIONS,
+                follow_changes: true,
             },
             events: EventSink::none(),
         }
@@ -303,10 +377,15 @@ impl OAuth2TokenSource {
         record: TokenRecord,
     ) -> Result<(), StoreError> {
         let key = self.key(connection);
-        self.inner.store.put(&key, record.clone()).await?;
+        self.inner.follow_changes();
         let conn = self.inner.conn(connection);
+        // Said before the write, so that the store's report of it is known for this
+        // process's own.
+        conn.lock().seen = Some(record.access_token.clone());
+        self.inner.store.put(&key, record.clone()).await?;
         let fresh = self.inner.fresh(conn.jitter, &record);
         let mut state = conn.lock();
+        state.seen = Some(record.access_token.clone());
         state.cached = Some(fresh.into_cached());
         state.failure = None;
         Ok(())
@@ -323,6 +402,13 @@ impl OAuth2TokenSource {
     /// processes changed.
     pub fn forget_all(&self) {
         self.inner.connections.clear();
+    }
+
+    /// Whether the source follows its store's change feed now (see
+    /// [`OAuth2TokenSourceBuilder::follow_changes`]): `false` for a store without a feed,
+    /// or before the source met a runtime.
+    pub fn follows_changes(&self) -> bool {
+        self.inner.follower.get().is_some_and(Option::is_some)
     }
 
     /// How many connections this source holds in memory (at most
@@ -464,12 +550,22 @@ impl Inner {
         }
     }
 
-    fn store_failed(&self, error: &StoreError) -> TokenError {
+    /// A failure of the store as a token error: `Unavailable`, retried after the
+    /// store-retry wait, with the [`StoreError`] as its source (so that a caller can tell
+    /// "the store is down" from "the token endpoint is down").
+    fn store_failed(&self, error: StoreError) -> TokenError {
         TokenError::new(
             blueprint_core::TokenErrorKind::Unavailable,
             format!("the token store failed: {error}"),
         )
         .with_retry_after(self.config.store_retry)
+        .with_source(error)
+    }
+
+    /// A new lease holder id, for one flight.
+    fn flight_holder(&self) -> String {
+        let n = self.flights.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n}", self.holder)
     }
 }
 

@@ -9,4 +9,5 @@ mod flow;
 mod layer;
 mod processes;
 mod redaction;
+mod replicas;
 mod source;
