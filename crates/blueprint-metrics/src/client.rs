@@ -129,7 +129,10 @@ mod tests {
         assert!(!text.contains("http_client_request_duration"), "{text}");
         intercom.record(&Method::GET, Duration::from_millis(20));
         intercom.record(&Method::GET, Duration::from_millis(40));
-        intercom.record(&Method::from_bytes(b"PROPFIND").unwrap(), Duration::from_secs(1));
+        intercom.record(
+            &Method::from_bytes(b"PROPFIND").unwrap(),
+            Duration::from_secs(1),
+        );
         let mut text = String::new();
         encode(&mut text, &registry).unwrap();
         for line in [

@@ -3,9 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use blueprint_core::{
-    Event, EventSink, HoldReason, RefreshOutcome, RetryReason, RetryStop,
-};
+use blueprint_core::{Event, EventSink, HoldReason, RefreshOutcome, RetryReason, RetryStop};
 use http::StatusCode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -32,7 +30,11 @@ const RETRY_STOPS: [RetryStop; 3] = [
     RetryStop::Budget,
 ];
 
-const HOLD_REASONS: [HoldReason; 3] = [HoldReason::Spent, HoldReason::Answers, HoldReason::Smoothing];
+const HOLD_REASONS: [HoldReason; 3] = [
+    HoldReason::Spent,
+    HoldReason::Answers,
+    HoldReason::Smoothing,
+];
 
 const REFRESH_OUTCOMES: [RefreshOutcome; 4] = [
     RefreshOutcome::Refreshed,
@@ -175,19 +177,25 @@ impl Resolved {
         Resolved {
             retries: RETRY_REASONS.map(|r| one(&metrics.retries, "reason", r.label())),
             stopped: RETRY_STOPS.map(|s| one(&metrics.retries_stopped, "stop", s.label())),
-            replays: metrics.replays.get_or_create_owned(&Labels::new(integration)),
+            replays: metrics
+                .replays
+                .get_or_create_owned(&Labels::new(integration)),
             pacing: one(&metrics.waits, "kind", "pacing"),
             server_directed: one(&metrics.waits, "kind", "server_directed"),
             holds: HOLD_REASONS.map(|r| one(&metrics.holds, "reason", r.label())),
-            refused: metrics.refused.get_or_create_owned(&Labels::new(integration)),
+            refused: metrics
+                .refused
+                .get_or_create_owned(&Labels::new(integration)),
             refreshes: REFRESH_OUTCOMES.map(|o| one(&metrics.refreshes, "outcome", o.label())),
             refresh_duration: metrics
                 .refresh_duration
                 .get_or_create_owned(&Labels::new(integration)),
             fallback_active: FALLBACK_COMPONENTS.map(|c| {
-                metrics
-                    .fallback_active
-                    .get_or_create_owned(&Labels::with(integration, "component", c))
+                metrics.fallback_active.get_or_create_owned(&Labels::with(
+                    integration,
+                    "component",
+                    c,
+                ))
             }),
             fallbacks: FALLBACK_COMPONENTS.map(|c| one(&metrics.fallbacks, "component", c)),
             metrics: metrics.clone(),

@@ -30,6 +30,9 @@ pub const STORE_VAR: &str = "BLUEPRINT_STORE";
 /// The environment variable with the Redis that replicas share rate-limit budgets in
 /// (like `--redis`).
 pub const REDIS_URL_VAR: &str = "BLUEPRINT_REDIS_URL";
+/// The environment variable of the OpenTelemetry collector's base URL (like
+/// `--otlp-endpoint`), as the OpenTelemetry specification names it.
+pub const OTLP_ENDPOINT_VAR: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
 const ENVIRONMENT: &str = "\
 Environment:
@@ -47,8 +50,11 @@ Environment:
   BLUEPRINT_REDIS_URL       Optional, like --redis: redis://[:PASSWORD@]HOST:PORT/DB. Replicas naming
                             the same Redis share each connection's rate-limit budget; while it does
                             not answer, each replica paces alone (one WARN, metric
-                            blueprint_proxy_fallback_active) and goes back to it by itself. Prefer
+                            blueprint_fallback_active) and goes back to it by itself. Prefer
                             it to --redis for a URL with a password.
+  OTEL_EXPORTER_OTLP_ENDPOINT  Optional, like --otlp-endpoint: an OpenTelemetry collector's OTLP/HTTP
+                            base URL (http://HOST:4318); each proxied call's trace is sent to
+                            <url>/v1/traces, as JSON, without a header, token or query value.
   RUST_LOG                  Optional. Log filter, e.g. `info` (the default) or
                             `info,blueprint_retry=debug`. Logs go to stderr; one line per
                             proxied call, never a token (`blueprint_trace=debug` adds each
@@ -193,6 +199,35 @@ pub struct ServeArgs {
     /// The prefix of the proxy's keys in Redis: replicas that share budgets use the same one.
     #[arg(long, value_name = "PREFIX", default_value = blueprint_ratelimit::DEFAULT_PREFIX)]
     pub redis_prefix: String,
+    /// Export the trace of each proxied call to this OpenTelemetry collector, over
+    /// OTLP/HTTP (JSON): its base URL, `http://HOST:4318`, to which `/v1/traces` is appended
+    /// (or `OTEL_EXPORTER_OTLP_ENDPOINT`). Needs the `otlp` feature (on by default).
+    #[arg(long, value_name = "URL", env = OTLP_ENDPOINT_VAR)]
+    pub otlp_endpoint: Option<String>,
+}
+
+/// The URL traces are sent to, from `--otlp-endpoint` (or `OTEL_EXPORTER_OTLP_ENDPOINT`);
+/// `None` without one (an empty variable is none).
+fn otlp_settings(args: &ServeArgs) -> Result<Option<String>, String> {
+    let Some(endpoint) = args
+        .otlp_endpoint
+        .as_deref()
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    else {
+        return Ok(None);
+    };
+    #[cfg(feature = "otlp")]
+    {
+        crate::otlp::traces_url(endpoint).map(Some)
+    }
+    #[cfg(not(feature = "otlp"))]
+    {
+        Err(format!(
+            "--otlp-endpoint {endpoint}: this blueprint-proxy was built without the `otlp` \
+             feature; build it with `--features otlp` (on by default)"
+        ))
+    }
 }
 
 /// The Redis of `--redis` (or `BLUEPRINT_REDIS_URL`), checked but not connected; `None`
@@ -569,6 +604,10 @@ fn run_serve(args: ServeArgs) -> ExitCode {
         Ok(redis) => redis,
         Err(e) => return fail(&e),
     };
+    let traces_url = match otlp_settings(&args) {
+        Ok(url) => url,
+        Err(e) => return fail(&e),
+    };
     let Some(config) = args.config else {
         return fail(&"--config is required");
     };
@@ -586,8 +625,6 @@ fn run_serve(args: ServeArgs) -> ExitCode {
     let metrics = Arc::new(Metrics::new(
         integrations.iter().map(blueprint::Integration::name),
     ));
-    // Kept until the process ends: dropping it flushes the log lines still queued.
-    let _log_writer = init_logging(args.log_format);
 
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = args.worker_threads {
@@ -596,6 +633,12 @@ fn run_serve(args: ServeArgs) -> ExitCode {
     let runtime = match runtime.enable_all().build() {
         Ok(r) => r,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    // Kept until the process ends: dropping it flushes the log lines still queued; the
+    // exporter, shut down below, sends the traces still queued.
+    let telemetry = match init_logging(args.log_format, traces_url.as_deref(), runtime.handle()) {
+        Ok(telemetry) => telemetry,
+        Err(e) => return fail(&e),
     };
     let settings = Settings {
         hardening,
@@ -609,14 +652,16 @@ fn run_serve(args: ServeArgs) -> ExitCode {
         metrics,
         redis,
     };
-    match runtime.block_on(serve_main(settings)) {
+    let served = runtime.block_on(serve_main(settings));
+    if let Err(Failure::Run(e)) = &served {
+        tracing::error!(error = %e, "the proxy stopped");
+    }
+    // While the runtime still runs: the exporter's last requests are made on it.
+    telemetry.shutdown();
+    match served {
         Ok(()) => ExitCode::SUCCESS,
-        // Nothing served yet: the one line says it all.
-        Err(Failure::Start(e)) => fail(&e),
-        Err(Failure::Run(e)) => {
-            tracing::error!(error = %e, "the proxy stopped");
-            fail(&e)
-        }
+        // Before serving, nothing was logged: the one line says it all.
+        Err(Failure::Start(e) | Failure::Run(e)) => fail(&e),
     }
 }
 
@@ -730,10 +775,35 @@ async fn bind(listen: &str) -> Result<tokio::net::TcpListener, String> {
         .map_err(|e| format!("cannot listen on {listen}: {e}"))
 }
 
+/// What [`init_logging`] set up, kept until the process ends.
+struct Telemetry {
+    /// Dropping it flushes the log lines still queued.
+    _log_writer: tracing_appender::non_blocking::WorkerGuard,
+    #[cfg(feature = "otlp")]
+    otlp: Option<crate::otlp::Otlp>,
+}
+
+impl Telemetry {
+    /// Sends the traces still queued, then the log lines.
+    fn shutdown(self) {
+        #[cfg(feature = "otlp")]
+        if let Some(otlp) = self.otlp {
+            otlp.shutdown();
+        }
+    }
+}
+
 /// Logs go to stderr through a writer thread, so that a log line costs the request only its
 /// formatting, never a write to a slow terminal or pipe. When the writer falls behind by
 /// more than its buffer (128,000 lines), further lines are dropped rather than stall calls.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+///
+/// With `traces_url`, the trace layer's span of each call is also exported over OTLP
+/// ([`crate::otlp`]), whatever `RUST_LOG` says; its requests run on `runtime`.
+fn init_logging(
+    format: LogFormat,
+    traces_url: Option<&str>,
+    runtime: &tokio::runtime::Handle,
+) -> Result<Telemetry, String> {
     let filter = match EnvFilter::try_from_default_env() {
         Ok(filter) => filter,
         Err(e) => {
@@ -744,18 +814,37 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
         }
     };
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
-    let registry = tracing_subscriber::registry();
     let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
-    let result = match format {
-        LogFormat::Text => registry.with(fmt.with_filter(filter)).try_init(),
-        LogFormat::Json => registry
-            .with(fmt.json().flatten_event(true).with_filter(filter))
-            .try_init(),
+    let fmt = match format {
+        LogFormat::Text => fmt.with_filter(filter).boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).with_filter(filter).boxed(),
     };
+    #[cfg(feature = "otlp")]
+    let (otlp, otlp_layer) = match traces_url {
+        Some(url) => {
+            let (otlp, layer) = crate::otlp::Otlp::start(url, runtime.clone())?;
+            (Some(otlp), Some(layer))
+        }
+        None => (None, None),
+    };
+    #[cfg(not(feature = "otlp"))]
+    let otlp_layer: Option<tracing_subscriber::layer::Identity> = {
+        // `otlp_settings` refused an endpoint already.
+        let _ = (traces_url, runtime);
+        None
+    };
+    let result = tracing_subscriber::registry()
+        .with(fmt)
+        .with(otlp_layer)
+        .try_init();
     if let Err(e) = result {
         eprintln!("warning: logging could not be set up: {e}");
     }
-    guard
+    Ok(Telemetry {
+        _log_writer: guard,
+        #[cfg(feature = "otlp")]
+        otlp,
+    })
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@
 //! | `GET /integrations` | the integrations of the configuration: `{"integrations": [{"name", "oauth_app"}]}` (`oauth_app`: connect sessions work) |
 //! | `GET /` | the connections page (HTML, its script and style under `/assets/`): lists, connects, imports and deletes connections from a browser; see below |
 //! | `GET /healthz` | liveness |
-//! | `GET /metrics` | Prometheus text format; see [`Metrics`] |
+//! | `GET /metrics` | OpenMetrics text (Prometheus scrapes it): every metric is in the table of [`Metrics`] |
 //!
 //! Every route but `/healthz`, `/connect`, `/oauth/callback` and the page needs `Authorization: Bearer
 //! <BLUEPRINT_SECRET_KEY>`, compared in constant time. Every answer the proxy writes itself
@@ -115,6 +115,8 @@ mod error;
 mod ids;
 mod metrics;
 mod oauth;
+#[cfg(feature = "otlp")]
+mod otlp;
 mod page;
 mod params;
 mod proxy;
