@@ -17,7 +17,7 @@
 #![allow(missing_docs, clippy::print_stdout, clippy::cast_precision_loss)]
 
 use std::convert::Infallible;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use axum::body::Body;
 use blueprint::Integrations;

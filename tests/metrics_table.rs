@@ -54,7 +54,9 @@ fn exported(text: &str) -> BTreeSet<Family> {
     let mut types = Vec::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (family, kind) = rest.split_once(' ').expect("# TYPE <family> <type>");
+            let (family, kind) = rest
+                .split_once(' ')
+                .unwrap_or_else(|| panic!("# TYPE <family> <type>: {line}"));
             types.push((family.to_owned(), kind.to_owned()));
         }
     }
@@ -76,9 +78,15 @@ fn exported(text: &str) -> BTreeSet<Family> {
             }
             samples += 1;
             if let Some((_, rest)) = line.split_once('{') {
-                let inside = rest.split_once('}').expect("closing brace").0;
+                let inside = rest
+                    .split_once('}')
+                    .unwrap_or_else(|| panic!("no closing brace: {line}"))
+                    .0;
                 for pair in inside.split(',') {
-                    let key = pair.split_once('=').expect("key=value").0;
+                    let key = pair
+                        .split_once('=')
+                        .unwrap_or_else(|| panic!("not key=value: {line}"))
+                        .0;
                     if key != "le" {
                         labels.insert(key.to_owned());
                     }

@@ -73,8 +73,10 @@ async fn collector() -> (SocketAddr, Collector) {
         .with_state(collector.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("addr: {e}"));
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -125,7 +127,8 @@ async fn start(
     env: &[(&str, &str)],
 ) -> Process {
     let config = dir.path("integrations.yaml");
-    std::fs::write(&config, yaml(&format!("http://{upstream}"), FAST_RETRY, "")).expect("config");
+    std::fs::write(&config, yaml(&format!("http://{upstream}"), FAST_RETRY, ""))
+        .unwrap_or_else(|e| panic!("config: {e}"));
     let store = format!("sqlite://{}", dir.path("store.db").display());
     let proxy = Process::start_full(&config, &store, "127.0.0.1:0", env, args, None).await;
     let reply = proxy
