@@ -201,7 +201,7 @@ pub struct ServeArgs {
     pub redis_prefix: String,
     /// Export the trace of each proxied call to this OpenTelemetry collector, over
     /// OTLP/HTTP (JSON): its base URL, `http://HOST:4318`, to which `/v1/traces` is appended
-    /// (or `OTEL_EXPORTER_OTLP_ENDPOINT`). Needs the `otlp` feature (on by default).
+    /// (or `OTEL_EXPORTER_OTLP_ENDPOINT`). Needs the `otlp` cargo feature.
     #[arg(long, value_name = "URL", env = OTLP_ENDPOINT_VAR)]
     pub otlp_endpoint: Option<String>,
 }
@@ -223,9 +223,21 @@ fn otlp_settings(args: &ServeArgs) -> Result<Option<String>, String> {
     }
     #[cfg(not(feature = "otlp"))]
     {
+        // A variable meant for other programs of the environment is no reason to refuse to
+        // start; the flag, given to this one, is.
+        let from_env = std::env::var(OTLP_ENDPOINT_VAR).is_ok_and(|value| {
+            value.trim() == endpoint && !std::env::args().any(|a| a.starts_with("--otlp-endpoint"))
+        });
+        if from_env {
+            eprintln!(
+                "warning: {OTLP_ENDPOINT_VAR} is set, but this blueprint-proxy was built \
+                 without the `otlp` feature: no traces are exported"
+            );
+            return Ok(None);
+        }
         Err(format!(
             "--otlp-endpoint {endpoint}: this blueprint-proxy was built without the `otlp` \
-             feature; build it with `--features otlp` (on by default)"
+             feature; build it with `cargo build -p blueprint-proxy --features otlp`"
         ))
     }
 }
