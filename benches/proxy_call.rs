@@ -13,6 +13,13 @@
 //! ```
 //!
 //! Without valgrind it prints the wall time per call (`cargo bench --bench proxy_call`).
+//!
+//! Measured when `/metrics` moved from the hand-written renderer to prometheus-client
+//! (`blueprint-metrics`), REQUESTS=500 and 1500, both threads (proxy and upstream) counted:
+//! 97,301 instructions per call before, 99,995 after (+2.8%), with 91 allocations per call
+//! in both. The recording itself (`record_latency`, an atomic histogram) is about 80
+//! instructions a call; most of the rest is inside glibc's `malloc` (the same number of
+//! allocations, a different heap layout), so it moves with unrelated changes too.
 
 #![allow(missing_docs, clippy::print_stdout, clippy::cast_precision_loss)]
 
