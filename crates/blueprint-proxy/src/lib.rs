@@ -70,6 +70,14 @@
 //! 30 s between two pieces is answered 408 `request_timeout`; one that cannot be read
 //! (malformed chunked encoding) 400 `invalid_body`. The binary's flags set each of these.
 //!
+//! # Metrics and traces
+//!
+//! `GET /metrics` is written by prometheus-client through [`blueprint_metrics`], the same
+//! adapter a program using the crates without the proxy registers into its own registry;
+//! [`Metrics`] has the table of every metric, and [`Metrics::with_registry`] adds a
+//! registry of yours. With the `otlp` cargo feature, the binary's `--otlp-endpoint URL`
+//! (or `OTEL_EXPORTER_OTLP_ENDPOINT`) exports each call's client span over OTLP/HTTP.
+//!
 //! # How a call goes through
 //!
 //! The proxy builds one stack per integration with
