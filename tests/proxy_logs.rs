@@ -84,11 +84,11 @@ async fn metrics_count_calls_retries_and_refreshes_and_logs_hold_no_secret() {
         "blueprint_proxy_requests_total{integration=\"intercom\",status=\"404\"} 1\n",
         "blueprint_proxy_errors_total{code=\"unknown_connection\"} 1\n",
         "blueprint_proxy_errors_total{code=\"unauthorized\"} 1\n",
-        "blueprint_proxy_upstream_duration_seconds_count{integration=\"intercom\"} 2\n",
-        "blueprint_proxy_upstream_duration_seconds_bucket{integration=\"intercom\",le=\"+Inf\"} 2\n",
-        "blueprint_proxy_retries_total{integration=\"intercom\"} 1\n",
-        "blueprint_proxy_token_refreshes_total{integration=\"intercom\",outcome=\"refreshed\"} 1\n",
-        "blueprint_proxy_token_refreshes_total{integration=\"intercom\",outcome=\"failed\"} 0\n",
+        "http_client_request_duration_seconds_count{integration=\"intercom\",http_request_method=\"GET\"} 2\n",
+        "http_client_request_duration_seconds_bucket{le=\"+Inf\",integration=\"intercom\",http_request_method=\"GET\"} 2\n",
+        "blueprint_retries_total{integration=\"intercom\",reason=\"server_error\"} 1\n",
+        "blueprint_token_refreshes_total{integration=\"intercom\",outcome=\"refreshed\"} 1\n",
+        "blueprint_token_refreshes_total{integration=\"intercom\",outcome=\"failed\"} 0\n",
         "blueprint_proxy_in_flight 0\n",
     ] {
         assert!(metrics.contains(line), "no {line:?} in\n{metrics}");
@@ -185,9 +185,9 @@ async fn metrics_count_from_the_layers_hook_with_logging_off() {
     }
     let metrics = proxy.metrics().await;
     for line in [
-        "blueprint_proxy_retries_total{integration=\"intercom\"} 1\n",
-        "blueprint_proxy_rate_limit_waits_total{integration=\"intercom\",kind=\"pacing\"} 1\n",
-        "blueprint_proxy_token_refreshes_total{integration=\"intercom\",outcome=\"refreshed\"} 1\n",
+        "blueprint_retries_total{integration=\"intercom\",reason=\"server_error\"} 1\n",
+        "blueprint_rate_limit_waits_total{integration=\"intercom\",kind=\"pacing\"} 1\n",
+        "blueprint_token_refreshes_total{integration=\"intercom\",outcome=\"refreshed\"} 1\n",
     ] {
         assert!(metrics.contains(line), "no {line:?} in\n{metrics}");
     }

@@ -22,9 +22,9 @@ const TOKEN: &str = "tok_FALLBACK_0ddba11";
 const LIMIT: u64 = 50;
 const WINDOW: Duration = Duration::from_secs(2);
 const ACTIVE: &str =
-    "blueprint_proxy_fallback_active{integration=\"intercom\",component=\"rate_limit_redis\"}";
+    "blueprint_fallback_active{integration=\"intercom\",component=\"rate_limit_redis\"}";
 const TOTAL: &str =
-    "blueprint_proxy_fallbacks_total{integration=\"intercom\",component=\"rate_limit_redis\"}";
+    "blueprint_fallbacks_total{integration=\"intercom\",component=\"rate_limit_redis\"}";
 
 /// The value of the metric line starting with `name`.
 fn metric(text: &str, name: &str) -> Option<u64> {

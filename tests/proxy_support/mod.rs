@@ -537,6 +537,7 @@ impl Process {
             .env_remove("BLUEPRINT_STORE")
             .env_remove("BLUEPRINT_ENCRYPTION_KEY")
             .env_remove("BLUEPRINT_PUBLIC_URL")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .env("RUST_LOG", "info")
             .env("BLUEPRINT_SECRET_KEY", KEY)
             .stdin(Stdio::null())

@@ -224,7 +224,7 @@ impl ProxyBuilder {
     /// same `budgets` (the binary's `--redis`: `blueprint_ratelimit::RedisBudgets`), so
     /// that together they spend each connection's budget once. Default: each process paces
     /// alone. While the store is away each replica paces alone, and the
-    /// `blueprint_proxy_fallback_active` metric says so.
+    /// `blueprint_fallback_active` metric says so.
     #[must_use]
     pub fn shared_budgets(mut self, budgets: impl SharedBudgets) -> Self {
         self.shared_budgets = Some(Arc::new(budgets));
@@ -551,10 +551,7 @@ async fn metrics(
     axum::extract::State(state): axum::extract::State<ProxyState>,
 ) -> Response {
     (
-        [(
-            http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(http::header::CONTENT_TYPE, Metrics::CONTENT_TYPE)],
         state.metrics().render(),
     )
         .into_response()

@@ -30,6 +30,9 @@ pub const STORE_VAR: &str = "BLUEPRINT_STORE";
 /// The environment variable with the Redis that replicas share rate-limit budgets in
 /// (like `--redis`).
 pub const REDIS_URL_VAR: &str = "BLUEPRINT_REDIS_URL";
+/// The environment variable of the OpenTelemetry collector's base URL (like
+/// `--otlp-endpoint`), as the OpenTelemetry specification names it.
+pub const OTLP_ENDPOINT_VAR: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
 const ENVIRONMENT: &str = "\
 Environment:
@@ -47,8 +50,11 @@ Environment:
   BLUEPRINT_REDIS_URL       Optional, like --redis: redis://[:PASSWORD@]HOST:PORT/DB. Replicas naming
                             the same Redis share each connection's rate-limit budget; while it does
                             not answer, each replica paces alone (one WARN, metric
-                            blueprint_proxy_fallback_active) and goes back to it by itself. Prefer
+                            blueprint_fallback_active) and goes back to it by itself. Prefer
                             it to --redis for a URL with a password.
+  OTEL_EXPORTER_OTLP_ENDPOINT  Optional, like --otlp-endpoint: an OpenTelemetry collector's OTLP/HTTP
+                            base URL (http://HOST:4318); each proxied call's trace is sent to
+                            <url>/v1/traces, as JSON, without a header, token or query value.
   RUST_LOG                  Optional. Log filter, e.g. `info` (the default) or
                             `info,blueprint_retry=debug`. Logs go to stderr; one line per
                             proxied call, never a token (`blueprint_trace=debug` adds each
@@ -199,6 +205,47 @@ pub struct ServeArgs {
     /// if it dies, another takes over once the lease lapses.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub refresh_lease: u64,
+    /// Export the trace of each proxied call to this OpenTelemetry collector, over
+    /// OTLP/HTTP (JSON): its base URL, `http://HOST:4318`, to which `/v1/traces` is appended
+    /// (or `OTEL_EXPORTER_OTLP_ENDPOINT`). Needs the `otlp` cargo feature.
+    #[arg(long, value_name = "URL", env = OTLP_ENDPOINT_VAR)]
+    pub otlp_endpoint: Option<String>,
+}
+
+/// The URL traces are sent to, from `--otlp-endpoint` (or `OTEL_EXPORTER_OTLP_ENDPOINT`);
+/// `None` without one (an empty variable is none).
+fn otlp_settings(args: &ServeArgs) -> Result<Option<String>, String> {
+    let Some(endpoint) = args
+        .otlp_endpoint
+        .as_deref()
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    else {
+        return Ok(None);
+    };
+    #[cfg(feature = "otlp")]
+    {
+        crate::otlp::traces_url(endpoint).map(Some)
+    }
+    #[cfg(not(feature = "otlp"))]
+    {
+        // A variable meant for other programs of the environment is no reason to refuse to
+        // start; the flag, given to this one, is.
+        let from_env = std::env::var(OTLP_ENDPOINT_VAR).is_ok_and(|value| {
+            value.trim() == endpoint && !std::env::args().any(|a| a.starts_with("--otlp-endpoint"))
+        });
+        if from_env {
+            eprintln!(
+                "warning: {OTLP_ENDPOINT_VAR} is set, but this blueprint-proxy was built \
+                 without the `otlp` feature: no traces are exported"
+            );
+            return Ok(None);
+        }
+        Err(format!(
+            "--otlp-endpoint {endpoint}: this blueprint-proxy was built without the `otlp` \
+             feature; build it with `cargo build -p blueprint-proxy --features otlp`"
+        ))
+    }
 }
 
 /// The Redis of `--redis` (or `BLUEPRINT_REDIS_URL`), checked but not connected; `None`
@@ -575,6 +622,10 @@ fn run_serve(args: ServeArgs) -> ExitCode {
         Ok(redis) => redis,
         Err(e) => return fail(&e),
     };
+    let traces_url = match otlp_settings(&args) {
+        Ok(url) => url,
+        Err(e) => return fail(&e),
+    };
     let Some(config) = args.config else {
         return fail(&"--config is required");
     };
@@ -592,8 +643,6 @@ fn run_serve(args: ServeArgs) -> ExitCode {
     let metrics = Arc::new(Metrics::new(
         integrations.iter().map(blueprint::Integration::name),
     ));
-    // Kept until the process ends: dropping it flushes the log lines still queued.
-    let _log_writer = init_logging(args.log_format);
 
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = args.worker_threads {
@@ -602,6 +651,12 @@ fn run_serve(args: ServeArgs) -> ExitCode {
     let runtime = match runtime.enable_all().build() {
         Ok(r) => r,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    // Kept until the process ends: dropping it flushes the log lines still queued; the
+    // exporter, shut down below, sends the traces still queued.
+    let telemetry = match init_logging(args.log_format, traces_url.as_deref(), runtime.handle()) {
+        Ok(telemetry) => telemetry,
+        Err(e) => return fail(&e),
     };
     let settings = Settings {
         hardening,
@@ -616,14 +671,16 @@ fn run_serve(args: ServeArgs) -> ExitCode {
         redis,
         refresh_lease: Duration::from_secs(args.refresh_lease),
     };
-    match runtime.block_on(serve_main(settings)) {
+    let served = runtime.block_on(serve_main(settings));
+    if let Err(Failure::Run(e)) = &served {
+        tracing::error!(error = %e, "the proxy stopped");
+    }
+    // While the runtime still runs: the exporter's last requests are made on it.
+    telemetry.shutdown();
+    match served {
         Ok(()) => ExitCode::SUCCESS,
-        // Nothing served yet: the one line says it all.
-        Err(Failure::Start(e)) => fail(&e),
-        Err(Failure::Run(e)) => {
-            tracing::error!(error = %e, "the proxy stopped");
-            fail(&e)
-        }
+        // Before serving, nothing was logged: the one line says it all.
+        Err(Failure::Start(e) | Failure::Run(e)) => fail(&e),
     }
 }
 
@@ -740,11 +797,36 @@ async fn bind(listen: &str) -> Result<tokio::net::TcpListener, String> {
         .map_err(|e| format!("cannot listen on {listen}: {e}"))
 }
 
+/// What [`init_logging`] set up, kept until the process ends.
+struct Telemetry {
+    /// Dropping it flushes the log lines still queued.
+    _log_writer: crate::logwriter::FlushGuard,
+    #[cfg(feature = "otlp")]
+    otlp: Option<crate::otlp::Otlp>,
+}
+
+impl Telemetry {
+    /// Sends the traces still queued, then the log lines.
+    fn shutdown(self) {
+        #[cfg(feature = "otlp")]
+        if let Some(otlp) = self.otlp {
+            otlp.shutdown();
+        }
+    }
+}
+
 /// Logs go to stderr in batches through a writer thread ([`crate::logwriter`]), so that a
 /// log line costs the request only its formatting, never a write to a slow terminal or
 /// pipe. When the reader falls behind by more than 16 MiB, further lines are dropped (and
 /// counted in a line that says so) rather than stall calls.
-fn init_logging(format: LogFormat) -> Option<crate::logwriter::FlushGuard> {
+///
+/// With `traces_url`, the trace layer's span of each call is also exported over OTLP
+/// ([`crate::otlp`]), whatever `RUST_LOG` says; its requests run on `runtime`.
+fn init_logging(
+    format: LogFormat,
+    traces_url: Option<&str>,
+    runtime: &tokio::runtime::Handle,
+) -> Result<Telemetry, String> {
     let filter = match EnvFilter::try_from_default_env() {
         Ok(filter) => filter,
         Err(e) => {
@@ -754,30 +836,42 @@ fn init_logging(format: LogFormat) -> Option<crate::logwriter::FlushGuard> {
             EnvFilter::new("info")
         }
     };
-    let (writer, guard) = match crate::logwriter::batched(std::io::stderr()) {
-        Ok(batched) => batched,
-        Err(e) => {
-            eprintln!("warning: no thread for the log writer ({e}); logging is off");
-            return None;
-        }
-    };
-    let registry = tracing_subscriber::registry();
+    let (writer, guard) = crate::logwriter::batched(std::io::stderr())
+        .map_err(|e| format!("cannot start the log writer's thread: {e}"))?;
     let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
-    let result = match format {
-        LogFormat::Text => registry
-            .with(
-                fmt.event_format(crate::logfmt::TextFormat::new())
-                    .with_filter(filter),
-            )
-            .try_init(),
-        LogFormat::Json => registry
-            .with(fmt.json().flatten_event(true).with_filter(filter))
-            .try_init(),
+    let fmt = match format {
+        LogFormat::Text => fmt
+            .event_format(crate::logfmt::TextFormat::new())
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).with_filter(filter).boxed(),
     };
+    #[cfg(feature = "otlp")]
+    let (otlp, otlp_layer) = match traces_url {
+        Some(url) => {
+            let (otlp, layer) = crate::otlp::Otlp::start(url, runtime.clone())?;
+            (Some(otlp), Some(layer))
+        }
+        None => (None, None),
+    };
+    #[cfg(not(feature = "otlp"))]
+    let otlp_layer: Option<tracing_subscriber::layer::Identity> = {
+        // `otlp_settings` refused an endpoint already.
+        let _ = (traces_url, runtime);
+        None
+    };
+    let result = tracing_subscriber::registry()
+        .with(fmt)
+        .with(otlp_layer)
+        .try_init();
     if let Err(e) = result {
         eprintln!("warning: logging could not be set up: {e}");
     }
-    Some(guard)
+    Ok(Telemetry {
+        _log_writer: guard,
+        #[cfg(feature = "otlp")]
+        otlp,
+    })
 }
 
 #[cfg(test)]

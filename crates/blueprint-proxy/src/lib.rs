@@ -23,7 +23,7 @@
 //! | `GET /integrations` | the integrations of the configuration: `{"integrations": [{"name", "oauth_app"}]}` (`oauth_app`: connect sessions work) |
 //! | `GET /` | the connections page (HTML, its script and style under `/assets/`): lists, connects, imports and deletes connections from a browser; see below |
 //! | `GET /healthz` | liveness |
-//! | `GET /metrics` | Prometheus text format; see [`Metrics`] |
+//! | `GET /metrics` | OpenMetrics text (Prometheus scrapes it): every metric is in the table of [`Metrics`] |
 //!
 //! Every route but `/healthz`, `/connect`, `/oauth/callback` and the page needs `Authorization: Bearer
 //! <BLUEPRINT_SECRET_KEY>`, compared in constant time. Every answer the proxy writes itself
@@ -69,6 +69,14 @@
 //! waiting to be accepted while it serves the open ones. A request body that stalls for
 //! 30 s between two pieces is answered 408 `request_timeout`; one that cannot be read
 //! (malformed chunked encoding) 400 `invalid_body`. The binary's flags set each of these.
+//!
+//! # Metrics and traces
+//!
+//! `GET /metrics` is written by prometheus-client through [`blueprint_metrics`], the same
+//! adapter a program using the crates without the proxy registers into its own registry;
+//! [`Metrics`] has the table of every metric, and [`Metrics::with_registry`] adds a
+//! registry of yours. With the `otlp` cargo feature, the binary's `--otlp-endpoint URL`
+//! (or `OTEL_EXPORTER_OTLP_ENDPOINT`) exports each call's client span over OTLP/HTTP.
 //!
 //! # How a call goes through
 //!
@@ -118,6 +126,8 @@ mod logfmt;
 mod logwriter;
 mod metrics;
 mod oauth;
+#[cfg(feature = "otlp")]
+mod otlp;
 mod page;
 mod params;
 mod proxy;

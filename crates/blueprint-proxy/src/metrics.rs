@@ -1,21 +1,29 @@
-//! Counters and a latency histogram, rendered in the Prometheus text format.
+//! The proxy's metrics, kept and rendered by [prometheus-client](blueprint_metrics::prometheus_client).
 //!
-//! Everything is a plain atomic: recording takes no lock and allocates nothing.
+//! What the layers report ([`Event`](blueprint_core::Event)s) and the time of each call are
+//! recorded by [`blueprint_metrics`], the same adapter a user of the crates without the
+//! proxy registers into a registry of their own; the proxy adds its per-request counters.
+//! prometheus-client, not the `metrics` facade, for the reasons
+//! [`blueprint_metrics`] gives: no global registry, so a proxy embedded in someone's axum
+//! app ([`Metrics::with_registry`]) exports into theirs.
 //!
-//! See [`Metrics`] for what each number counts.
+//! Recording on the request path takes no lock and allocates nothing: every label set is
+//! resolved once (at start for fixed labels, on first use for a status or a method), then
+//! a call is a few atomic additions. See [`Metrics`] for the table of every metric.
 
 use std::collections::HashMap;
-use std::fmt::{self, Write as _};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::fmt;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use blueprint_core::{Event, EventSink, RefreshOutcome};
-
-/// Upper bounds of the latency histogram's buckets, in seconds.
-const BUCKETS: [f64; 14] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
-];
+use blueprint_core::EventSink;
+use blueprint_metrics::prometheus_client::encoding::{
+    EncodeLabel as _, EncodeLabelSet, LabelSetEncoder,
+};
+use blueprint_metrics::prometheus_client::metrics::counter::Counter;
+use blueprint_metrics::prometheus_client::metrics::family::Family;
+use blueprint_metrics::prometheus_client::metrics::gauge::Gauge;
+use blueprint_metrics::{CallDurations, ClientMetrics, EventMetrics, Registry};
 
 /// Statuses 100 to 599, one counter each.
 const STATUSES: usize = 500;
@@ -51,114 +59,62 @@ pub(crate) const ERROR_CODES: [&str; 27] = [
     "invalid_session",
 ];
 
-/// The proxy's metrics, rendered by `GET /metrics` ([`Metrics::render`]). Cheap to share (`Arc`).
+/// The proxy's metrics, rendered by `GET /metrics` ([`Metrics::render`]) in the
+/// OpenMetrics text format ([`Metrics::CONTENT_TYPE`]). Cheap to share (`Arc`).
 ///
-/// Where each number comes from:
+/// Every metric, its type, labels and meaning (the same table is in the README, and a test
+/// compares both with what `/metrics` exports):
 ///
-/// - `blueprint_proxy_requests_total{integration,status}`: every `/proxy` call that named a
-///   known integration, by the status the proxy answered (the provider's, or the proxy's
-///   own error status).
-/// - `blueprint_proxy_errors_total{code}`: every answer the proxy wrote itself (any route),
-///   by error code.
-/// - `blueprint_proxy_upstream_duration_seconds{integration}`: from handing a call to the
-///   integration's stack until the response headers (or the error) came back: retries and
-///   waits included.
-/// - `blueprint_proxy_in_flight`: `/proxy` calls waiting for the provider's response
-///   headers (a streaming body is not counted).
-/// - `blueprint_proxy_retries_total{integration}`,
-///   `blueprint_proxy_rate_limit_waits_total{integration,kind}`,
-///   `blueprint_proxy_token_refreshes_total{integration,outcome}`: counted from the typed
-///   [`Event`]s the layers and the token source report
-///   ([`IntegrationMetrics::event_sink`], given to each integration's stack and token
-///   source), never from log lines. `kind="pacing"` counts the times a connection's budget
-///   ran out and the rate-limit layer began holding requests; `kind="server_directed"`
-///   counts retries that waited as the server asked (`Retry-After`, `X-RateLimit-Reset`).
-///   `outcome` is `refreshed`, `refused` (the connection needs re-authorization), `failed`
-///   (may work later) or `from_store` (another process refreshed).
-/// - `blueprint_proxy_fallback_active{integration,component}` (gauge) and
-///   `blueprint_proxy_fallbacks_total{integration,component}`: from the layers'
-///   [`Event::Fallback`]. `component="rate_limit_redis"` is 1 while the Redis of `--redis`
-///   does not answer and this replica paces the integration's budgets alone; it turns back
-///   to 0 with the first call Redis admits again.
+#[doc = include_str!("../../blueprint-metrics/metrics.md")]
 pub struct Metrics {
+    registry: Registry,
     integrations: HashMap<Arc<str>, Arc<IntegrationMetrics>>,
     order: Vec<Arc<str>>,
-    errors: [AtomicU64; ERROR_CODES.len()],
-    in_flight: AtomicI64,
+    errors: [Counter; ERROR_CODES.len()],
+    in_flight: Gauge,
 }
 
-/// The metrics of one integration.
+/// The metrics of one integration: the sink its stack and token source report to, the
+/// time and status of its calls.
 pub struct IntegrationMetrics {
-    statuses: Box<[AtomicU64]>,
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
-    events: Arc<EventCounters>,
+    name: Arc<str>,
+    statuses: Family<StatusLabels, Counter>,
+    /// Per status from 100, made on first use.
+    by_status: Box<[OnceLock<Counter>]>,
+    durations: CallDurations,
+    events: EventSink,
 }
 
-/// Counts of what the layers report; fed through [`IntegrationMetrics::event_sink`].
-#[derive(Debug, Default)]
-struct EventCounters {
-    retries: AtomicU64,
-    pacing_waits: AtomicU64,
-    server_waits: AtomicU64,
-    refreshes: [AtomicU64; 4],
-    /// Per [`FALLBACK_COMPONENTS`]: 1 while it works alone, and how many times it began to.
-    fallback_active: [AtomicU64; FALLBACK_COMPONENTS.len()],
-    fallbacks: [AtomicU64; FALLBACK_COMPONENTS.len()],
+/// `integration="…",status="…"`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct StatusLabels {
+    integration: Arc<str>,
+    status: u16,
 }
 
-/// What can fall back (see [`Event::Fallback`]): `rate_limit_redis`, the rate-limit budgets
-/// shared in Redis (`--redis`), paced in-process while Redis does not answer.
-const FALLBACK_COMPONENTS: [&str; 1] = ["rate_limit_redis"];
-
-const REFRESH_OUTCOMES: [RefreshOutcome; 4] = [
-    RefreshOutcome::Refreshed,
-    RefreshOutcome::Refused,
-    RefreshOutcome::Failed,
-    RefreshOutcome::FromStore,
-];
-
-impl EventCounters {
-    fn count(&self, event: &Event<'_>) {
-        match event {
-            Event::Retry {
-                server_directed, ..
-            } => {
-                self.retries.fetch_add(1, Ordering::Relaxed);
-                if *server_directed {
-                    self.server_waits.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            Event::RateLimitPaused { .. } => {
-                self.pacing_waits.fetch_add(1, Ordering::Relaxed);
-            }
-            Event::TokenRefresh { outcome, .. } => {
-                if let Some(i) = REFRESH_OUTCOMES.iter().position(|o| o == outcome) {
-                    self.refreshes[i].fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            Event::Fallback { component, active } => self.fallback(component, *active),
-            _ => {}
-        }
+impl EncodeLabelSet for StatusLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), fmt::Error> {
+        ("integration", &*self.integration).encode(encoder.encode_label())?;
+        ("status", self.status).encode(encoder.encode_label())
     }
 }
 
-impl EventCounters {
-    fn fallback(&self, component: &str, active: bool) {
-        if let Some(i) = FALLBACK_COMPONENTS.iter().position(|c| *c == component) {
-            self.fallback_active[i].store(u64::from(active), Ordering::Relaxed);
-            if active {
-                self.fallbacks[i].fetch_add(1, Ordering::Relaxed);
-            }
-        }
+/// `code="…"`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct CodeLabel {
+    code: &'static str,
+}
+
+impl EncodeLabelSet for CodeLabel {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), fmt::Error> {
+        ("code", self.code).encode(encoder.encode_label())
     }
 }
 
 impl fmt::Debug for IntegrationMetrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IntegrationMetrics")
-            .field("calls", &self.count.load(Ordering::Relaxed))
+            .field("name", &self.name)
             .field("events", &self.events)
             .finish_non_exhaustive()
     }
@@ -168,70 +124,122 @@ impl fmt::Debug for Metrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Metrics")
             .field("integrations", &self.order)
-            .field("in_flight", &self.in_flight.load(Ordering::Relaxed))
+            .field("in_flight", &self.in_flight.get())
             .finish_non_exhaustive()
     }
 }
 
 impl IntegrationMetrics {
-    pub(crate) fn new() -> Self {
+    fn registered(
+        name: &str,
+        statuses: &Family<StatusLabels, Counter>,
+        calls: &ClientMetrics,
+        events: &EventMetrics,
+    ) -> Self {
         IntegrationMetrics {
-            statuses: (0..STATUSES).map(|_| AtomicU64::new(0)).collect(),
-            buckets: Default::default(),
-            count: AtomicU64::new(0),
-            sum_micros: AtomicU64::new(0),
-            events: Arc::default(),
+            name: Arc::from(name),
+            statuses: statuses.clone(),
+            by_status: (0..STATUSES).map(|_| OnceLock::new()).collect(),
+            durations: calls.integration(name),
+            events: events.sink(name),
         }
+    }
+
+    /// Metrics of an integration that records into no registry.
+    pub(crate) fn new() -> Self {
+        let mut detached = Registry::default();
+        IntegrationMetrics::registered(
+            "",
+            &Family::default(),
+            &ClientMetrics::register(&mut detached),
+            &EventMetrics::register(&mut detached),
+        )
     }
 
     /// Where this integration's stack and token source report what they do: the retry,
     /// rate-limit and refresh counters are fed from it.
     pub fn event_sink(&self) -> EventSink {
-        let events = Arc::clone(&self.events);
-        EventSink::new(move |event: &Event<'_>| events.count(event))
+        self.events.clone()
     }
 
     /// One call answered with `status`.
     pub(crate) fn record_status(&self, status: u16) {
-        if let Some(counter) = usize::from(status)
+        let Some(slot) = usize::from(status)
             .checked_sub(100)
-            .and_then(|i| self.statuses.get(i))
-        {
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
+            .and_then(|i| self.by_status.get(i))
+        else {
+            return;
+        };
+        slot.get_or_init(|| {
+            self.statuses.get_or_create_owned(&StatusLabels {
+                integration: Arc::clone(&self.name),
+                status,
+            })
+        })
+        .inc();
     }
 
     /// One call's time in the stack.
-    pub(crate) fn record_latency(&self, elapsed: Duration) {
-        let secs = elapsed.as_secs_f64();
-        if let Some(bucket) = BUCKETS.iter().position(|upper| secs <= *upper) {
-            self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    pub(crate) fn record_latency(&self, method: &http::Method, elapsed: Duration) {
+        self.durations.record(method, elapsed);
     }
 }
 
 impl Metrics {
-    /// Metrics for these integrations (by name).
+    /// The media type of [`Metrics::render`]'s text: OpenMetrics 1.0, which Prometheus
+    /// scrapes.
+    pub const CONTENT_TYPE: &'static str =
+        "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+    /// Metrics for these integrations (by name), in a registry of their own.
     pub fn new<'a>(integrations: impl IntoIterator<Item = &'a str>) -> Self {
+        Metrics::with_registry(Registry::default(), integrations)
+    }
+
+    /// Metrics for these integrations, added to `registry`: `/metrics` then exports what
+    /// it already holds (your own metrics) too.
+    pub fn with_registry<'a>(
+        mut registry: Registry,
+        integrations: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        let statuses = Family::<StatusLabels, Counter>::default();
+        registry.register(
+            "blueprint_proxy_requests",
+            "Proxied calls by integration and the status the proxy answered",
+            statuses.clone(),
+        );
+        let errors_family = Family::<CodeLabel, Counter>::default();
+        registry.register(
+            "blueprint_proxy_errors",
+            "Answers the proxy wrote itself, by error code",
+            errors_family.clone(),
+        );
+        let errors = ERROR_CODES.map(|code| errors_family.get_or_create_owned(&CodeLabel { code }));
+        let in_flight = Gauge::default();
+        registry.register(
+            "blueprint_proxy_in_flight",
+            "Proxied calls waiting for response headers",
+            in_flight.clone(),
+        );
+        let events = EventMetrics::register(&mut registry);
+        let calls = ClientMetrics::register(&mut registry);
         let mut map = HashMap::new();
         let mut order = Vec::new();
         for name in integrations {
             let name: Arc<str> = Arc::from(name);
-            if map
-                .insert(Arc::clone(&name), Arc::new(IntegrationMetrics::new()))
-                .is_none()
-            {
-                order.push(name);
+            if map.contains_key(&name) {
+                continue;
             }
+            let metrics = IntegrationMetrics::registered(&name, &statuses, &calls, &events);
+            map.insert(Arc::clone(&name), Arc::new(metrics));
+            order.push(name);
         }
         Metrics {
+            registry,
             integrations: map,
             order,
-            errors: Default::default(),
-            in_flight: AtomicI64::new(0),
+            errors,
+            in_flight,
         }
     }
 
@@ -243,181 +251,28 @@ impl Metrics {
     /// One answer the proxy wrote itself, with `code`.
     pub(crate) fn record_error(&self, code: &str) {
         if let Some(i) = ERROR_CODES.iter().position(|c| *c == code) {
-            self.errors[i].fetch_add(1, Ordering::Relaxed);
+            self.errors[i].inc();
         }
     }
 
     /// A `/proxy` call started; the guard ends it when dropped.
     pub(crate) fn in_flight(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.inc();
         InFlight(Arc::clone(self))
     }
 
     /// How many `/proxy` calls are in progress.
     pub fn calls_in_flight(&self) -> i64 {
-        self.in_flight.load(Ordering::Relaxed)
+        self.in_flight.get()
     }
 
-    /// The metrics in the Prometheus text format (version 0.0.4).
+    /// The metrics in the OpenMetrics text format ([`Metrics::CONTENT_TYPE`]).
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(4096);
-        // Writing to a String cannot fail.
-        let _ = self.write(&mut out);
+        let mut out = String::with_capacity(16 * 1024);
+        // Writing to a String cannot fail, and the encoder fails only on a writer's error.
+        let _ =
+            blueprint_metrics::prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
-    }
-
-    fn write(&self, out: &mut String) -> fmt::Result {
-        let relaxed = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        writeln!(
-            out,
-            "# HELP blueprint_proxy_requests_total Proxied calls by integration and the status the proxy answered.\n\
-             # TYPE blueprint_proxy_requests_total counter"
-        )?;
-        for name in &self.order {
-            let m = &self.integrations[name];
-            for (i, counter) in m.statuses.iter().enumerate() {
-                let n = relaxed(counter);
-                if n > 0 {
-                    writeln!(
-                        out,
-                        "blueprint_proxy_requests_total{{integration=\"{}\",status=\"{}\"}} {n}",
-                        Escaped(name),
-                        i + 100
-                    )?;
-                }
-            }
-        }
-        writeln!(
-            out,
-            "# HELP blueprint_proxy_errors_total Answers the proxy wrote itself, by error code.\n\
-             # TYPE blueprint_proxy_errors_total counter"
-        )?;
-        for (code, counter) in ERROR_CODES.iter().zip(&self.errors) {
-            writeln!(
-                out,
-                "blueprint_proxy_errors_total{{code=\"{code}\"}} {}",
-                relaxed(counter)
-            )?;
-        }
-        writeln!(
-            out,
-            "# HELP blueprint_proxy_upstream_duration_seconds Time from handing a call to the stack until response headers or an error, retries and waits included.\n\
-             # TYPE blueprint_proxy_upstream_duration_seconds histogram"
-        )?;
-        for name in &self.order {
-            let m = &self.integrations[name];
-            let name = Escaped(name);
-            let mut cumulative = 0;
-            for (upper, bucket) in BUCKETS.iter().zip(&m.buckets) {
-                cumulative += relaxed(bucket);
-                writeln!(
-                    out,
-                    "blueprint_proxy_upstream_duration_seconds_bucket{{integration=\"{name}\",le=\"{upper}\"}} {cumulative}"
-                )?;
-            }
-            let count = relaxed(&m.count);
-            writeln!(
-                out,
-                "blueprint_proxy_upstream_duration_seconds_bucket{{integration=\"{name}\",le=\"+Inf\"}} {count}"
-            )?;
-            #[allow(clippy::cast_precision_loss)] // micros: exact far past any real sum
-            let sum = relaxed(&m.sum_micros) as f64 / 1e6;
-            writeln!(
-                out,
-                "blueprint_proxy_upstream_duration_seconds_sum{{integration=\"{name}\"}} {sum}"
-            )?;
-            writeln!(
-                out,
-                "blueprint_proxy_upstream_duration_seconds_count{{integration=\"{name}\"}} {count}"
-            )?;
-        }
-        writeln!(
-            out,
-            "# HELP blueprint_proxy_in_flight Proxied calls waiting for response headers.\n\
-             # TYPE blueprint_proxy_in_flight gauge\n\
-             blueprint_proxy_in_flight {}",
-            self.in_flight.load(Ordering::Relaxed)
-        )?;
-        writeln!(
-            out,
-            "# HELP blueprint_proxy_retries_total Attempts sent again by the retry layer.\n\
-             # TYPE blueprint_proxy_retries_total counter"
-        )?;
-        for name in &self.order {
-            let e = &self.integrations[name].events;
-            writeln!(
-                out,
-                "blueprint_proxy_retries_total{{integration=\"{}\"}} {}",
-                Escaped(name),
-                relaxed(&e.retries)
-            )?;
-        }
-        writeln!(
-            out,
-            "# HELP blueprint_proxy_rate_limit_waits_total Waits for a rate limit: pacing = a connection's budget ran out and requests were held; server_directed = a retry waited as the server asked.\n\
-             # TYPE blueprint_proxy_rate_limit_waits_total counter"
-        )?;
-        for name in &self.order {
-            let e = &self.integrations[name].events;
-            let name = Escaped(name);
-            writeln!(
-                out,
-                "blueprint_proxy_rate_limit_waits_total{{integration=\"{name}\",kind=\"pacing\"}} {}\n\
-                 blueprint_proxy_rate_limit_waits_total{{integration=\"{name}\",kind=\"server_directed\"}} {}",
-                relaxed(&e.pacing_waits),
-                relaxed(&e.server_waits)
-            )?;
-        }
-        writeln!(
-            out,
-            "# HELP blueprint_proxy_token_refreshes_total Access-token refreshes, by outcome.\n\
-             # TYPE blueprint_proxy_token_refreshes_total counter"
-        )?;
-        for name in &self.order {
-            let e = &self.integrations[name].events;
-            for (outcome, counter) in REFRESH_OUTCOMES.iter().zip(&e.refreshes) {
-                writeln!(
-                    out,
-                    "blueprint_proxy_token_refreshes_total{{integration=\"{}\",outcome=\"{}\"}} {}",
-                    Escaped(name),
-                    outcome.label(),
-                    relaxed(counter)
-                )?;
-            }
-        }
-        writeln!(
-            out,
-            "# HELP blueprint_proxy_fallback_active 1 while a shared backend does not answer and the proxy works alone: component rate_limit_redis = this replica paces rate limits alone (--redis); 0 otherwise, and without one.\n\
-             # TYPE blueprint_proxy_fallback_active gauge"
-        )?;
-        for name in &self.order {
-            let e = &self.integrations[name].events;
-            for (component, gauge) in FALLBACK_COMPONENTS.iter().zip(&e.fallback_active) {
-                writeln!(
-                    out,
-                    "blueprint_proxy_fallback_active{{integration=\"{}\",component=\"{component}\"}} {}",
-                    Escaped(name),
-                    relaxed(gauge)
-                )?;
-            }
-        }
-        writeln!(
-            out,
-            "# HELP blueprint_proxy_fallbacks_total Times a shared backend stopped answering and the proxy began to work alone.\n\
-             # TYPE blueprint_proxy_fallbacks_total counter"
-        )?;
-        for name in &self.order {
-            let e = &self.integrations[name].events;
-            for (component, counter) in FALLBACK_COMPONENTS.iter().zip(&e.fallbacks) {
-                writeln!(
-                    out,
-                    "blueprint_proxy_fallbacks_total{{integration=\"{}\",component=\"{component}\"}} {}",
-                    Escaped(name),
-                    relaxed(counter)
-                )?;
-            }
-        }
-        Ok(())
     }
 }
 
@@ -426,122 +281,78 @@ pub(crate) struct InFlight(Arc<Metrics>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A label value with `\`, `"` and newlines escaped.
-struct Escaped<'a>(&'a str);
-
-impl fmt::Display for Escaped<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for c in self.0.chars() {
-            match c {
-                '\\' => f.write_str("\\\\")?,
-                '"' => f.write_str("\\\"")?,
-                '\n' => f.write_str("\\n")?,
-                c => f.write_char(c)?,
-            }
-        }
-        Ok(())
+        self.0.in_flight.dec();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use blueprint_core::{ConnectionId, Event, RefreshOutcome};
 
     #[test]
     fn renders_counters_and_a_cumulative_histogram() {
-        let metrics = Metrics::new(["intercom", "we\"ird"]);
+        let metrics = Arc::new(Metrics::new(["intercom", "we\"ird"]));
         let m = metrics.integration("intercom").unwrap();
         m.record_status(200);
         m.record_status(200);
         m.record_status(429);
         m.record_status(42); // not a status: ignored
-        m.record_latency(Duration::from_millis(3));
-        m.record_latency(Duration::from_millis(300));
+        m.record_status(600); // nor this
+        m.record_latency(&http::Method::GET, Duration::from_millis(3));
+        m.record_latency(&http::Method::GET, Duration::from_millis(300));
         metrics.record_error("rate_limited");
+        metrics.record_error("no_such_code"); // ignored
+        let guard = metrics.in_flight();
         let text = metrics.render();
-        assert!(
-            text.contains(
-                "blueprint_proxy_requests_total{integration=\"intercom\",status=\"200\"} 2\n"
-            ),
-            "{text}"
-        );
-        assert!(text.contains(
-            "blueprint_proxy_requests_total{integration=\"intercom\",status=\"429\"} 1\n"
-        ));
-        assert!(text.contains("blueprint_proxy_errors_total{code=\"rate_limited\"} 1\n"));
-        assert!(text.contains("blueprint_proxy_upstream_duration_seconds_bucket{integration=\"intercom\",le=\"0.005\"} 1\n"));
-        assert!(text.contains("blueprint_proxy_upstream_duration_seconds_bucket{integration=\"intercom\",le=\"0.25\"} 1\n"));
-        assert!(text.contains("blueprint_proxy_upstream_duration_seconds_bucket{integration=\"intercom\",le=\"0.5\"} 2\n"));
-        assert!(text.contains(
-            "blueprint_proxy_upstream_duration_seconds_count{integration=\"intercom\"} 2\n"
-        ));
-        assert!(text.contains(
-            "blueprint_proxy_upstream_duration_seconds_sum{integration=\"intercom\"} 0.303\n"
-        ));
-        assert!(text.contains("integration=\"we\\\"ird\""));
+        drop(guard);
+        for line in [
+            "blueprint_proxy_requests_total{integration=\"intercom\",status=\"200\"} 2\n",
+            "blueprint_proxy_requests_total{integration=\"intercom\",status=\"429\"} 1\n",
+            "blueprint_proxy_errors_total{code=\"rate_limited\"} 1\n",
+            "blueprint_proxy_errors_total{code=\"unauthorized\"} 0\n",
+            "blueprint_proxy_in_flight 1\n",
+            "http_client_request_duration_seconds_bucket{le=\"0.005\",integration=\"intercom\",http_request_method=\"GET\"} 1\n",
+            "http_client_request_duration_seconds_bucket{le=\"0.25\",integration=\"intercom\",http_request_method=\"GET\"} 1\n",
+            "http_client_request_duration_seconds_bucket{le=\"0.5\",integration=\"intercom\",http_request_method=\"GET\"} 2\n",
+            "http_client_request_duration_seconds_count{integration=\"intercom\",http_request_method=\"GET\"} 2\n",
+            "http_client_request_duration_seconds_sum{integration=\"intercom\",http_request_method=\"GET\"} 0.303\n",
+            "blueprint_retries_total{integration=\"we\\\"ird\",reason=\"server_error\"} 0\n",
+            "# EOF\n",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from\n{text}");
+        }
+        assert!(!text.contains("status=\"42\""), "{text}");
+        assert_eq!(metrics.calls_in_flight(), 0);
     }
 
     #[test]
-    fn counts_the_layers_typed_events_per_integration() {
+    fn each_integration_s_sink_counts_into_its_own_series() {
         let metrics = Metrics::new(["intercom", "github"]);
         let sink = metrics.integration("intercom").unwrap().event_sink();
-        let connection = blueprint_core::ConnectionId::new("acme");
-        let reason = blueprint_core::RetryReason::Status(http::StatusCode::SERVICE_UNAVAILABLE);
-        for server_directed in [true, false] {
-            sink.emit(&Event::Retry {
-                connection: &connection,
-                attempt: 2,
-                reason,
-                wait: Duration::from_millis(5),
-                server_directed,
-            });
-        }
-        sink.emit(&Event::RetryStopped {
-            connection: &connection,
-            attempts: 2,
-            reason,
-            stop: blueprint_core::RetryStop::Budget,
+        sink.emit(&Event::TokenRefresh {
+            connection: &ConnectionId::new("acme"),
+            outcome: RefreshOutcome::Refreshed,
+            duration: Duration::from_millis(3),
         });
-        sink.emit(&Event::RateLimitPaused {
-            connection: &connection,
-            origin: None,
-            wait: None,
-        });
-        for outcome in [
-            RefreshOutcome::Refreshed,
-            RefreshOutcome::Failed,
-            RefreshOutcome::Failed,
-        ] {
-            sink.emit(&Event::TokenRefresh {
-                connection: &connection,
-                outcome,
-                duration: Duration::from_millis(3),
-            });
-        }
-        for active in [true, false, true] {
-            sink.emit(&Event::Fallback {
-                component: "rate_limit_redis",
-                active,
-            });
-        }
         let text = metrics.render();
         for line in [
-            "blueprint_proxy_fallback_active{integration=\"intercom\",component=\"rate_limit_redis\"} 1\n",
-            "blueprint_proxy_fallbacks_total{integration=\"intercom\",component=\"rate_limit_redis\"} 2\n",
-            "blueprint_proxy_fallback_active{integration=\"github\",component=\"rate_limit_redis\"} 0\n",
-            "blueprint_proxy_retries_total{integration=\"intercom\"} 2\n",
-            "blueprint_proxy_retries_total{integration=\"github\"} 0\n",
-            "blueprint_proxy_rate_limit_waits_total{integration=\"intercom\",kind=\"pacing\"} 1\n",
-            "blueprint_proxy_rate_limit_waits_total{integration=\"intercom\",kind=\"server_directed\"} 1\n",
-            "blueprint_proxy_token_refreshes_total{integration=\"intercom\",outcome=\"refreshed\"} 1\n",
-            "blueprint_proxy_token_refreshes_total{integration=\"intercom\",outcome=\"failed\"} 2\n",
-            "blueprint_proxy_token_refreshes_total{integration=\"intercom\",outcome=\"refused\"} 0\n",
+            "blueprint_token_refreshes_total{integration=\"intercom\",outcome=\"refreshed\"} 1\n",
+            "blueprint_token_refreshes_total{integration=\"github\",outcome=\"refreshed\"} 0\n",
         ] {
-            assert!(text.contains(line), "{line} missing from\n{text}");
+            assert!(text.contains(line), "{line:?} missing from\n{text}");
         }
+    }
+
+    #[test]
+    fn a_registry_of_ones_own_is_exported_too() {
+        let mut registry = Registry::default();
+        let mine = Counter::<u64>::default();
+        registry.register("my_app_jobs", "Jobs", mine.clone());
+        mine.inc();
+        let metrics = Metrics::with_registry(registry, ["intercom"]);
+        let text = metrics.render();
+        assert!(text.contains("my_app_jobs_total 1\n"), "{text}");
+        assert!(text.contains("blueprint_proxy_in_flight 0\n"), "{text}");
     }
 }

@@ -139,7 +139,7 @@ pub(crate) async fn forward(
     let elapsed = started.elapsed();
     let response = match outcome {
         Ok((response, attempts)) => {
-            connector.metrics.record_latency(elapsed);
+            connector.metrics.record_latency(call.method, elapsed);
             log(&call, response.status(), attempts, elapsed, None);
             response
         }
@@ -148,7 +148,7 @@ pub(crate) async fn forward(
             error.into_response()
         }
         Err(Failure::InStack(error, attempts)) => {
-            connector.metrics.record_latency(elapsed);
+            connector.metrics.record_latency(call.method, elapsed);
             log(&call, error.status(), attempts, elapsed, Some(&error));
             error.into_response()
         }

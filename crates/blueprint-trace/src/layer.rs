@@ -215,6 +215,8 @@ impl<S> Trace<S> {
                 tracing::span!(
                     $level,
                     "http.client",
+                    otel.kind = "client",
+                    otel.name = field::Empty,
                     http.request.method = request.method().as_str(),
                     server.address = field::Empty,
                     server.port = field::Empty,
@@ -265,12 +267,16 @@ impl<S> Trace<S> {
                 }
             }
         }
+        let method = request.method().as_str();
         match target.and_then(Target::route) {
             Some(route) => {
                 span.record("url.template", route);
+                span.record("otel.name", format!("{method} {route}").as_str());
             }
             None => {
-                span.record("url.template", redacted_path(uri.path()).as_str());
+                let template = redacted_path(uri.path());
+                span.record("url.template", template.as_str());
+                span.record("otel.name", format!("{method} {template}").as_str());
             }
         }
         if self.config.raw_path {

@@ -3,7 +3,9 @@
 //!
 //! # What is recorded
 //!
-//! The span, named `http.client`, carries `http.request.method`, `server.address`,
+//! The span, named `http.client`, is an OpenTelemetry client span (`otel.kind = "client"`,
+//! `otel.name` = `{method} {url.template}`, as the HTTP conventions name it, for an
+//! exporter such as `tracing-opentelemetry`) and carries `http.request.method`, `server.address`,
 //! `server.port`, `url.template`, `blueprint.connection_id` and, once known,
 //! `http.response.status_code`, `http.request.resend_count`, `error.type` and
 //! `duration_ms`. `url.template` is the call's route (`/contacts/{id}`) when the stack
