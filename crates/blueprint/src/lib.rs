@@ -38,6 +38,7 @@ mod base_url;
 mod blueprint;
 mod client;
 mod config;
+mod connection;
 mod error;
 mod stack;
 mod target;
@@ -50,6 +51,7 @@ pub use blueprint::{
     Route, WaitFrom,
 };
 pub use client::{ClientError, HttpsClient, SharedClient, default_client, default_hyper_client};
+pub use connection::BlueprintUrls;
 pub use config::{
     BlueprintSource, ClientSecret, ConfigError, ConfigErrorKind, Integration, Integrations,
     Registry,

@@ -154,7 +154,10 @@ impl Inner {
         };
         tracing::debug!(connection = %key, "refreshing the access token");
         let started = Instant::now();
-        let outcome = self.provider.refresh(&self.http, &refresh_token).await;
+        let outcome = self
+            .provider
+            .refresh(&self.http, &refresh_token, &leased.params)
+            .await;
         let now = self.clock.now();
         self.events.emit(&Event::TokenRefresh {
             connection: key.connection(),
@@ -173,6 +176,7 @@ impl Inner {
                     expires_in,
                     token_type,
                     scopes,
+                    params,
                 } = granted;
                 let record = TokenRecord {
                     access_token,
@@ -185,6 +189,7 @@ impl Inner {
                     last_error: None,
                     updated_at: now,
                     lease: None,
+                    params,
                 };
                 let fresh = self.fresh(conn.jitter, &record);
                 self.write_refreshed(key, version, record, &refresh_token)
