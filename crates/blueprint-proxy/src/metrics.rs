@@ -21,7 +21,7 @@ const BUCKETS: [f64; 14] = [
 const STATUSES: usize = 500;
 
 /// The error codes the proxy answers with (see [`ApiError`](crate::ApiError)).
-pub(crate) const ERROR_CODES: [&str; 26] = [
+pub(crate) const ERROR_CODES: [&str; 28] = [
     "missing_header",
     "invalid_header",
     "invalid_path",
@@ -48,6 +48,8 @@ pub(crate) const ERROR_CODES: [&str; 26] = [
     "body_too_large",
     "too_many_sessions",
     "invalid_session",
+    "invalid_connection_param",
+    "missing_connection_param",
 ];
 
 /// The proxy's metrics, rendered by `GET /metrics` ([`Metrics::render`]). Cheap to share (`Arc`).

@@ -62,6 +62,7 @@ pub(crate) async fn callback(
     };
     match flow.callback(params).await {
         Ok(authorized) => {
+            connector.forget_stack(&authorized.connection);
             tracing::info!(
                 integration = %connector.name,
                 connection = %authorized.connection,
@@ -112,6 +113,7 @@ fn page(integration: Option<&str>, outcome: Result<&str, &CallbackError>) -> Res
             let status = match error {
                 CallbackError::Exchange(_) => StatusCode::BAD_GATEWAY,
                 CallbackError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                CallbackError::Params(_) => StatusCode::BAD_GATEWAY,
                 _ => StatusCode::BAD_REQUEST,
             };
             let mut detail = String::from("The connection was not authorized: ");
