@@ -181,6 +181,11 @@ impl Fake {
         self.shared.lock().refresh.clone()
     }
 
+    /// When the current access token expires, if it does.
+    pub fn access_expires_at(&self) -> Option<SystemTime> {
+        self.shared.lock().access.as_ref().and_then(|(_, at)| *at)
+    }
+
     /// The access token the fake takes now.
     pub fn current_access(&self) -> Option<String> {
         self.shared.lock().access.as_ref().map(|(t, _)| t.clone())
