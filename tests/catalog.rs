@@ -205,6 +205,7 @@ async fn github_code_flow_rotating_refresh_and_403_with_remaining_zero() {
 async fn slack_scopes_joined_by_commas_rotation_and_429_retry_after() {
     let fake = Fake::start(Settings {
         token_type: "bot".into(),
+        extra: vec![("scope".into(), json!("channels:read,chat:write"))],
         ..Settings::default()
     })
     .await;
@@ -222,6 +223,12 @@ async fn slack_scopes_joined_by_commas_rotation_and_429_retry_after() {
         query_param(&location, "scope").as_deref(),
         Some("channels:read,chat:write"),
         "{location}"
+    );
+    let connections = proxy.connections().await;
+    assert_eq!(
+        connections["connections"][0]["scopes"],
+        json!(["channels:read", "chat:write"]),
+        "the granted scopes, split by Slack's separator: {connections}"
     );
     let reply = call(&proxy, "slack", "acme", "/conversations.list").await;
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -419,5 +426,90 @@ async fn zendesk_subdomain_parameter_from_connect_to_every_call() {
         &[("retry-after", "30")],
     )
     .await;
+    proxy.stop().await;
+}
+
+/// A parameter from the token endpoint's answer (as Salesforce's `instance_url`): stored
+/// with the connection at the callback, used in the base URL and a header, shown by
+/// `GET /connections`; a token answer without it fails the callback, naming it.
+#[tokio::test]
+async fn a_parameter_from_the_token_answer_goes_into_every_call() {
+    let fake = Fake::start(Settings {
+        extra: vec![("instance".into(), json!("na7"))],
+        ..Settings::default()
+    })
+    .await;
+    let url = fake.url();
+    let yaml = format!(
+        r#"blueprints:
+  instanced:
+    version: v1
+    connection_params:
+      pod: {{ from: token_field, field: instance, pattern: "[a-z]{{2}}[0-9]+" }}
+    base_url: {url}/${{connection.pod}}/services
+    headers: {{ X-Pod: "pod ${{connection.pod}}" }}
+    oauth_authorization_url: {url}/authorize
+    oauth_token_url: {url}/token
+integrations:
+  instanced:
+    extends_blueprint: instanced
+    oauth_client_id: instanced-client
+    oauth_client_secret: {CLIENT_SECRET}
+    retry: {RETRY}
+"#
+    );
+    let proxy = InProcess::start(&yaml).await;
+    authorize(&proxy, "instanced", "acme").await;
+    let connections = proxy.connections().await;
+    assert_eq!(
+        connections["connections"][0]["params"],
+        json!({"pod": "na7"}),
+        "{connections}"
+    );
+    let reply = call(&proxy, "instanced", "acme", "/sobjects").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let hit = fake.api_calls().pop().unwrap();
+    assert_eq!(hit.path, "/na7/services/sobjects");
+    assert_eq!(hit.headers["x-pod"], "pod na7");
+
+    // It cannot be given on the connect URL or a session: it comes from the token answer.
+    let (refused, _) = visit(
+        &proxy,
+        "instanced",
+        "beta",
+        json!({}),
+        "",
+    )
+    .await;
+    assert_eq!(refused.status, 302, "nothing to ask the person: {}", refused.text());
+    let session = proxy
+        .send_body(
+            proxy
+                .request(Method::POST, "/connect/sessions")
+                .header("content-type", "application/json"),
+            json!({"integration": "instanced", "connection_id": "x", "params": {"pod": "na1"}})
+                .to_string(),
+        )
+        .await;
+    assert_eq!(session.code(), "invalid_connection_param");
+    assert!(session.text().contains("token endpoint"), "{}", session.text());
+
+    // An answer without the field, or with a value that does not fit: no connection.
+    fake.set(|s| s.extra = vec![("instance".into(), json!("../evil"))]);
+    let (visit_bad, _) = visit(&proxy, "instanced", "gamma", json!({}), "").await;
+    let page = callback(&proxy, visit_bad.header("location").unwrap()).await;
+    assert_eq!(page.status, 502, "{}", page.text());
+    assert!(page.text().contains("`pod`"), "{}", page.text());
+    fake.set(|s| s.extra.clear());
+    let (visit_none, _) = visit(&proxy, "instanced", "gamma", json!({}), "").await;
+    let page = callback(&proxy, visit_none.header("location").unwrap()).await;
+    assert_eq!(page.status, 502, "{}", page.text());
+    assert!(page.text().contains("`instance`"), "{}", page.text());
+    let connections = proxy.connections().await;
+    assert_eq!(
+        connections["connections"].as_array().unwrap().len(),
+        1,
+        "only acme: {connections}"
+    );
     proxy.stop().await;
 }

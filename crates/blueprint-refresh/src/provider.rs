@@ -435,6 +435,7 @@ impl Provider {
         let mut granted = Granted::from_result(result, send.status(), &self.token_fields, &|text| {
             self.redact(text, &[refresh_token.expose()])
         })?;
+        self.split_scopes(&mut granted);
         let fields = std::mem::replace(&mut granted.params, params.clone());
         for (name, value) in fields {
             match self.check_param(&name, &value) {
@@ -461,9 +462,30 @@ impl Provider {
             request = request.set_pkce_verifier(verifier);
         }
         let result = request.request_async(&send).await;
-        Granted::from_result(result, send.status(), &self.token_fields, &|text| {
+        let mut granted = Granted::from_result(result, send.status(), &self.token_fields, &|text| {
             self.redact(text, &[code.expose()])
-        })
+        })?;
+        self.split_scopes(&mut granted);
+        Ok(granted)
+    }
+}
+
+impl Provider {
+    /// The granted scopes split by the provider's separator too (Slack answers
+    /// `"scope": "channels:read,chat:write"`, which `oauth2` splits on spaces only).
+    fn split_scopes(&self, granted: &mut Granted) {
+        let Some(separator) = self.scope_separator.as_deref().filter(|s| !s.trim().is_empty())
+        else {
+            return;
+        };
+        if let Some(scopes) = &mut granted.scopes {
+            *scopes = scopes
+                .iter()
+                .flat_map(|s| s.split(separator))
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
     }
 }
 
