@@ -1,4 +1,4 @@
-//! The built-in catalog against local fakes of each API: GitHub, HubSpot, Slack and
+//! The built-in catalog against local fakes of each API: GitHub, `HubSpot`, Slack and
 //! Zendesk, each through the proxy (in this process) with its YAML blueprint, only the
 //! base URL and OAuth URLs pointed at the fake. For each: the OAuth code flow, a refresh
 //! (rotating where the provider rotates), and its rate-limit signal.
@@ -70,9 +70,9 @@ async fn visit(
 async fn callback(proxy: &InProcess, location: &str) -> Reply {
     let state = state_of(location);
     proxy
-        .send(http::Request::get(proxy.url(&format!(
-            "/oauth/callback?code=code-1&state={state}"
-        ))))
+        .send(http::Request::get(
+            proxy.url(&format!("/oauth/callback?code=code-1&state={state}")),
+        ))
         .await
 }
 
@@ -94,22 +94,25 @@ async fn call(proxy: &InProcess, integration: &str, connection: &str, path: &str
 
 /// A refresh forced by a revoked token: the call still succeeds (one refresh, one
 /// replay); the refresh token the fake was sent.
-async fn refresh_once(
-    proxy: &InProcess,
-    fake: &Fake,
-    integration: &str,
-    path: &str,
-) -> String {
+async fn refresh_once(proxy: &InProcess, fake: &Fake, integration: &str, path: &str) -> String {
     let before = fake.refreshes().len();
     fake.revoke_next();
     let reply = call(proxy, integration, "acme", path).await;
-    assert_eq!(reply.status, 200, "the replay after the refresh: {}", reply.text());
+    assert_eq!(
+        reply.status,
+        200,
+        "the replay after the refresh: {}",
+        reply.text()
+    );
     let refreshes = fake.refreshes();
     assert_eq!(refreshes.len(), before + 1, "one refresh: {refreshes:?}");
     let last = refreshes.last().unwrap();
     assert!(last.granted, "{last:?}");
     let sent = fake.api_calls().last().unwrap().authorization.clone();
-    assert_eq!(sent, Some(format!("Bearer {}", fake.current_access().unwrap())));
+    assert_eq!(
+        sent,
+        Some(format!("Bearer {}", fake.current_access().unwrap()))
+    );
     last.field("refresh_token").unwrap().to_owned()
 }
 
@@ -125,7 +128,12 @@ async fn held_after(
 ) {
     fake.queue(status, headers);
     let first = call(proxy, integration, "acme", path).await;
-    assert_eq!(first.status, status, "handed back as received: {}", first.text());
+    assert_eq!(
+        first.status,
+        status,
+        "handed back as received: {}",
+        first.text()
+    );
     let sent = fake.api_calls().len();
     let second = call(proxy, integration, "acme", path).await;
     assert_eq!(
@@ -161,12 +169,26 @@ async fn github_code_flow_rotating_refresh_and_403_with_remaining_zero() {
     let proxy = InProcess::start(&yaml).await;
 
     let location = authorize(&proxy, "github", "acme").await;
-    assert!(location.starts_with(&format!("{url}/login/oauth/authorize?")), "{location}");
-    assert_eq!(query_param(&location, "client_id").as_deref(), Some("github-client"));
-    assert_eq!(query_param(&location, "scope"), None, "GitHub Apps take no scopes");
+    assert!(
+        location.starts_with(&format!("{url}/login/oauth/authorize?")),
+        "{location}"
+    );
+    assert_eq!(
+        query_param(&location, "client_id").as_deref(),
+        Some("github-client")
+    );
+    assert_eq!(
+        query_param(&location, "scope"),
+        None,
+        "GitHub Apps take no scopes"
+    );
     let exchange = &fake.token_calls()[0];
     assert_eq!(exchange.path, "/login/oauth/access_token");
-    assert_eq!(exchange.field("client_secret"), Some(CLIENT_SECRET), "client auth in the body");
+    assert_eq!(
+        exchange.field("client_secret"),
+        Some(CLIENT_SECRET),
+        "client auth in the body"
+    );
 
     let reply = call(&proxy, "github", "acme", "/repos/o/r").await;
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -176,13 +198,25 @@ async fn github_code_flow_rotating_refresh_and_403_with_remaining_zero() {
     assert_eq!(hit.headers["accept"], "application/vnd.github+json");
 
     // GitHub rotates refresh tokens: the second refresh must use the one the first got.
-    assert_eq!(refresh_once(&proxy, &fake, "github", "/repos/o/r").await, "rt-1");
-    assert_eq!(refresh_once(&proxy, &fake, "github", "/repos/o/r").await, "rt-2");
+    assert_eq!(
+        refresh_once(&proxy, &fake, "github", "/repos/o/r").await,
+        "rt-1"
+    );
+    assert_eq!(
+        refresh_once(&proxy, &fake, "github", "/repos/o/r").await,
+        "rt-2"
+    );
 
     // A 403 without the signal is a refusal, not a rate limit: the next call goes out.
     fake.queue(403, &[("x-ratelimit-remaining", "12")]);
-    assert_eq!(call(&proxy, "github", "acme", "/repos/o/r").await.status, 403);
-    assert_eq!(call(&proxy, "github", "acme", "/repos/o/r").await.status, 200);
+    assert_eq!(
+        call(&proxy, "github", "acme", "/repos/o/r").await.status,
+        403
+    );
+    assert_eq!(
+        call(&proxy, "github", "acme", "/repos/o/r").await.status,
+        200
+    );
 
     let reset = epoch_in(30);
     held_after(
@@ -232,10 +266,19 @@ async fn slack_scopes_joined_by_commas_rotation_and_429_retry_after() {
     );
     let reply = call(&proxy, "slack", "acme", "/conversations.list").await;
     assert_eq!(reply.status, 200, "{}", reply.text());
-    assert_eq!(fake.api_calls().pop().unwrap().path, "/api/conversations.list");
+    assert_eq!(
+        fake.api_calls().pop().unwrap().path,
+        "/api/conversations.list"
+    );
 
-    assert_eq!(refresh_once(&proxy, &fake, "slack", "/users.list").await, "rt-1");
-    assert_eq!(refresh_once(&proxy, &fake, "slack", "/users.list").await, "rt-2");
+    assert_eq!(
+        refresh_once(&proxy, &fake, "slack", "/users.list").await,
+        "rt-1"
+    );
+    assert_eq!(
+        refresh_once(&proxy, &fake, "slack", "/users.list").await,
+        "rt-2"
+    );
 
     held_after(
         &proxy,
@@ -282,8 +325,14 @@ async fn hubspot_pkce_refresh_without_rotation_and_its_429() {
     let reply = call(&proxy, "hubspot", "acme", "/crm/v3/objects/contacts").await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     // HubSpot keeps the refresh token: both refreshes send the first one.
-    assert_eq!(refresh_once(&proxy, &fake, "hubspot", "/crm/v3/objects/contacts").await, "rt-1");
-    assert_eq!(refresh_once(&proxy, &fake, "hubspot", "/crm/v3/objects/contacts").await, "rt-1");
+    assert_eq!(
+        refresh_once(&proxy, &fake, "hubspot", "/crm/v3/objects/contacts").await,
+        "rt-1"
+    );
+    assert_eq!(
+        refresh_once(&proxy, &fake, "hubspot", "/crm/v3/objects/contacts").await,
+        "rt-1"
+    );
 
     held_after(
         &proxy,
@@ -325,11 +374,16 @@ async fn zendesk_subdomain_parameter_from_connect_to_every_call() {
     );
     assert!(missing.text().contains("`subdomain`"), "{}", missing.text());
     let evil = proxy
-        .send(http::Request::get(format!("{session}&subdomain=evil.com%2F")))
+        .send(http::Request::get(format!(
+            "{session}&subdomain=evil.com%2F"
+        )))
         .await;
     assert_eq!(evil.code(), "invalid_connection_param");
     assert!(evil.text().contains("`subdomain`"), "{}", evil.text());
-    assert!(!evil.text().contains("evil.com"), "the value is never quoted");
+    assert!(
+        !evil.text().contains("evil.com"),
+        "the value is never quoted"
+    );
     let bad_session = proxy
         .send_body(
             proxy
@@ -354,7 +408,10 @@ async fn zendesk_subdomain_parameter_from_connect_to_every_call() {
         location.starts_with(&format!("{url}/acme/oauth/authorizations/new?")),
         "{location}"
     );
-    assert_eq!(query_param(&location, "scope").as_deref(), Some("read write"));
+    assert_eq!(
+        query_param(&location, "scope").as_deref(),
+        Some("read write")
+    );
     let page = callback(&proxy, &location).await;
     assert_eq!(page.status, 200, "{}", page.text());
     assert_eq!(fake.token_calls()[0].path, "/acme/oauth/tokens");
@@ -367,23 +424,40 @@ async fn zendesk_subdomain_parameter_from_connect_to_every_call() {
     );
     let reply = call(&proxy, "zendesk", "acme", "/tickets/7").await;
     assert_eq!(reply.status, 200, "{}", reply.text());
-    assert_eq!(fake.api_calls().pop().unwrap().path, "/acme/api/v2/tickets/7");
+    assert_eq!(
+        fake.api_calls().pop().unwrap().path,
+        "/acme/api/v2/tickets/7"
+    );
 
     // The refresh goes to the connection's token URL too.
-    assert_eq!(refresh_once(&proxy, &fake, "zendesk", "/tickets/7").await, "rt-1");
+    assert_eq!(
+        refresh_once(&proxy, &fake, "zendesk", "/tickets/7").await,
+        "rt-1"
+    );
     assert_eq!(fake.refreshes()[0].path, "/acme/oauth/tokens");
 
     // Imported connections: their own subdomain; a bad one refused; none, a 424 naming it.
     let token = fake.current_access().unwrap();
     let beta = proxy
-        .import("zendesk", "beta", json!({"access_token": token, "params": {"subdomain": "beta"}}))
+        .import(
+            "zendesk",
+            "beta",
+            json!({"access_token": token, "params": {"subdomain": "beta"}}),
+        )
         .await;
     assert_eq!(beta.status, 201, "{}", beta.text());
     assert_eq!(beta.json()["params"], json!({"subdomain": "beta"}));
-    assert_eq!(call(&proxy, "zendesk", "beta", "/users/1").await.status, 200);
+    assert_eq!(
+        call(&proxy, "zendesk", "beta", "/users/1").await.status,
+        200
+    );
     assert_eq!(fake.api_calls().pop().unwrap().path, "/beta/api/v2/users/1");
     let refused = proxy
-        .import("zendesk", "gamma", json!({"access_token": "t", "params": {"subdomain": "evil.com/"}}))
+        .import(
+            "zendesk",
+            "gamma",
+            json!({"access_token": "t", "params": {"subdomain": "evil.com/"}}),
+        )
         .await;
     assert_eq!(
         (refused.status, refused.code().as_str()),
@@ -393,11 +467,21 @@ async fn zendesk_subdomain_parameter_from_connect_to_every_call() {
     );
     assert!(refused.text().contains("`subdomain`"), "{}", refused.text());
     let undeclared = proxy
-        .import("zendesk", "gamma", json!({"access_token": "t", "params": {"region": "eu"}}))
+        .import(
+            "zendesk",
+            "gamma",
+            json!({"access_token": "t", "params": {"region": "eu"}}),
+        )
         .await;
     assert_eq!(undeclared.code(), "invalid_connection_param");
-    assert!(undeclared.text().contains("`region`"), "{}", undeclared.text());
-    let bare = proxy.import("zendesk", "gamma", json!({"access_token": "t"})).await;
+    assert!(
+        undeclared.text().contains("`region`"),
+        "{}",
+        undeclared.text()
+    );
+    let bare = proxy
+        .import("zendesk", "gamma", json!({"access_token": "t"}))
+        .await;
     assert_eq!(bare.status, 201, "{}", bare.text());
     let sent = fake.api_calls().len();
     let missing = call(&proxy, "zendesk", "gamma", "/users/1").await;
@@ -411,11 +495,21 @@ async fn zendesk_subdomain_parameter_from_connect_to_every_call() {
     assert_eq!(fake.api_calls().len(), sent, "nothing was sent");
     // Imported again with its subdomain, it works at once.
     let fixed = proxy
-        .import("zendesk", "gamma", json!({"access_token": token, "params": {"subdomain": "gamma"}}))
+        .import(
+            "zendesk",
+            "gamma",
+            json!({"access_token": token, "params": {"subdomain": "gamma"}}),
+        )
         .await;
     assert_eq!(fixed.status, 200, "{}", fixed.text());
-    assert_eq!(call(&proxy, "zendesk", "gamma", "/users/1").await.status, 200);
-    assert_eq!(fake.api_calls().pop().unwrap().path, "/gamma/api/v2/users/1");
+    assert_eq!(
+        call(&proxy, "zendesk", "gamma", "/users/1").await.status,
+        200
+    );
+    assert_eq!(
+        fake.api_calls().pop().unwrap().path,
+        "/gamma/api/v2/users/1"
+    );
 
     held_after(
         &proxy,
@@ -473,15 +567,13 @@ integrations:
     assert_eq!(hit.headers["x-pod"], "pod na7");
 
     // It cannot be given on the connect URL or a session: it comes from the token answer.
-    let (refused, _) = visit(
-        &proxy,
-        "instanced",
-        "beta",
-        json!({}),
-        "",
-    )
-    .await;
-    assert_eq!(refused.status, 302, "nothing to ask the person: {}", refused.text());
+    let (refused, _) = visit(&proxy, "instanced", "beta", json!({}), "").await;
+    assert_eq!(
+        refused.status,
+        302,
+        "nothing to ask the person: {}",
+        refused.text()
+    );
     let session = proxy
         .send_body(
             proxy
@@ -492,7 +584,11 @@ integrations:
         )
         .await;
     assert_eq!(session.code(), "invalid_connection_param");
-    assert!(session.text().contains("token endpoint"), "{}", session.text());
+    assert!(
+        session.text().contains("token endpoint"),
+        "{}",
+        session.text()
+    );
 
     // An answer without the field, or with a value that does not fit: no connection.
     fake.set(|s| s.extra = vec![("instance".into(), json!("../evil"))]);

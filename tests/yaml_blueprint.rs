@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime};
 
 use fake_provider::{Fake, Settings};
 use http::Method;
-use proxy_support::{CLIENT_SECRET, Process, Reply, TempDir, Target, state_of};
+use proxy_support::{CLIENT_SECRET, Process, Reply, Target, TempDir, state_of};
 use serde_json::{Value, json};
 
 const LIFETIME: Duration = Duration::from_secs(2);
@@ -95,10 +95,8 @@ async fn call(proxy: &Target, connection: &str) -> Reply {
 /// Waits (real time, bounded) until the fake's current access token has expired.
 async fn until_expired(fake: &Fake) {
     let at = fake.access_expires_at().expect("tokens expire");
-    let wait = at
-        .duration_since(SystemTime::now())
-        .unwrap_or_default()
-        + Duration::from_millis(100);
+    let wait =
+        at.duration_since(SystemTime::now()).unwrap_or_default() + Duration::from_millis(100);
     assert!(wait <= LIFETIME + Duration::from_secs(1), "{wait:?}");
     tokio::time::sleep(wait).await;
 }
@@ -148,13 +146,18 @@ async fn a_yaml_blueprint_with_short_lived_rotating_tokens_through_the_real_prox
         assert_eq!(call.await.unwrap(), 200);
     }
     let refreshes = fake.refreshes();
-    assert_eq!(refreshes.len(), 1, "exactly one token-endpoint call: {refreshes:?}");
+    assert_eq!(
+        refreshes.len(),
+        1,
+        "exactly one token-endpoint call: {refreshes:?}"
+    );
     assert_eq!(fake.token_calls().len(), 2, "the exchange and one refresh");
     assert_eq!(refreshes[0].field("refresh_token"), Some("rt-1"));
     let sent: Vec<_> = fake.api_calls().into_iter().skip(1).collect();
     assert_eq!(sent.len(), 100);
     assert!(
-        sent.iter().all(|c| c.authorization.as_deref() == Some("Bearer at-2")),
+        sent.iter()
+            .all(|c| c.authorization.as_deref() == Some("Bearer at-2")),
         "every call carried the refreshed token"
     );
     assert_eq!(fake.current_refresh().as_deref(), Some("rt-2"), "rotated");
@@ -208,7 +211,11 @@ async fn a_yaml_blueprint_with_short_lived_rotating_tokens_through_the_real_prox
             ("x-ratelimit-reset", &reset),
         ],
     );
-    assert_eq!(call(&proxy, "acme").await.status, 403, "handed back as received");
+    assert_eq!(
+        call(&proxy, "acme").await.status,
+        403,
+        "handed back as received"
+    );
     let before = fake.api_calls().len();
     let limited = call(&proxy, "acme").await;
     assert_eq!(

@@ -207,16 +207,12 @@ async fn handle(State(shared): State<Shared>, request: Request) -> Response {
     if parts.method == http::Method::POST && is_token_path(&path) {
         return token(&shared, path, &body);
     }
-    api(&shared, &parts, path)
+    api(&shared, &parts, &path)
 }
 
 fn token(shared: &Shared, path: String, body: &[u8]) -> Response {
     let form: Vec<(String, String)> = form_pairs(body);
-    let get = |name: &str| {
-        form.iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-    };
+    let get = |name: &str| form.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
     let grant_type = get("grant_type").unwrap_or_default();
     let mut inner = shared.lock();
     let refused = match grant_type.as_str() {
@@ -266,7 +262,7 @@ fn token(shared: &Shared, path: String, body: &[u8]) -> Response {
     axum::Json(answer).into_response()
 }
 
-fn api(shared: &Shared, parts: &http::request::Parts, path: String) -> Response {
+fn api(shared: &Shared, parts: &http::request::Parts, path: &str) -> Response {
     let authorization = parts
         .headers
         .get(http::header::AUTHORIZATION)
@@ -276,7 +272,7 @@ fn api(shared: &Shared, parts: &http::request::Parts, path: String) -> Response 
     let record = |inner: &mut Inner, status: u16| {
         inner.api_calls.push(ApiCall {
             method: parts.method.to_string(),
-            path: path.clone(),
+            path: path.to_owned(),
             authorization: authorization.clone(),
             headers: parts.headers.clone(),
             status,

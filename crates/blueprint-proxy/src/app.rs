@@ -12,8 +12,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post, put};
 use blueprint::{
-    Blueprint, BlueprintError, BlueprintService, ClientError, HttpsClient, Integration, Integrations,
-    Registry, StackBody, StackBuilder, default_client, default_hyper_client,
+    Blueprint, BlueprintError, BlueprintService, ClientError, HttpsClient, Integration,
+    Integrations, Registry, StackBody, StackBuilder, default_client, default_hyper_client,
 };
 use blueprint_ratelimit::SharedBudgets;
 use blueprint_refresh::{
@@ -468,7 +468,8 @@ impl Connector {
                 .default_headers()
                 .values()
                 .any(|v| v.to_str().is_ok_and(|t| t.contains("${connection.")));
-        let per_connection = uses_params.then(|| ConnectionStacks::new(stack.clone(), client.clone()));
+        let per_connection =
+            uses_params.then(|| ConnectionStacks::new(stack.clone(), client.clone()));
         let stack = stack.service(client).map_err(|error| BuildError::Stack {
             integration: name.to_owned(),
             error,
@@ -498,7 +499,9 @@ impl Connector {
         match &self.per_connection {
             None => Ok(self.stack.clone()),
             Some(stacks) => {
-                let key = self.source.key(&blueprint_core::ConnectionId::new(connection));
+                let key = self
+                    .source
+                    .key(&blueprint_core::ConnectionId::new(connection));
                 stacks.stack(store, &key).await
             }
         }

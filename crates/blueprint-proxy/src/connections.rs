@@ -8,8 +8,8 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
-use blueprint_core::AccessToken;
 use blueprint::ParamSource;
+use blueprint_core::AccessToken;
 use blueprint_refresh::{
     ConnectionParams, MAX_PARAM_LEN, Secret, StoreError, StoreKey, TokenRecord, TokenStatus,
 };

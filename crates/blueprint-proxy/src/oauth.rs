@@ -111,9 +111,9 @@ fn page(integration: Option<&str>, outcome: Result<&str, &CallbackError>) -> Res
         ),
         Err(error) => {
             let status = match error {
-                CallbackError::Exchange(_) => StatusCode::BAD_GATEWAY,
+                // A parameter the token answer lacked (or made unfit): the provider's.
+                CallbackError::Exchange(_) | CallbackError::Params(_) => StatusCode::BAD_GATEWAY,
                 CallbackError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-                CallbackError::Params(_) => StatusCode::BAD_GATEWAY,
                 _ => StatusCode::BAD_REQUEST,
             };
             let mut detail = String::from("The connection was not authorized: ");

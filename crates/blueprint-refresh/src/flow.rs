@@ -159,7 +159,8 @@ impl AuthorizationFlow {
             .authorize_url(state.clone(), challenge)
             .map_err(AuthorizeError::Config)?;
         let state = state.secret().clone();
-        self.pending.insert(state.clone(), connection, verifier, params);
+        self.pending
+            .insert(state.clone(), connection, verifier, params);
         Ok(AuthorizationRequest {
             url: url.into(),
             state,

@@ -18,9 +18,9 @@ use oauth2::basic::{
 use oauth2::url::{self, Url};
 use oauth2::{
     AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet,
-    EndpointSet, ExtraTokenFields, HttpRequest, PkceCodeChallenge, PkceCodeVerifier,
-    RedirectUrl, RefreshToken, RequestTokenError, Scope, StandardRevocableToken,
-    StandardTokenResponse, TokenResponse, TokenUrl,
+    EndpointSet, ExtraTokenFields, HttpRequest, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl,
+    RefreshToken, RequestTokenError, Scope, StandardRevocableToken, StandardTokenResponse,
+    TokenResponse, TokenUrl,
 };
 
 use crate::store::ConnectionParams;
@@ -285,13 +285,18 @@ impl Provider {
     /// # Errors
     ///
     /// [`ParamError`] naming a parameter that is missing or does not fit.
-    pub fn for_connection(&self, params: &ConnectionParams) -> Result<Cow<'_, Provider>, ParamError> {
+    pub fn for_connection(
+        &self,
+        params: &ConnectionParams,
+    ) -> Result<Cow<'_, Provider>, ParamError> {
         let Some(per) = &self.per_connection else {
             return Ok(Cow::Borrowed(self));
         };
         let urls = per.urls(params)?;
         let unusable = |e: ProviderConfigError| {
-            ParamError::new(format!("the connection's parameters make an unusable URL: {e}"))
+            ParamError::new(format!(
+                "the connection's parameters make an unusable URL: {e}"
+            ))
         };
         let mut provider = self.clone();
         provider.token_url =
@@ -432,9 +437,10 @@ impl Provider {
             .exchange_refresh_token(&token)
             .request_async(&send)
             .await;
-        let mut granted = Granted::from_result(result, send.status(), &self.token_fields, &|text| {
-            self.redact(text, &[refresh_token.expose()])
-        })?;
+        let mut granted =
+            Granted::from_result(result, send.status(), &self.token_fields, &|text| {
+                self.redact(text, &[refresh_token.expose()])
+            })?;
         self.split_scopes(&mut granted);
         let fields = std::mem::replace(&mut granted.params, params.clone());
         for (name, value) in fields {
@@ -462,9 +468,10 @@ impl Provider {
             request = request.set_pkce_verifier(verifier);
         }
         let result = request.request_async(&send).await;
-        let mut granted = Granted::from_result(result, send.status(), &self.token_fields, &|text| {
-            self.redact(text, &[code.expose()])
-        })?;
+        let mut granted =
+            Granted::from_result(result, send.status(), &self.token_fields, &|text| {
+                self.redact(text, &[code.expose()])
+            })?;
         self.split_scopes(&mut granted);
         Ok(granted)
     }
@@ -474,7 +481,10 @@ impl Provider {
     /// The granted scopes split by the provider's separator too (Slack answers
     /// `"scope": "channels:read,chat:write"`, which `oauth2` splits on spaces only).
     fn split_scopes(&self, granted: &mut Granted) {
-        let Some(separator) = self.scope_separator.as_deref().filter(|s| !s.trim().is_empty())
+        let Some(separator) = self
+            .scope_separator
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
         else {
             return;
         };

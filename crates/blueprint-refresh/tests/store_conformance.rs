@@ -323,7 +323,10 @@ fn full(access: &str) -> TokenRecord {
     });
     record.params = [
         ("subdomain".to_owned(), "acme".to_owned()),
-        ("instance_url".to_owned(), "https://na1.example.com \"quoted\" é".to_owned()),
+        (
+            "instance_url".to_owned(),
+            "https://na1.example.com \"quoted\" é".to_owned(),
+        ),
     ]
     .into();
     record
@@ -822,7 +825,10 @@ async fn sqlite_rows_written_before_params_read_as_none() {
     // And the migrated file takes parameters from now on.
     let record = full("new");
     store.put(&key("old"), record.clone()).await.unwrap();
-    assert_same(&store.get(&key("old")).await.unwrap().unwrap().record, &record);
+    assert_same(
+        &store.get(&key("old")).await.unwrap().unwrap().record,
+        &record,
+    );
 }
 
 // ---------------------------------------------------------------------------------------

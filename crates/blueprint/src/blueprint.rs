@@ -818,11 +818,18 @@ impl Blueprint {
     /// [`BlueprintError`] naming the parameter (never quoting the value).
     pub fn check_param(&self, name: &str, value: &str) -> Result<(), BlueprintError> {
         let Some(param) = self.param(name) else {
-            let known: Vec<&str> = self.connection_params.iter().map(|p| p.name()).collect();
+            let known: Vec<&str> = self
+                .connection_params
+                .iter()
+                .map(ConnectionParam::name)
+                .collect();
             return Err(BlueprintError::new(
                 "connection_params",
                 if known.is_empty() {
-                    format!("`{name}` is not a connection parameter: {} takes none", self.id())
+                    format!(
+                        "`{name}` is not a connection parameter: {} takes none",
+                        self.id()
+                    )
                 } else {
                     format!(
                         "`{name}` is not a connection parameter of {} (its parameters: {})",
@@ -841,7 +848,10 @@ impl Blueprint {
                 ),
             ));
         }
-        let oauth = self.oauth.iter().flat_map(|o| [&o.authorization_url, &o.token_url]);
+        let oauth = self
+            .oauth
+            .iter()
+            .flat_map(|o| [&o.authorization_url, &o.token_url]);
         let regions = self.regions.iter().flat_map(|r| {
             std::iter::once(&r.base_url)
                 .chain(r.authorization_url.as_ref())
@@ -867,10 +877,7 @@ impl Blueprint {
         if let Some(part) = parts.into_iter().find(|part| !template::fits(value, *part)) {
             return Err(BlueprintError::new(
                 "connection_params",
-                format!(
-                    "the value for `{name}` does not fit {}",
-                    part_name(part)
-                ),
+                format!("the value for `{name}` does not fit {}", part_name(part)),
             ));
         }
         Ok(())

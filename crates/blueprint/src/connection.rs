@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use blueprint_refresh::{ConnectionParams, ParamError, PerConnection, ProviderConfig, ProviderUrls};
+use blueprint_refresh::{
+    ConnectionParams, ParamError, PerConnection, ProviderConfig, ProviderUrls,
+};
 
 use crate::Blueprint;
 

@@ -51,11 +51,11 @@ pub use blueprint::{
     Route, WaitFrom,
 };
 pub use client::{ClientError, HttpsClient, SharedClient, default_client, default_hyper_client};
-pub use connection::BlueprintUrls;
 pub use config::{
     BlueprintSource, ClientSecret, ConfigError, ConfigErrorKind, Integration, Integrations,
     Registry,
 };
+pub use connection::BlueprintUrls;
 pub use error::Error;
 pub use stack::{
     BlueprintLayer, BlueprintPolicy, BlueprintService, ResponseFuture, SharedTokenSource,

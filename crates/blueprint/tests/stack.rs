@@ -371,7 +371,11 @@ async fn a_connection_stack_sends_to_its_own_host_and_credentials_stay_there() {
         .unwrap()
         .service(upstream.clone())
         .unwrap();
-    let response = acme.clone().oneshot(req(Method::GET, "/tickets/1")).await.unwrap();
+    let response = acme
+        .clone()
+        .oneshot(req(Method::GET, "/tickets/1"))
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
         seen.lock().unwrap().pop().unwrap(),
@@ -383,12 +387,19 @@ async fn a_connection_stack_sends_to_its_own_host_and_credentials_stay_there() {
     );
     // Another connection's host is a foreign origin to acme's stack.
     let foreign = acme
-        .oneshot(req(Method::GET, "https://beta.zendesk.test/api/v2/tickets/1"))
+        .oneshot(req(
+            Method::GET,
+            "https://beta.zendesk.test/api/v2/tickets/1",
+        ))
         .await;
     assert!(foreign.is_err(), "credentials for acme's origin only");
     assert!(seen.lock().unwrap().is_empty(), "nothing was sent");
     // A value that would change the host's shape, or none, builds no stack.
-    assert!(template.for_connection(|_| Some("evil.com/".to_owned())).is_err());
+    assert!(
+        template
+            .for_connection(|_| Some("evil.com/".to_owned()))
+            .is_err()
+    );
     let missing = template.for_connection(|_| None).unwrap_err();
     assert!(missing.message().contains("`subdomain`"), "{missing}");
 }
