@@ -18,8 +18,9 @@ use http::Method;
 use proxy_support::{CLIENT_SECRET, InProcess, Reply, state_of};
 use serde_json::{Value, json};
 
-/// Calls give up after 2 s: a hold until a reset 30 s away is refused at once.
-const RETRY: &str = "{ max_attempts: 2, base_delay_ms: 1, max_delay_ms: 5, deadline_ms: 2000, attempt_timeout_ms: 3000, max_server_wait_ms: 1000 }";
+/// Calls give up after 5 s: a hold until a reset 30 s away is refused at once; a wait of
+/// up to 3 s for a reset is sat through and the call retried.
+const RETRY: &str = "{ max_attempts: 2, base_delay_ms: 1, max_delay_ms: 5, deadline_ms: 5000, attempt_timeout_ms: 3000, max_server_wait_ms: 3000 }";
 
 /// `name` extending the built-in blueprint, its URLs on the fake.
 fn integration(name: &str, base_url: &str, authorize: &str, token: &str) -> String {
@@ -217,6 +218,26 @@ async fn github_code_flow_rotating_refresh_and_403_with_remaining_zero() {
         call(&proxy, "github", "acme", "/repos/o/r").await.status,
         200
     );
+
+    // The primary limit spent, its reset within the wait the retry layer sits through:
+    // the 403 is treated as a 429, waited out and retried (real time, at most a second).
+    fake.queue(
+        403,
+        &[
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", &epoch_in(1)),
+        ],
+    );
+    let sent = fake.api_calls().len();
+    let waited = call(&proxy, "github", "acme", "/repos/o/r").await;
+    assert_eq!(
+        waited.status,
+        200,
+        "retried after the reset: {}",
+        waited.text()
+    );
+    let statuses: Vec<u16> = fake.api_calls()[sent..].iter().map(|c| c.status).collect();
+    assert_eq!(statuses, [403, 200]);
 
     let reset = epoch_in(30);
     held_after(

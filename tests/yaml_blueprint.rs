@@ -7,8 +7,8 @@
 //!   rotated refresh token is stored, and a restarted proxy refreshes with it;
 //! - a refused refresh (`invalid_grant`) shows "needs re-authorization" in `/connections`
 //!   and proxied calls get 424;
-//! - a 403 with `X-RateLimit-Remaining: 0` holds the next calls until the reset, as a 429
-//!   with `Retry-After` does.
+//! - a 403 with `X-RateLimit-Remaining: 0` is waited out and retried when its reset is
+//!   near, and holds the next calls until a far reset, as a 429 with `Retry-After` does.
 //!
 //! Tokens expire in real time here (the binary's clock cannot be paused): the test waits
 //! for an expiry at most three times, two seconds each, bounded.
@@ -55,7 +55,7 @@ integrations:
     extends_blueprint: shortlived
     oauth_client_id: short-client
     oauth_client_secret: {CLIENT_SECRET}
-    retry: {{ max_attempts: 2, base_delay_ms: 1, max_delay_ms: 5, deadline_ms: 2000, attempt_timeout_ms: 3000, max_server_wait_ms: 1000 }}
+    retry: {{ max_attempts: 2, base_delay_ms: 1, max_delay_ms: 5, deadline_ms: 5000, attempt_timeout_ms: 3000, max_server_wait_ms: 3000 }}
 "#
     )
 }
@@ -192,17 +192,37 @@ async fn a_yaml_blueprint_with_short_lived_rotating_tokens_through_the_real_prox
     assert_eq!(again.status, 424, "{}", again.text());
 
     // Authorized again; then the provider's primary limit: 403 with remaining 0 holds
-    // the next calls until the reset (30 s away, past the 2 s deadline: refused at once,
+    // the next calls until the reset (30 s away, past the 5 s deadline: refused at once,
     // nothing sent).
     fake.set(|s| s.refuse_refresh = false);
     authorize(&proxy, "acme").await;
     assert_eq!(call(&proxy, "acme").await.status, 200);
-    let reset = (SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 30)
-        .to_string();
+    let epoch_in = |secs: u64| {
+        (SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + secs)
+            .to_string()
+    };
+    // A reset within the wait the retry layer sits through: waited out (real time, at most
+    // a second) and retried, as a 429 would be.
+    fake.queue(
+        403,
+        &[
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", &epoch_in(1)),
+        ],
+    );
+    let sent = fake.api_calls().len();
+    assert_eq!(
+        call(&proxy, "acme").await.status,
+        200,
+        "retried after the reset"
+    );
+    let statuses: Vec<u16> = fake.api_calls()[sent..].iter().map(|c| c.status).collect();
+    assert_eq!(statuses, [403, 200]);
+    let reset = epoch_in(30);
     fake.queue(
         403,
         &[
