@@ -490,7 +490,7 @@ impl MigrationSource<'static> for Embedded {
                     Cow::Borrowed(include_str!("../../migrations/0002_change_log.sql")),
                     false,
                 ),
-                // 3 is left for the lease migration of another branch.
+                // Version 3 is left free: a lease migration may take it.
                 Migration::new(
                     4,
                     Cow::Borrowed("connection params"),
