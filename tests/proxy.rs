@@ -696,6 +696,7 @@ async fn connections_are_listed_without_secrets_and_deleted() {
             "expires_at": "2098-12-31T23:00:00Z",
             "refreshable": true,
             "scopes": [],
+            "params": {},
             "updated_at": listed["connections"][0]["updated_at"],
         }])
     );

@@ -12,8 +12,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post, put};
 use blueprint::{
-    BlueprintError, BlueprintService, ClientError, HttpsClient, Integration, Integrations,
-    Registry, StackBody, StackBuilder, default_client, default_hyper_client,
+    Blueprint, BlueprintError, BlueprintService, ClientError, HttpsClient, Integration,
+    Integrations, Registry, StackBody, StackBuilder, default_client, default_hyper_client,
 };
 use blueprint_ratelimit::SharedBudgets;
 use blueprint_refresh::{
@@ -27,6 +27,7 @@ use crate::auth::SecretKey;
 use crate::error::ApiError;
 use crate::metrics::{IntegrationMetrics, Metrics};
 use crate::sessions::Sessions;
+use crate::stacks::ConnectionStacks;
 use crate::{body, connections, oauth, page, proxy, sessions};
 
 /// The HTTP client every integration's stack sends through.
@@ -351,7 +352,7 @@ fn no_tokens() -> impl blueprint_core::TokenSource {
 
 /// The OAuth provider of an integration whose blueprint has OAuth endpoints.
 fn provider_config(integration: &Integration, redirect_url: &str) -> Option<ProviderConfig> {
-    let oauth = integration.blueprint().oauth()?;
+    let config = integration.blueprint().provider_config()?;
     Some(ProviderConfig {
         // A connection can be imported without an OAuth app; such a connection's token is
         // never refreshed (a refresh token is refused on import), so the id is not sent.
@@ -362,13 +363,8 @@ fn provider_config(integration: &Integration, redirect_url: &str) -> Option<Prov
         client_secret: integration
             .oauth_client_secret()
             .map(|s| Secret::new(s.expose())),
-        auth_url: Some(oauth.authorization_url.clone()),
-        token_url: oauth.token_url.clone(),
         redirect_url: Some(redirect_url.to_owned()),
-        scopes: oauth.scopes.clone(),
-        pkce: oauth.pkce,
-        client_auth: oauth.client_auth,
-        extra_auth_params: oauth.extra_authorization_params.clone(),
+        ..config
     })
 }
 
@@ -404,6 +400,11 @@ pub(crate) struct Connector {
     pub(crate) stack: Stack,
     pub(crate) source: OAuth2TokenSource,
     pub(crate) flow: Option<AuthorizationFlow>,
+    /// The integration's blueprint (connection parameters are checked against it).
+    pub(crate) blueprint: Blueprint,
+    /// Each connection's own stack, when the base URL or headers name connection
+    /// parameters.
+    pub(crate) per_connection: Option<ConnectionStacks>,
     /// Whether the integration names an OAuth app (`oauth_client_id`), so that tokens can
     /// be refreshed.
     pub(crate) has_oauth_app: bool,
@@ -473,6 +474,14 @@ impl Connector {
         if let Some(budgets) = shared_budgets {
             stack = stack.shared_budgets(Arc::clone(budgets));
         }
+        let blueprint = integration.blueprint().clone();
+        let uses_params = blueprint.base_url_template().is_some()
+            || blueprint
+                .default_headers()
+                .values()
+                .any(|v| v.to_str().is_ok_and(|t| t.contains("${connection.")));
+        let per_connection =
+            uses_params.then(|| ConnectionStacks::new(stack.clone(), client.clone()));
         let stack = stack.service(client).map_err(|error| BuildError::Stack {
             integration: name.to_owned(),
             error,
@@ -483,9 +492,44 @@ impl Connector {
             stack,
             source,
             flow,
+            blueprint,
+            per_connection,
             has_oauth_app,
             metrics,
         })
+    }
+}
+
+impl Connector {
+    /// The stack a call for `connection` goes through: the integration's, or the
+    /// connection's own when its blueprint names connection parameters.
+    pub(crate) async fn stack_for(
+        &self,
+        store: &dyn TokenStore,
+        connection: &str,
+    ) -> Result<Stack, ApiError> {
+        match &self.per_connection {
+            None => Ok(self.stack.clone()),
+            Some(stacks) => {
+                let key = self
+                    .source
+                    .key(&blueprint_core::ConnectionId::new(connection));
+                stacks.stack(store, &key).await
+            }
+        }
+    }
+
+    /// Forgets what is held in memory for `connection` (its token, its stack).
+    pub(crate) fn forget(&self, connection: &blueprint_core::ConnectionId) {
+        self.source.forget(connection);
+        self.forget_stack(connection);
+    }
+
+    /// Forgets `connection`'s own stack: its parameters are read again on its next call.
+    pub(crate) fn forget_stack(&self, connection: &blueprint_core::ConnectionId) {
+        if let Some(stacks) = &self.per_connection {
+            stacks.forget(connection);
+        }
     }
 }
 

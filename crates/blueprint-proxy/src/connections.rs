@@ -8,17 +8,20 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
+use blueprint::ParamSource;
 use blueprint_core::AccessToken;
-use blueprint_refresh::{Secret, StoreError, StoreKey, TokenRecord, TokenStatus};
+use blueprint_refresh::{
+    ConnectionParams, MAX_PARAM_LEN, Secret, StoreError, StoreKey, TokenRecord, TokenStatus,
+};
 use http::StatusCode;
 use serde_json::{Map, Value, json};
 
-use crate::app::ProxyState;
+use crate::app::{Connector, ProxyState};
 use crate::auth::Authorized;
 use crate::error::{ApiError, printable};
 use crate::time::{format_rfc3339, parse_rfc3339};
 
-const FIELDS: [&str; 3] = ["access_token", "refresh_token", "expires_at"];
+const FIELDS: [&str; 4] = ["access_token", "refresh_token", "expires_at", "params"];
 
 /// Imports credentials for a connection (a private app's static token, or tokens
 /// obtained elsewhere).
@@ -63,6 +66,9 @@ pub(crate) async fn import(
         })?;
         record = record.with_expires_at(at);
     }
+    if let Some(params) = fields.get("params") {
+        record = record.with_params(read_params(connector, params, |_| true)?);
+    }
     let key = connector.source.key(&connection);
     let existed = state
         .store()
@@ -76,6 +82,7 @@ pub(crate) async fn import(
         .put_credentials(&connection, record)
         .await
         .map_err(|e| ApiError::store(&e))?;
+    connector.forget_stack(&connection);
     tracing::info!(
         integration = %connector.name,
         connection = %connection,
@@ -162,7 +169,7 @@ pub(crate) async fn remove(
         .delete(&key)
         .await
         .map_err(|e| ApiError::store(&e))?;
-    connector.source.forget(&connection);
+    connector.forget(&connection);
     if !deleted {
         return Err(ApiError::unknown_connection(
             &integration,
@@ -171,6 +178,82 @@ pub(crate) async fn remove(
     }
     tracing::info!(integration = %connector.name, connection = %connection, "connection deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The most parameters a connection may be given (each must be declared anyway).
+const MAX_PARAMS: usize = 64;
+
+/// A `"params"` object of strings, each a parameter the integration's blueprint declares
+/// (and `allowed` lets this route set), with a value that fits: 400
+/// `invalid_connection_param` naming the first one that does not.
+pub(crate) fn read_params(
+    connector: &Connector,
+    value: &Value,
+    allowed: impl Fn(ParamSource) -> bool,
+) -> Result<ConnectionParams, ApiError> {
+    let object = match value {
+        Value::Null => return Ok(ConnectionParams::new()),
+        Value::Object(object) => object,
+        _ => {
+            return Err(ApiError::invalid_param(
+                "`params` must be a JSON object of strings, such as {\"subdomain\": \"acme\"}",
+            ));
+        }
+    };
+    if object.len() > MAX_PARAMS {
+        return Err(ApiError::invalid_param(&format!(
+            "`params` holds more than {MAX_PARAMS} parameters"
+        )));
+    }
+    let mut params = ConnectionParams::new();
+    for (name, value) in object {
+        let Value::String(value) = value else {
+            return Err(ApiError::invalid_param(&format!(
+                "the connection parameter `{}` must be a string",
+                printable(name)
+            )));
+        };
+        check_param(connector, name, value, &allowed)?;
+        params.insert(name.clone(), value.clone());
+    }
+    Ok(params)
+}
+
+/// Checks one parameter's value against the integration's blueprint.
+pub(crate) fn check_param(
+    connector: &Connector,
+    name: &str,
+    value: &str,
+    allowed: &dyn Fn(ParamSource) -> bool,
+) -> Result<(), ApiError> {
+    let name_shown = printable(name);
+    if value.len() > MAX_PARAM_LEN {
+        return Err(ApiError::invalid_param(&format!(
+            "the value of the connection parameter `{name_shown}` is longer than \
+             {MAX_PARAM_LEN} bytes"
+        )));
+    }
+    let declared = connector
+        .blueprint
+        .connection_params()
+        .iter()
+        .find(|p| p.name() == name);
+    if let Some(param) = declared {
+        if !allowed(param.from()) {
+            return Err(ApiError::invalid_param(&format!(
+                "the connection parameter `{name_shown}` comes from {} and cannot be set here",
+                match param.from() {
+                    ParamSource::Import => "an import (PUT /connections/…)",
+                    ParamSource::ConnectQuery => "the connect session or URL",
+                    ParamSource::TokenField => "the token endpoint's answer",
+                }
+            )));
+        }
+    }
+    connector
+        .blueprint
+        .check_param(name, value)
+        .map_err(|e| ApiError::invalid_param(&printable(e.message())))
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {
@@ -201,7 +284,8 @@ fn read_body(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         invalid(format!(
             "the body is not JSON (line {}, column {}); send {{\"access_token\": \"…\", \
-             \"refresh_token\": \"…\", \"expires_at\": \"RFC 3339\"}}, the last two optional",
+             \"refresh_token\": \"…\", \"expires_at\": \"RFC 3339\", \"params\": {{…}}}}, \
+             the last three optional",
             e.line(),
             e.column()
         ))
@@ -231,6 +315,8 @@ fn summary(key: &StoreKey, record: Result<Option<&TokenRecord>, &StoreError>) ->
             "refreshable": record.refresh_token.is_some()
                 && record.status != TokenStatus::NeedsReauthorization,
             "scopes": record.scopes,
+            // Not secrets: what fills the blueprint's `${connection.NAME}` placeholders.
+            "params": record.params,
             "updated_at": format_rfc3339(record.updated_at),
         }),
         Ok(None) => json!({

@@ -23,6 +23,7 @@ const STORE_RETRY_AFTER: Duration = blueprint_refresh::DEFAULT_STORE_RETRY;
 /// | `invalid_path` | 400 | the path would leave the integration's base URL, or is not UTF-8 |
 /// | `invalid_request` | 400 | a bad body or parameter (connections, connect sessions) |
 /// | `invalid_body` | 400 | the caller's request body could not be read (malformed chunked encoding, cut short) |
+/// | `invalid_connection_param` | 400 | a connection parameter (import, connect session, connect URL) that is not declared or does not fit; names it |
 /// | `oauth_not_configured` | 400 | a connect session for an integration without an OAuth app |
 /// | `unauthorized` | 401 | no or the wrong `Authorization: Bearer <BLUEPRINT_SECRET_KEY>` |
 /// | `unknown_integration`, `unknown_connection`, `not_found` | 404 | nothing by that name |
@@ -31,6 +32,7 @@ const STORE_RETRY_AFTER: Duration = blueprint_refresh::DEFAULT_STORE_RETRY;
 /// | `gone` | 410 | the retired `GET /oauth/connect/{integration}`: use `POST /connect/sessions` |
 /// | `body_too_large` | 413 | a body larger than the route takes |
 /// | `needs_reauthorization` | 424 | the connection's credentials were refused for good |
+/// | `missing_connection_param` | 424 | the connection lacks a parameter its blueprint's base URL or headers need; names it |
 /// | `rate_limited` | 429 | the connection's rate limit is spent past the call's deadline; nothing was sent (`Retry-After` says when) |
 /// | `store_error`, `internal_error` | 500 | the token store failed in a way that needs an operator (a wrong encryption key, corrupt credentials) |
 /// | `too_many_sessions` | 503 | the number of live connect sessions is at its bound; `Retry-After` says when one expires |
@@ -103,6 +105,11 @@ impl ApiError {
                 printable(connection)
             ),
         )
+    }
+
+    /// 400 `invalid_connection_param`: `why` names the parameter, never quotes the value.
+    pub(crate) fn invalid_param(why: &str) -> Self {
+        Self::bad_request("invalid_connection_param", why)
     }
 
     /// The answer for a store that failed: 503 `store_unavailable` (with `Retry-After`)

@@ -13,12 +13,12 @@
 //! | route | what |
 //! |---|---|
 //! | `ANY /proxy/{path}` | with `Provider-Config-Key: <integration>` and `Connection-Id: <id>`: the call, with the connection's token, to the integration's base URL; the answer streamed back as the provider sent it (`TRACE` and `CONNECT` refused; `Forwarded` and `X-Forwarded-Host` dropped unless [`ProxyBuilder::forward_host_headers`]) |
-//! | `POST /connect/sessions` | `{"integration", "connection_id", "expires_in"?}` → 201 `{"token", "url", "expires_at"}`: a connect session (see below) |
-//! | `GET /connect?session=<token>` | a live session's `url`: 302 to the provider's authorization page (random single-use `state`, PKCE where the blueprint says so) |
+//! | `POST /connect/sessions` | `{"integration", "connection_id", "expires_in"?, "params"?}` → 201 `{"token", "url", "expires_at"}`: a connect session (see below) |
+//! | `GET /connect?session=<token>` | a live session's `url`: 302 to the provider's authorization page (random single-use `state`, PKCE where the blueprint says so); parameters the blueprint takes from the connect URL may follow (`&subdomain=acme`) |
 //! | `GET /oauth/callback` | exchanges the code, stores the credentials, uses the session up, answers a small HTML page |
 //! | `ANY /oauth/connect/{integration}` | retired: 410 `gone`, pointing to connect sessions |
-//! | `PUT /connections/{integration}/{id}` | imports `{"access_token", "refresh_token"?, "expires_at"?}` |
-//! | `GET /connections` | every connection with its status (`ok`, `needs_reauthorization`, `refresh_failing`) and last error, no secret; `?integration=` and `?connection_id=` filter |
+//! | `PUT /connections/{integration}/{id}` | imports `{"access_token", "refresh_token"?, "expires_at"?, "params"?}` (`params`: the connection's parameters, such as `{"subdomain": "acme"}`) |
+//! | `GET /connections` | every connection with its status (`ok`, `needs_reauthorization`, `refresh_failing`), last error and parameters (not secrets), no secret; `?integration=` and `?connection_id=` filter |
 //! | `DELETE /connections/{integration}/{id}` | forgets a connection |
 //! | `GET /integrations` | the integrations of the configuration: `{"integrations": [{"name", "oauth_app"}]}` (`oauth_app`: connect sessions work) |
 //! | `GET /` | the connections page (HTML, its script and style under `/assets/`): lists, connects, imports and deletes connections from a browser; see below |
@@ -133,6 +133,7 @@ mod params;
 mod proxy;
 mod server;
 mod sessions;
+mod stacks;
 mod time;
 
 pub use app::{BuildError, Proxy, ProxyBuilder, check, registry};

@@ -29,7 +29,7 @@ use blueprint_metrics::{CallDurations, ClientMetrics, EventMetrics, Registry};
 const STATUSES: usize = 500;
 
 /// The error codes the proxy answers with (see [`ApiError`](crate::ApiError)).
-pub(crate) const ERROR_CODES: [&str; 27] = [
+pub(crate) const ERROR_CODES: [&str; 29] = [
     "missing_header",
     "invalid_header",
     "invalid_path",
@@ -57,6 +57,8 @@ pub(crate) const ERROR_CODES: [&str; 27] = [
     "body_too_large",
     "too_many_sessions",
     "invalid_session",
+    "invalid_connection_param",
+    "missing_connection_param",
 ];
 
 /// The proxy's metrics, rendered by `GET /metrics` ([`Metrics::render`]) in the

@@ -62,6 +62,7 @@ pub(crate) async fn callback(
     };
     match flow.callback(params).await {
         Ok(authorized) => {
+            connector.forget_stack(&authorized.connection);
             tracing::info!(
                 integration = %connector.name,
                 connection = %authorized.connection,
@@ -110,7 +111,8 @@ fn page(integration: Option<&str>, outcome: Result<&str, &CallbackError>) -> Res
         ),
         Err(error) => {
             let status = match error {
-                CallbackError::Exchange(_) => StatusCode::BAD_GATEWAY,
+                // A parameter the token answer lacked (or made unfit): the provider's.
+                CallbackError::Exchange(_) | CallbackError::Params(_) => StatusCode::BAD_GATEWAY,
                 CallbackError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 _ => StatusCode::BAD_REQUEST,
             };

@@ -135,7 +135,7 @@ pub(crate) async fn forward(
         method: &parts.method,
         path: path.strip_prefix(PREFIX).unwrap_or(path),
     };
-    let outcome = send(connector, &call, &parts, body).await;
+    let outcome = send(&state, connector, &call, &parts, body).await;
     let elapsed = started.elapsed();
     let response = match outcome {
         Ok((response, attempts)) => {
@@ -201,11 +201,16 @@ fn names(headers: &HeaderMap) -> Result<(&str, &str), ApiError> {
 
 /// Sends the call through the integration's stack.
 async fn send(
+    state: &ProxyState,
     connector: &crate::app::Connector,
     call: &Call<'_>,
     parts: &http::request::Parts,
     body: Body,
 ) -> Result<(Response, u32), Failure> {
+    let stack = connector
+        .stack_for(&**state.store(), call.connection)
+        .await
+        .map_err(Failure::BeforeStack)?;
     // The target is built from the raw path, still percent-encoded, so that the engine's
     // base-URL layer sees `%2e%2e` and `%2f` as sent and refuses them.
     let target = match parts.uri.query() {
@@ -236,7 +241,7 @@ async fn send(
         .extensions_mut()
         .insert(ConnectionId::new(call.connection));
 
-    match connector.stack.clone().oneshot(request).await {
+    match stack.oneshot(request).await {
         Ok(response) => {
             let attempts = response
                 .extensions()

@@ -28,8 +28,9 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
+use blueprint::ParamSource;
 use blueprint_core::ConnectionId;
-use blueprint_refresh::DEFAULT_PENDING_TTL;
+use blueprint_refresh::{AuthorizeError, ConnectionParams, DEFAULT_PENDING_TTL};
 use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -52,7 +53,7 @@ pub const MAX_SESSIONS: usize = 10_000;
 /// flow keeps it, so the person never lands on a provider page whose state has expired.
 const REUSE_FOR: Duration = Duration::from_secs(DEFAULT_PENDING_TTL.as_secs() - 60);
 
-const FIELDS: [&str; 3] = ["integration", "connection_id", "expires_in"];
+const FIELDS: [&str; 4] = ["integration", "connection_id", "expires_in", "params"];
 
 type TokenHash = [u8; 32];
 
@@ -72,6 +73,7 @@ struct Inner {
 struct Session {
     integration: usize,
     connection: ConnectionId,
+    params: ConnectionParams,
     expires: Instant,
     started: Option<Started>,
 }
@@ -121,10 +123,23 @@ impl Sessions {
     }
 
     /// Starts a session for `connection` of the integration at `integration`.
+    #[cfg(test)]
     pub(crate) fn create(
         &self,
         integration: usize,
         connection: ConnectionId,
+        ttl: Duration,
+    ) -> Result<Created, Full> {
+        self.create_with(integration, connection, ConnectionParams::new(), ttl)
+    }
+
+    /// Starts a session for `connection` of the integration at `integration`, with the
+    /// connection parameters the backend gave.
+    pub(crate) fn create_with(
+        &self,
+        integration: usize,
+        connection: ConnectionId,
+        params: ConnectionParams,
         ttl: Duration,
     ) -> Result<Created, Full> {
         let mut random = [0u8; 32];
@@ -153,6 +168,7 @@ impl Sessions {
             Session {
                 integration,
                 connection,
+                params,
                 expires: now + ttl,
                 started: None,
             },
@@ -164,12 +180,12 @@ impl Sessions {
     }
 
     /// A visit of the session's URL: the authorization URL to send the person to, from
-    /// `authorize(integration, connection)` (called under the lock, so that two visits at
-    /// once start one authorization) or the one started by an earlier visit.
+    /// `authorize(integration, connection, params)` (called under the lock, so that two
+    /// visits at once start one authorization) or the one started by an earlier visit.
     pub(crate) fn begin<E>(
         &self,
         token: &str,
-        authorize: impl FnOnce(usize, &ConnectionId) -> Result<(String, String), E>,
+        authorize: impl FnOnce(usize, &ConnectionId, &ConnectionParams) -> Result<(String, String), E>,
     ) -> Result<Result<Begun, E>, Invalid> {
         let now = Instant::now();
         let key = hash(token);
@@ -187,7 +203,7 @@ impl Sessions {
                 }));
             }
         }
-        let (url, state) = match authorize(integration, &session.connection) {
+        let (url, state) = match authorize(integration, &session.connection, &session.params) {
             Ok(started) => started,
             Err(e) => return Ok(Err(e)),
         };
@@ -292,9 +308,17 @@ pub(crate) async fn create(
         return Err(crate::oauth::not_configured(integration));
     }
     let connection = crate::ids::connection_id(connection)?;
+    // The backend may give the parameters a person would give on the connect URL, and
+    // those of an import.
+    let params = match fields.get("params") {
+        None => ConnectionParams::new(),
+        Some(value) => crate::connections::read_params(connector, value, |from| {
+            from != ParamSource::TokenField
+        })?,
+    };
     let created = state
         .sessions()
-        .create(index, connection.clone(), ttl)
+        .create_with(index, connection.clone(), params, ttl)
         .map_err(|Full(after)| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -327,29 +351,37 @@ pub(crate) async fn create(
 }
 
 /// `GET /connect?session=<token>`: a redirect to the provider, for a live session only.
+/// The connection parameters the blueprint takes from the connect URL
+/// (`from: connect_query`) may follow (`&subdomain=acme`); the session's own win.
 pub(crate) async fn start(State(state): State<ProxyState>, RawQuery(query): RawQuery) -> Response {
     let token = crate::params::param(query.as_deref(), "session")
         .ok()
         .flatten()
         .unwrap_or_default();
-    let begun = state.sessions().begin(&token, |index, connection| {
-        let Some(flow) = &state.connectors()[index].flow else {
-            return Err(String::from("the integration has no OAuth app"));
+    let begun = state.sessions().begin(&token, |index, connection, given| {
+        let connector = &state.connectors()[index];
+        let Some(flow) = &connector.flow else {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "the OAuth settings cannot work: the integration has no OAuth app",
+            ));
         };
-        flow.authorize(connection.clone())
+        let params = query_params(connector, query.as_deref(), given)?;
+        flow.authorize_with(connection.clone(), params)
             .map(|request| (request.url, request.state))
-            .map_err(|e| e.to_string())
+            .map_err(|e| match e {
+                AuthorizeError::Params(e) => ApiError::invalid_param(&printable(e.message())),
+                other => ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    format!("the OAuth settings cannot work: {other}"),
+                ),
+            })
     });
     let begun = match begun {
         Err(Invalid) => return crate::oauth::invalid_session_page(),
-        Ok(Err(why)) => {
-            return ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
-                format!("the OAuth settings cannot work: {why}"),
-            )
-            .into_response();
-        }
+        Ok(Err(error)) => return error.into_response(),
         Ok(Ok(begun)) => begun,
     };
     tracing::info!(
@@ -379,6 +411,28 @@ pub(crate) async fn start(State(state): State<ProxyState>, RawQuery(query): RawQ
         .into_response()
 }
 
+/// The session's parameters, and those of the connect URL's query the blueprint takes from
+/// it (`from: connect_query`); other query parameters are not read. 400
+/// `invalid_connection_param` for one whose value does not fit.
+fn query_params(
+    connector: &crate::app::Connector,
+    query: Option<&str>,
+    given: &ConnectionParams,
+) -> Result<ConnectionParams, ApiError> {
+    let mut params = given.clone();
+    for param in connector.blueprint.connection_params() {
+        if param.from() != ParamSource::ConnectQuery || params.contains_key(param.name()) {
+            continue;
+        }
+        let Some(value) = crate::params::param(query, param.field_name())? else {
+            continue;
+        };
+        crate::connections::check_param(connector, param.name(), &value, &|_| true)?;
+        params.insert(param.name().to_owned(), value);
+    }
+    Ok(params)
+}
+
 fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::bad_request("invalid_request", message)
 }
@@ -405,11 +459,11 @@ mod tests {
 
         // A second visit goes to the same authorization; the callback uses the session up.
         let first = sessions
-            .begin(&a.token, |_, _| started(1))
+            .begin(&a.token, |_, _, _| started(1))
             .unwrap()
             .unwrap();
         let again = sessions
-            .begin(&a.token, |_, _| -> Result<_, ()> {
+            .begin(&a.token, |_, _, _| -> Result<_, ()> {
                 panic!("started twice")
             })
             .unwrap()
@@ -417,21 +471,21 @@ mod tests {
         assert_eq!(first.url, again.url);
         assert_eq!(sessions.finish("s1"), Some(0));
         assert!(
-            sessions.begin(&a.token, |_, _| started(2)).is_err(),
+            sessions.begin(&a.token, |_, _, _| started(2)).is_err(),
             "used up"
         );
         assert_eq!(sessions.finish("s1"), None, "a state finishes once");
 
         // `b` expires: nothing can be begun or finished with it any more.
         sessions
-            .begin(&b.token, |_, _| started(3))
+            .begin(&b.token, |_, _, _| started(3))
             .unwrap()
             .unwrap();
         tokio::time::advance(Duration::from_secs(120)).await;
-        assert!(sessions.begin(&b.token, |_, _| started(4)).is_err());
+        assert!(sessions.begin(&b.token, |_, _, _| started(4)).is_err());
         assert_eq!(sessions.finish("s3"), None);
         assert_eq!(sessions.len(), 0);
-        assert!(sessions.begin("", |_, _| started(5)).is_err());
+        assert!(sessions.begin("", |_, _, _| started(5)).is_err());
     }
 
     #[tokio::test(start_paused = true)]
@@ -441,12 +495,12 @@ mod tests {
             .create(0, ConnectionId::new("acme"), MAX_SESSION_TTL)
             .unwrap();
         sessions
-            .begin(&a.token, |_, _| started(1))
+            .begin(&a.token, |_, _, _| started(1))
             .unwrap()
             .unwrap();
         tokio::time::advance(REUSE_FOR).await;
         let fresh = sessions
-            .begin(&a.token, |_, _| started(2))
+            .begin(&a.token, |_, _, _| started(2))
             .unwrap()
             .unwrap();
         assert!(fresh.url.ends_with("s2"));

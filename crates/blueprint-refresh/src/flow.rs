@@ -10,8 +10,8 @@ use blueprint_core::ConnectionId;
 use oauth2::{CsrfToken, PkceCodeChallenge, PkceCodeVerifier};
 use tokio::time::Instant;
 
-use crate::provider::{Granted, ProviderConfigError, TokenEndpointError};
-use crate::store::{StoreError, TokenRecord, TokenStatus};
+use crate::provider::{Granted, ParamError, ProviderConfigError, TokenEndpointError};
+use crate::store::{ConnectionParams, StoreError, TokenRecord, TokenStatus};
 use crate::{OAuth2TokenSource, Secret};
 
 /// How long a person has to complete an authorization, by default: 10 minutes.
@@ -115,7 +115,39 @@ impl AuthorizationFlow {
         &self,
         connection: ConnectionId,
     ) -> Result<AuthorizationRequest, ProviderConfigError> {
-        let provider = self.source.provider();
+        self.authorize_with(connection, ConnectionParams::new())
+            .map_err(|e| match e {
+                AuthorizeError::Config(e) => e,
+                AuthorizeError::Params(e) => {
+                    ProviderConfigError::new("connection_params", e.to_string())
+                }
+            })
+    }
+
+    /// Starts authorizing `connection`, whose parameters (Zendesk's subdomain) are
+    /// `params`: the provider's URLs are filled in with them, and they are stored with the
+    /// credentials, with what the token answer adds.
+    ///
+    /// # Errors
+    ///
+    /// [`AuthorizeError`] when the provider has no `auth_url`, or a parameter its URLs
+    /// need is missing or does not fit.
+    pub fn authorize_with(
+        &self,
+        connection: ConnectionId,
+        params: ConnectionParams,
+    ) -> Result<AuthorizationRequest, AuthorizeError> {
+        for (name, value) in &params {
+            self.source
+                .provider()
+                .check_param(name, value)
+                .map_err(AuthorizeError::Params)?;
+        }
+        let provider = self
+            .source
+            .provider()
+            .for_connection(&params)
+            .map_err(AuthorizeError::Params)?;
         let state = CsrfToken::new_random();
         let (challenge, verifier) = if provider.uses_pkce() {
             let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
@@ -123,9 +155,12 @@ impl AuthorizationFlow {
         } else {
             (None, None)
         };
-        let url = provider.authorize_url(state.clone(), challenge)?;
+        let url = provider
+            .authorize_url(state.clone(), challenge)
+            .map_err(AuthorizeError::Config)?;
         let state = state.secret().clone();
-        self.pending.insert(state.clone(), connection, verifier);
+        self.pending
+            .insert(state.clone(), connection, verifier, params);
         Ok(AuthorizationRequest {
             url: url.into(),
             state,
@@ -163,7 +198,11 @@ impl AuthorizationFlow {
             });
         }
         let code = params.code.ok_or(CallbackError::MissingCode)?;
-        let provider = self.source.provider();
+        let provider = self
+            .source
+            .provider()
+            .for_connection(&pending.params)
+            .map_err(CallbackError::Params)?;
         let granted = provider
             .exchange_code(self.source.http_client(), &code, pending.verifier)
             .await
@@ -174,7 +213,20 @@ impl AuthorizationFlow {
             expires_in,
             token_type,
             scopes,
+            params: fields,
         } = granted;
+        let mut connection_params = pending.params;
+        for (name, field) in provider.token_fields() {
+            let Some(value) = fields.get(name) else {
+                return Err(CallbackError::Params(ParamError::new(format!(
+                    "the token endpoint's answer has no `{field}` field for the connection                      parameter `{name}`"
+                ))));
+            };
+            provider
+                .check_param(name, value)
+                .map_err(CallbackError::Params)?;
+            connection_params.insert(name.clone(), value.clone());
+        }
         let now = self.source.clock().now();
         let record = TokenRecord {
             access_token,
@@ -186,6 +238,7 @@ impl AuthorizationFlow {
             last_error: None,
             updated_at: now,
             lease: None,
+            params: connection_params,
         };
         let authorized = Authorized {
             connection: pending.connection.clone(),
@@ -218,6 +271,7 @@ enum Entry {
     Pending {
         connection: ConnectionId,
         verifier: Option<PkceCodeVerifier>,
+        params: ConnectionParams,
         expires: Instant,
     },
     Used {
@@ -232,6 +286,8 @@ pub struct Pending {
     /// The connection being authorized.
     pub connection: ConnectionId,
     verifier: Option<PkceCodeVerifier>,
+    /// The connection's parameters given when it started.
+    pub params: ConnectionParams,
 }
 
 impl PendingAuthorizations {
@@ -257,7 +313,13 @@ impl PendingAuthorizations {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn insert(&self, state: String, connection: ConnectionId, verifier: Option<PkceCodeVerifier>) {
+    fn insert(
+        &self,
+        state: String,
+        connection: ConnectionId,
+        verifier: Option<PkceCodeVerifier>,
+        params: ConnectionParams,
+    ) {
         let now = Instant::now();
         let mut entries = self.lock();
         // Forget what can no longer be reported on: used states past their expiry, and
@@ -285,6 +347,7 @@ impl PendingAuthorizations {
             Entry::Pending {
                 connection,
                 verifier,
+                params,
                 expires: now + self.ttl,
             },
         );
@@ -323,10 +386,12 @@ impl PendingAuthorizations {
             Entry::Pending {
                 connection,
                 verifier,
+                params,
                 ..
             } => Ok(Pending {
                 connection,
                 verifier,
+                params,
             }),
             Entry::Used { .. } => Err(CallbackError::Reused),
         }
@@ -396,4 +461,27 @@ pub enum CallbackError {
     /// The credentials could not be stored.
     #[error("could not store the new credentials: {0}")]
     Store(StoreError),
+    /// A connection parameter is missing or does not fit (one the token answer should
+    /// have held, or one the provider's URLs need).
+    #[error("{0}")]
+    Params(ParamError),
+}
+
+/// An authorization that cannot start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthorizeError {
+    /// The provider's settings cannot work (no `auth_url`).
+    #[error(transparent)]
+    Config(ProviderConfigError),
+    /// A connection parameter is missing or does not fit; names it.
+    #[error(transparent)]
+    Params(ParamError),
+}
+
+impl AuthorizeError {
+    /// Whether a connection parameter is at fault (the caller's), not the settings.
+    pub fn is_params(&self) -> bool {
+        matches!(self, AuthorizeError::Params(_))
+    }
 }

@@ -121,22 +121,26 @@ pub use blueprint_core::{
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use error::TokenUnavailableError;
 pub use flow::{
-    AuthorizationFlow, AuthorizationRequest, Authorized, CallbackError, CallbackParams,
-    DEFAULT_PENDING_TTL, MAX_PENDING, Pending, PendingAuthorizations,
+    AuthorizationFlow, AuthorizationRequest, AuthorizeError, Authorized, CallbackError,
+    CallbackParams, DEFAULT_PENDING_TTL, MAX_PENDING, Pending, PendingAuthorizations,
 };
 pub use future::{ReplayingFuture, ResponseFuture};
 pub use http_client::{DEFAULT_TOKEN_TIMEOUT, HttpClient, HttpClientError};
 pub use layer::{Refresh, RefreshLayer, replay};
-pub use provider::{ClientAuth, Provider, ProviderConfig, ProviderConfigError, TokenEndpointError};
+pub use provider::{
+    ClientAuth, MAX_PARAM_LEN, ParamError, PerConnection, Provider, ProviderConfig,
+    ProviderConfigError, ProviderUrls, TokenEndpointError,
+};
 pub use source::{
     DEFAULT_COOLDOWN, DEFAULT_LEASE, DEFAULT_LEASE_POLL, DEFAULT_MAX_CONNECTIONS, DEFAULT_RECHECK,
     DEFAULT_REFRESH_JITTER, DEFAULT_REFRESH_MARGIN, DEFAULT_STORE_RETRY, OAuth2TokenSource,
     OAuth2TokenSourceBuilder, WRITE_RETRY_MAX, lease_call_bound,
 };
 pub use store::{
-    Change, ChangeBroadcast, ChangeFeed, DecryptError, EncryptionCheck, EncryptionKey,
-    InvalidKeyError, Lease, MemoryStore, MissingKeyError, SQLITE_CHANGE_POLL, SqliteStore,
-    StoreError, StoreFuture, StoreKey, StoredToken, Swap, TokenRecord, TokenStatus, TokenStore,
+    Change, ChangeBroadcast, ChangeFeed, ConnectionParams, DecryptError, EncryptionCheck,
+    EncryptionKey, InvalidKeyError, Lease, MemoryStore, MissingKeyError, SQLITE_CHANGE_POLL,
+    SqliteStore, StoreError, StoreFuture, StoreKey, StoredToken, Swap, TokenRecord, TokenStatus,
+    TokenStore,
 };
 #[cfg(feature = "postgres")]
 pub use store::{PostgresOptions, PostgresStore};

@@ -1,22 +1,113 @@
 //! What the crate knows about one OAuth2 provider, and the two calls it makes to its token
 //! endpoint: exchanging a code and refreshing a token.
 
+use std::borrow::Cow;
+use std::fmt;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use blueprint_core::AccessToken;
-use oauth2::basic::{BasicClient, BasicErrorResponseType, BasicTokenResponse};
+use oauth2::basic::{
+    BasicErrorResponse, BasicErrorResponseType, BasicRevocationErrorResponse,
+    BasicTokenIntrospectionResponse, BasicTokenType,
+};
 use oauth2::url::{self, Url};
 use oauth2::{
     AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet,
-    EndpointSet, HttpRequest, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken,
-    RequestTokenError, Scope, TokenResponse, TokenUrl,
+    EndpointSet, ExtraTokenFields, HttpRequest, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl,
+    RefreshToken, RequestTokenError, Scope, StandardRevocableToken, StandardTokenResponse,
+    TokenResponse, TokenUrl,
 };
 
+use crate::store::ConnectionParams;
 use crate::{HttpClient, Secret};
+
+/// The longest value a connection parameter may have, in bytes.
+pub const MAX_PARAM_LEN: usize = 1024;
+
+/// A provider's URLs for one connection, filled in by [`PerConnection::urls`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderUrls {
+    /// The authorization URL, if the provider has one.
+    pub auth_url: Option<String>,
+    /// The token endpoint.
+    pub token_url: String,
+}
+
+/// A connection parameter that is missing or cannot be used. Names the parameter, never
+/// quotes its value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParamError(String);
+
+impl ParamError {
+    /// An error saying `message` (which names the parameter).
+    pub fn new(message: impl Into<String>) -> Self {
+        ParamError(message.into())
+    }
+
+    /// What is wrong.
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Fills in a provider's URLs for one connection, when they name connection parameters
+/// (`https://${connection.subdomain}.zendesk.com/oauth/tokens`): the engine implements it
+/// from a blueprint, so that this crate needs none.
+pub trait PerConnection: Send + Sync + fmt::Debug + 'static {
+    /// The URLs of a connection with `params`.
+    ///
+    /// # Errors
+    ///
+    /// [`ParamError`] naming a parameter that is missing or does not fit.
+    fn urls(&self, params: &ConnectionParams) -> Result<ProviderUrls, ParamError>;
+
+    /// Checks one value for the parameter `name` (its pattern, and every place it goes).
+    ///
+    /// # Errors
+    ///
+    /// [`ParamError`] naming the parameter.
+    fn check(&self, name: &str, value: &str) -> Result<(), ParamError>;
+}
+
+/// The fields of a token answer besides the standard ones (Salesforce's `instance_url`).
+#[derive(Debug, Clone, Default)]
+struct ExtraFields(serde_json::Map<String, serde_json::Value>);
+
+impl serde::Serialize for ExtraFields {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ExtraFields {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde_json::Map::deserialize(deserializer).map(ExtraFields)
+    }
+}
+
+impl ExtraTokenFields for ExtraFields {}
+
+/// A token answer, its extra fields kept.
+type TokenAnswer = StandardTokenResponse<ExtraFields, BasicTokenType>;
+
+type OAuthClient<HasAuthUrl = EndpointNotSet, HasTokenUrl = EndpointNotSet> = oauth2::Client<
+    BasicErrorResponse,
+    TokenAnswer,
+    BasicTokenIntrospectionResponse,
+    StandardRevocableToken,
+    BasicRevocationErrorResponse,
+    HasAuthUrl,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    HasTokenUrl,
+>;
 
 /// How the client id and secret are sent to the token endpoint.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -52,6 +143,14 @@ pub struct ProviderConfig {
     pub client_auth: ClientAuth,
     /// Extra query parameters for the authorization URL (`access_type=offline`, ...).
     pub extra_auth_params: Vec<(String, String)>,
+    /// What joins the scopes in the authorization URL's `scope` (`None`: a space, as RFC
+    /// 6749 says; Slack wants `,`).
+    pub scope_separator: Option<String>,
+    /// Connection parameters read from the token endpoint's answer: (parameter, field).
+    pub token_fields: Vec<(String, String)>,
+    /// Fills in the URLs for each connection when they name connection parameters; the
+    /// URLs above may then hold `${connection.NAME}` placeholders.
+    pub per_connection: Option<Arc<dyn PerConnection>>,
 }
 
 /// A [`ProviderConfig`] whose URLs have been checked.
@@ -66,6 +165,9 @@ pub struct Provider {
     pkce: bool,
     client_auth: ClientAuth,
     extra_auth_params: Vec<(String, String)>,
+    scope_separator: Option<String>,
+    token_fields: Vec<(String, String)>,
+    per_connection: Option<Arc<dyn PerConnection>>,
 }
 
 /// A provider configuration that cannot work; names the field.
@@ -77,6 +179,13 @@ pub struct ProviderConfigError {
 }
 
 impl ProviderConfigError {
+    pub(crate) fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        ProviderConfigError {
+            field,
+            reason: reason.into(),
+        }
+    }
+
     /// The field at fault.
     pub fn field(&self) -> &'static str {
         self.field
@@ -124,9 +233,18 @@ impl Provider {
                 reason: String::from("is empty"),
             });
         }
-        let token_url = TokenUrl::from_url(checked_url("token_url", &config.token_url)?);
+        // URLs filled in per connection are checked with a stand-in for each placeholder
+        // here, and for real when a connection's are made.
+        let stand_in = |url: &str| -> String {
+            if config.per_connection.is_some() {
+                without_placeholders(url)
+            } else {
+                url.to_owned()
+            }
+        };
+        let token_url = TokenUrl::from_url(checked_url("token_url", &stand_in(&config.token_url))?);
         let auth_url = match &config.auth_url {
-            Some(url) => Some(AuthUrl::from_url(checked_url("auth_url", url)?)),
+            Some(url) => Some(AuthUrl::from_url(checked_url("auth_url", &stand_in(url))?)),
             None => None,
         };
         let redirect_url = match &config.redirect_url {
@@ -150,7 +268,69 @@ impl Provider {
             pkce: config.pkce,
             client_auth: config.client_auth,
             extra_auth_params: config.extra_auth_params,
+            scope_separator: config.scope_separator,
+            token_fields: config.token_fields,
+            per_connection: config.per_connection,
         })
+    }
+
+    /// Whether the URLs are filled in per connection ([`ProviderConfig::per_connection`]).
+    pub fn is_per_connection(&self) -> bool {
+        self.per_connection.is_some()
+    }
+
+    /// The provider of one connection: its URLs filled in with `params` when they name
+    /// connection parameters; itself otherwise.
+    ///
+    /// # Errors
+    ///
+    /// [`ParamError`] naming a parameter that is missing or does not fit.
+    pub fn for_connection(
+        &self,
+        params: &ConnectionParams,
+    ) -> Result<Cow<'_, Provider>, ParamError> {
+        let Some(per) = &self.per_connection else {
+            return Ok(Cow::Borrowed(self));
+        };
+        let urls = per.urls(params)?;
+        let unusable = |e: ProviderConfigError| {
+            ParamError::new(format!(
+                "the connection's parameters make an unusable URL: {e}"
+            ))
+        };
+        let mut provider = self.clone();
+        provider.token_url =
+            TokenUrl::from_url(checked_url("token_url", &urls.token_url).map_err(unusable)?);
+        provider.auth_url = match &urls.auth_url {
+            Some(url) => Some(AuthUrl::from_url(
+                checked_url("auth_url", url).map_err(unusable)?,
+            )),
+            None => None,
+        };
+        Ok(Cow::Owned(provider))
+    }
+
+    /// Checks a value of the connection parameter `name`: at most [`MAX_PARAM_LEN`]
+    /// bytes, and what [`PerConnection::check`] says.
+    ///
+    /// # Errors
+    ///
+    /// [`ParamError`] naming the parameter.
+    pub fn check_param(&self, name: &str, value: &str) -> Result<(), ParamError> {
+        if value.len() > MAX_PARAM_LEN {
+            return Err(ParamError::new(format!(
+                "the value of `{name}` is longer than {MAX_PARAM_LEN} bytes"
+            )));
+        }
+        match &self.per_connection {
+            Some(per) => per.check(name, value),
+            None => Ok(()),
+        }
+    }
+
+    /// The connection parameters read from the token answer: (parameter, field).
+    pub fn token_fields(&self) -> &[(String, String)] {
+        &self.token_fields
     }
 
     /// The client id.
@@ -197,13 +377,18 @@ impl Provider {
                 reason: String::from("is required for the authorization-code flow"),
             });
         };
-        let mut client = BasicClient::new(self.client_id.clone()).set_auth_uri(auth_url.clone());
+        let mut client = OAuthClient::new(self.client_id.clone()).set_auth_uri(auth_url.clone());
         if let Some(redirect) = &self.redirect_url {
             client = client.set_redirect_uri(redirect.clone());
         }
-        let mut request = client
-            .authorize_url(|| state)
-            .add_scopes(self.scopes.iter().map(|s| Scope::new(s.clone())));
+        let mut request = client.authorize_url(|| state);
+        request = match self.scope_separator.as_deref() {
+            // `oauth2` joins scopes with a space; another separator is set by hand.
+            Some(separator) if separator != " " && !self.scopes.is_empty() => {
+                request.add_extra_param("scope", self.scopes.join(separator))
+            }
+            _ => request.add_scopes(self.scopes.iter().map(|s| Scope::new(s.clone()))),
+        };
         for (name, value) in &self.extra_auth_params {
             request = request.add_extra_param(name.clone(), value.clone());
         }
@@ -213,11 +398,8 @@ impl Provider {
         Ok(request.url().0)
     }
 
-    pub(crate) fn oauth_client(
-        &self,
-    ) -> BasicClient<EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>
-    {
-        let mut client = BasicClient::new(self.client_id.clone())
+    fn oauth_client(&self) -> OAuthClient<EndpointNotSet, EndpointSet> {
+        let mut client = OAuthClient::new(self.client_id.clone())
             .set_auth_type(match self.client_auth {
                 ClientAuth::RequestBody => AuthType::RequestBody,
                 ClientAuth::Basic => AuthType::BasicAuth,
@@ -232,22 +414,44 @@ impl Provider {
         client
     }
 
-    /// Exchanges a refresh token for new tokens.
+    /// Exchanges a refresh token for new tokens, at the token endpoint of the connection
+    /// with `params`. The granted `params` are `params` updated by what the answer's token
+    /// fields say (a value that does not fit keeps the old one).
     pub(crate) async fn refresh(
         &self,
         http: &HttpClient,
         refresh_token: &Secret,
+        params: &ConnectionParams,
     ) -> Result<Granted, TokenEndpointError> {
-        let client = self.oauth_client();
+        let provider = self.for_connection(params).map_err(|error| {
+            tracing::warn!(%error, "cannot refresh: the connection's parameters do not fill in the token URL");
+            TokenEndpointError::Refused {
+                code: String::from("invalid_connection_params"),
+                status: None,
+            }
+        })?;
+        let client = provider.oauth_client();
         let token = RefreshToken::new(refresh_token.expose().to_owned());
         let send = StatusRecorder::new(http);
         let result = client
             .exchange_refresh_token(&token)
             .request_async(&send)
             .await;
-        Granted::from_result(result, send.status(), &|text| {
-            self.redact(text, &[refresh_token.expose()])
-        })
+        let mut granted =
+            Granted::from_result(result, send.status(), &self.token_fields, &|text| {
+                self.redact(text, &[refresh_token.expose()])
+            })?;
+        self.split_scopes(&mut granted);
+        let fields = std::mem::replace(&mut granted.params, params.clone());
+        for (name, value) in fields {
+            match self.check_param(&name, &value) {
+                Ok(()) => {
+                    granted.params.insert(name, value);
+                }
+                Err(error) => tracing::warn!(%error, "a parameter of the token answer is not used"),
+            }
+        }
+        Ok(granted)
     }
 
     /// Exchanges an authorization code (with its PKCE verifier) for tokens.
@@ -264,9 +468,34 @@ impl Provider {
             request = request.set_pkce_verifier(verifier);
         }
         let result = request.request_async(&send).await;
-        Granted::from_result(result, send.status(), &|text| {
-            self.redact(text, &[code.expose()])
-        })
+        let mut granted =
+            Granted::from_result(result, send.status(), &self.token_fields, &|text| {
+                self.redact(text, &[code.expose()])
+            })?;
+        self.split_scopes(&mut granted);
+        Ok(granted)
+    }
+}
+
+impl Provider {
+    /// The granted scopes split by the provider's separator too (Slack answers
+    /// `"scope": "channels:read,chat:write"`, which `oauth2` splits on spaces only).
+    fn split_scopes(&self, granted: &mut Granted) {
+        let Some(separator) = self
+            .scope_separator
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        else {
+            return;
+        };
+        if let Some(scopes) = &mut granted.scopes {
+            *scopes = scopes
+                .iter()
+                .flat_map(|s| s.split(separator))
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
     }
 }
 
@@ -315,17 +544,19 @@ pub(crate) struct Granted {
     pub(crate) expires_in: Option<Duration>,
     pub(crate) token_type: String,
     pub(crate) scopes: Option<Vec<String>>,
+    /// From a code exchange, the connection parameters the answer's token fields held;
+    /// from a refresh, every parameter of the connection, updated by those.
+    pub(crate) params: ConnectionParams,
 }
 
-type TokenResult = Result<
-    BasicTokenResponse,
-    RequestTokenError<crate::HttpClientError, oauth2::basic::BasicErrorResponse>,
->;
+type TokenResult =
+    Result<TokenAnswer, RequestTokenError<crate::HttpClientError, BasicErrorResponse>>;
 
 impl Granted {
     fn from_result(
         result: TokenResult,
         status: u16,
+        token_fields: &[(String, String)],
         redact: &dyn Fn(&str) -> String,
     ) -> Result<Granted, TokenEndpointError> {
         let response = result.map_err(|e| classify(&e, status, redact))?;
@@ -344,6 +575,17 @@ impl Granted {
             scopes: response
                 .scopes()
                 .map(|scopes| scopes.iter().map(|s| s.to_string()).collect()),
+            params: token_fields
+                .iter()
+                .filter_map(|(param, field)| {
+                    let value = match response.extra_fields().0.get(field)? {
+                        serde_json::Value::String(text) => text.clone(),
+                        serde_json::Value::Number(number) => number.to_string(),
+                        _ => return None,
+                    };
+                    Some((param.clone(), value))
+                })
+                .collect(),
         })
     }
 }
@@ -434,6 +676,27 @@ pub(crate) fn oauth_error_code(code: &str) -> &'static str {
         .find(|known| **known == code)
         .copied()
         .unwrap_or("other")
+}
+
+/// `url` with each `${…}` placeholder replaced by `x`: a stand-in to check the rest of it.
+fn without_placeholders(url: &str) -> String {
+    let mut out = String::with_capacity(url.len());
+    let mut rest = url;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        match rest[start..].find('}') {
+            Some(end) => {
+                out.push('x');
+                rest = &rest[start + end + 1..];
+            }
+            None => {
+                rest = &rest[start..];
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Text from outside, cut to `max` characters, control characters dropped.

@@ -131,7 +131,7 @@ impl Harness for Sqlite {
         sqlx::query(
             "INSERT INTO blueprint_tokens SELECT integration, ?3, access_token, refresh_token, \
              encrypted, expires_at_ms, token_type, scopes, status, last_error, lease_holder, \
-             lease_until_ms, updated_at_ms, version FROM blueprint_tokens \
+             lease_until_ms, updated_at_ms, version, params FROM blueprint_tokens \
              WHERE integration = ?1 AND connection_id = ?2",
         )
         .bind(from.integration())
@@ -239,7 +239,7 @@ impl Harness for Postgres {
         sqlx::query(
             "INSERT INTO blueprint_tokens SELECT integration, $3, access_token, refresh_token, \
              encrypted, expires_at_ms, token_type, scopes, status, last_error, lease_holder, \
-             lease_until_ms, updated_at_ms, version FROM blueprint_tokens \
+             lease_until_ms, updated_at_ms, version, params FROM blueprint_tokens \
              WHERE integration = $1 AND connection_id = $2",
         )
         .bind(from.integration())
@@ -321,6 +321,14 @@ fn full(access: &str) -> TokenRecord {
         holder: "holder-abc".into(),
         until: at(1_700_000_060),
     });
+    record.params = [
+        ("subdomain".to_owned(), "acme".to_owned()),
+        (
+            "instance_url".to_owned(),
+            "https://na1.example.com \"quoted\" é".to_owned(),
+        ),
+    ]
+    .into();
     record
 }
 
@@ -344,6 +352,7 @@ fn assert_same(got: &TokenRecord, want: &TokenRecord) {
     assert_eq!(got.last_error, want.last_error, "last_error");
     assert_eq!(got.updated_at, want.updated_at, "updated_at");
     assert_eq!(got.lease, want.lease, "lease");
+    assert_eq!(got.params, want.params, "params");
 }
 
 /// Waits (at most 2 s, real time: the change crosses connections) until `feed` reports
@@ -783,6 +792,43 @@ async fn rows_written_before_encryption_stay_readable<H: Harness>() {
     assert!(!h.raw_tokens(&k).await.0.contains("access-plain"));
     let check = keyed.check_encryption().await.unwrap();
     assert_eq!((check.encrypted, check.plaintext), (1, 0));
+}
+
+/// A file written before connection parameters existed (migrations 1 and 2 only, a row
+/// without the column) opens, is migrated, and its record reads as having none.
+#[tokio::test]
+async fn sqlite_rows_written_before_params_read_as_none() {
+    let dir = TempDir::new("old-rows");
+    let path = dir.0.join("tokens.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+        .await
+        .unwrap();
+    for sql in [
+        include_str!("../migrations/0001_create_tokens.sql"),
+        include_str!("../migrations/0002_change_log.sql"),
+    ] {
+        sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO blueprint_tokens (integration, connection_id, access_token, token_type, \
+         status, updated_at_ms, version) VALUES ('intercom', 'old', 'old-token', 'bearer', 'ok', 1, 1)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    let old = store.get(&key("old")).await.unwrap().expect("the old row");
+    assert_eq!(old.record.access_token.secret(), "old-token");
+    assert!(old.record.params.is_empty(), "{:?}", old.record.params);
+    // And the migrated file takes parameters from now on.
+    let record = full("new");
+    store.put(&key("old"), record.clone()).await.unwrap();
+    assert_same(
+        &store.get(&key("old")).await.unwrap().unwrap().record,
+        &record,
+    );
 }
 
 // ---------------------------------------------------------------------------------------

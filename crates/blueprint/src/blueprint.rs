@@ -797,6 +797,147 @@ impl Blueprint {
         self
     }
 
+    /// Checks one connection's value for the parameter `name` before it is stored: it must
+    /// be a declared parameter, match its pattern, and fit every place it goes (see
+    /// [`Blueprint::for_connection`]).
+    ///
+    /// ```
+    /// use blueprint::Registry;
+    ///
+    /// let registry = Registry::builtin()?;
+    /// let zendesk = registry.get("zendesk").ok_or("no zendesk")?;
+    /// assert!(zendesk.check_param("subdomain", "acme").is_ok());
+    /// let refused = zendesk.check_param("subdomain", "evil.com/").unwrap_err();
+    /// assert!(refused.message().contains("`subdomain`"), "{refused}");
+    /// assert!(zendesk.check_param("region", "eu").is_err(), "not declared");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`BlueprintError`] naming the parameter (never quoting the value).
+    pub fn check_param(&self, name: &str, value: &str) -> Result<(), BlueprintError> {
+        let Some(param) = self.param(name) else {
+            let known: Vec<&str> = self
+                .connection_params
+                .iter()
+                .map(ConnectionParam::name)
+                .collect();
+            return Err(BlueprintError::new(
+                "connection_params",
+                if known.is_empty() {
+                    format!(
+                        "`{name}` is not a connection parameter: {} takes none",
+                        self.id()
+                    )
+                } else {
+                    format!(
+                        "`{name}` is not a connection parameter of {} (its parameters: {})",
+                        self.id(),
+                        known.join(", ")
+                    )
+                },
+            ));
+        };
+        if !param.accepts(value) {
+            return Err(BlueprintError::new(
+                "connection_params",
+                format!(
+                    "the value for `{name}` does not match its pattern `{}`",
+                    param.pattern_str().unwrap_or_default()
+                ),
+            ));
+        }
+        let oauth = self
+            .oauth
+            .iter()
+            .flat_map(|o| [&o.authorization_url, &o.token_url]);
+        let regions = self.regions.iter().flat_map(|r| {
+            std::iter::once(&r.base_url)
+                .chain(r.authorization_url.as_ref())
+                .chain(r.token_url.as_ref())
+        });
+        let mut parts: Vec<Part> = self
+            .base_url_template
+            .iter()
+            .chain(oauth)
+            .chain(regions)
+            .flat_map(|url| template::url_params(url))
+            .filter(|(n, _)| *n == name)
+            .map(|(_, part)| part)
+            .collect();
+        if self
+            .default_headers
+            .values()
+            .filter_map(|v| v.to_str().ok())
+            .any(|text| template::text_names(text, name))
+        {
+            parts.push(Part::Text);
+        }
+        if let Some(part) = parts.into_iter().find(|part| !template::fits(value, *part)) {
+            return Err(BlueprintError::new(
+                "connection_params",
+                format!("the value for `{name}` does not fit {}", part_name(part)),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The OAuth settings of one connection: the authorization and token URLs filled in
+    /// with `values(NAME)` (only the parameters they name are needed).
+    ///
+    /// # Errors
+    ///
+    /// [`BlueprintError`] naming a parameter that is missing or unfit, or when the
+    /// blueprint has no OAuth settings.
+    pub fn oauth_for_connection(
+        &self,
+        values: impl Fn(&str) -> Option<String>,
+    ) -> Result<OAuthSettings, BlueprintError> {
+        let Some(oauth) = &self.oauth else {
+            return Err(BlueprintError::new(
+                "oauth_token_url",
+                format!("{} has no OAuth settings", self.id()),
+            ));
+        };
+        let value = |name: &str, part: Part| self.param_value(name, part, &values);
+        let mut oauth = oauth.clone();
+        oauth.authorization_url = template::render_url(&oauth.authorization_url, &value)?;
+        oauth.token_url = template::render_url(&oauth.token_url, &value)?;
+        Ok(oauth)
+    }
+
+    /// The value of `name` for where it goes (`part`), checked.
+    fn param_value(
+        &self,
+        name: &str,
+        part: Part,
+        values: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<String, BlueprintError> {
+        let param = self.param(name).ok_or_else(|| {
+            BlueprintError::new(
+                "connection_params",
+                format!("`{name}` is not a declared connection parameter"),
+            )
+        })?;
+        let value = values(name).ok_or_else(|| {
+            BlueprintError::new(
+                "connection_params",
+                format!("the connection has no value for `{name}`"),
+            )
+        })?;
+        if !param.accepts(&value) || !template::fits(&value, part) {
+            return Err(BlueprintError::new(
+                "connection_params",
+                format!(
+                    "the connection's value for `{name}` does not fit {}",
+                    part_name(part)
+                ),
+            ));
+        }
+        Ok(value)
+    }
+
     /// The blueprint of one connection: every `${connection.NAME}` in the base URL, the
     /// regions, the OAuth URLs and the headers replaced with `values(NAME)`.
     ///
@@ -812,34 +953,7 @@ impl Blueprint {
         &self,
         values: impl Fn(&str) -> Option<String>,
     ) -> Result<Blueprint, BlueprintError> {
-        let value = |name: &str, part: Part| -> Result<String, BlueprintError> {
-            let param = self.param(name).ok_or_else(|| {
-                BlueprintError::new(
-                    "connection_params",
-                    format!("`{name}` is not a declared connection parameter"),
-                )
-            })?;
-            let value = values(name).ok_or_else(|| {
-                BlueprintError::new(
-                    "connection_params",
-                    format!("the connection has no value for `{name}`"),
-                )
-            })?;
-            if !param.accepts(&value) || !template::fits(&value, part) {
-                return Err(BlueprintError::new(
-                    "connection_params",
-                    format!(
-                        "the connection's value for `{name}` does not fit {}",
-                        match part {
-                            Part::Host => "a host name's label",
-                            Part::Path => "a path segment",
-                            Part::Text => "a header value",
-                        }
-                    ),
-                ));
-            }
-            Ok(value)
-        };
+        let value = |name: &str, part: Part| self.param_value(name, part, &values);
         let mut out = self.clone();
         if let Some(url) = &self.base_url_template {
             let url = template::render_url(url, &value)?;
@@ -874,6 +988,15 @@ impl Blueprint {
             }
         }
         Ok(out)
+    }
+}
+
+/// Where a value goes, for messages.
+fn part_name(part: Part) -> &'static str {
+    match part {
+        Part::Host => "a host name's label",
+        Part::Path => "a path segment",
+        Part::Text => "a header value",
     }
 }
 

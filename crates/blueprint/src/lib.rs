@@ -38,6 +38,7 @@ mod base_url;
 mod blueprint;
 mod client;
 mod config;
+mod connection;
 mod error;
 mod stack;
 mod target;
@@ -54,6 +55,7 @@ pub use config::{
     BlueprintSource, ClientSecret, ConfigError, ConfigErrorKind, Integration, Integrations,
     Registry,
 };
+pub use connection::BlueprintUrls;
 pub use error::Error;
 pub use stack::{
     BlueprintLayer, BlueprintPolicy, BlueprintService, ResponseFuture, SharedTokenSource,

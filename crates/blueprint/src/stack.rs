@@ -305,7 +305,30 @@ impl StackBuilder {
         let retry = retry
             .build()
             .map_err(|e| BlueprintError::new("retry", e.to_string()))?;
-        let rate_limit = match &self.rate_limit {
+        let rate_limit = self.rate_limit_layer();
+        let auth = AuthLayer::for_origin(bp.base_url().origin().clone(), Arc::clone(&self.tokens))
+            .on_foreign_origin(self.foreign);
+        Ok(BlueprintLayer {
+            target: BaseUrlLayer::new(bp.base_url().clone())
+                .routes(Routes::of(bp))
+                .default_headers(bp.default_headers().clone()),
+            trace: self.trace.clone(),
+            retry,
+            rate_limit,
+            refresh: RefreshLayer::new(Arc::clone(&self.tokens)).replay_by_retry(),
+            auth,
+            timeout: settings
+                .attempt_timeout
+                .map_or_else(AttemptTimeoutLayer::disabled, AttemptTimeoutLayer::new),
+        })
+    }
+
+    /// The rate-limit layer the stack gets: the one [set](Self::rate_limit), or a new one
+    /// from the blueprint's headers and signals (each call makes a new one, with its own
+    /// state).
+    pub fn rate_limit_layer(&self) -> RateLimitLayer {
+        let bp = &self.blueprint;
+        match &self.rate_limit {
             Some(layer) => layer.clone(),
             None => {
                 let headers = bp.rate_limit();
@@ -327,22 +350,34 @@ impl StackBuilder {
                     None => layer,
                 }
             }
-        };
-        let auth = AuthLayer::for_origin(bp.base_url().origin().clone(), Arc::clone(&self.tokens))
-            .on_foreign_origin(self.foreign);
-        Ok(BlueprintLayer {
-            target: BaseUrlLayer::new(bp.base_url().clone())
-                .routes(Routes::of(bp))
-                .default_headers(bp.default_headers().clone()),
-            trace: self.trace.clone(),
-            retry,
-            rate_limit,
-            refresh: RefreshLayer::new(Arc::clone(&self.tokens)).replay_by_retry(),
-            auth,
-            timeout: settings
-                .attempt_timeout
-                .map_or_else(AttemptTimeoutLayer::disabled, AttemptTimeoutLayer::new),
-        })
+        }
+    }
+
+    /// Makes the rate-limit layer now, so that every stack built from this builder and
+    /// from its [`for_connection`](Self::for_connection) builders shares its state (the
+    /// budgets are kept per origin and connection, so connections never share one).
+    #[must_use]
+    pub fn share_rate_limit(mut self) -> Self {
+        self.rate_limit = Some(self.rate_limit_layer());
+        self
+    }
+
+    /// The builder of one connection of a blueprint whose base URL or headers name
+    /// connection parameters: the blueprint filled in with `values(NAME)`
+    /// ([`Blueprint::for_connection`]), so that the base URL, the default headers and the
+    /// origin the auth layer sends credentials to are the connection's own.
+    ///
+    /// # Errors
+    ///
+    /// [`BlueprintError`] naming a parameter that is missing or does not fit.
+    pub fn for_connection(
+        &self,
+        values: impl Fn(&str) -> Option<String>,
+    ) -> Result<StackBuilder, BlueprintError> {
+        let blueprint = self.blueprint.for_connection(values)?;
+        let mut builder = self.clone();
+        builder.blueprint = blueprint;
+        Ok(builder)
     }
 
     /// Builds the stack around `inner`.

@@ -266,6 +266,27 @@ pub(crate) fn render_text(
     Ok(out)
 }
 
+/// The placeholders of a URL template and where each stands; none for a template that is
+/// not one (templates are checked when set).
+pub(crate) fn url_params(url: &str) -> Vec<(&str, Part)> {
+    pieces(url)
+        .map(|pieces| {
+            pieces
+                .into_iter()
+                .filter_map(|piece| match piece {
+                    Piece::Param(name, part) => Some((name, part)),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether a header value template names the parameter `name`.
+pub(crate) fn text_names(text: &str, name: &str) -> bool {
+    placeholders(text).is_ok_and(|found| found.iter().any(|(_, _, n)| *n == name))
+}
+
 /// Whether a connection's value may go where the placeholder stands.
 pub(crate) fn fits(value: &str, part: Part) -> bool {
     match part {

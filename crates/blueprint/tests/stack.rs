@@ -328,3 +328,78 @@ async fn a_dotted_path_does_not_borrow_a_retry_rule() {
         .unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 4);
 }
+
+/// A blueprint whose host names a connection parameter: each connection's stack sends to
+/// its own host, with the connection's header, and its token goes to that origin only
+/// (an absolute URI to another connection's host is refused before anything is sent).
+#[tokio::test]
+async fn a_connection_stack_sends_to_its_own_host_and_credentials_stay_there() {
+    use blueprint::{ConnectionParam, ParamSource};
+    let seen: Arc<std::sync::Mutex<Vec<(String, String, String)>>> = Arc::default();
+    let upstream = service_fn({
+        let seen = seen.clone();
+        move |req: Request<StackBody<Full<Bytes>>>| {
+            let header = |name: &str| {
+                req.headers()
+                    .get(name)
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .unwrap_or_default()
+            };
+            seen.lock().unwrap().push((
+                req.uri().to_string(),
+                header("authorization"),
+                header("x-tenant"),
+            ));
+            async move { Ok::<_, BoxError>(Response::new(Full::<Bytes>::default())) }
+        }
+    });
+    let zendesk = Blueprint::new("zd", "v2", "https://zd.invalid")
+        .unwrap()
+        .with_connection_param(
+            ConnectionParam::new("subdomain", ParamSource::ConnectQuery)
+                .unwrap()
+                .pattern("[a-z0-9-]+")
+                .unwrap(),
+        )
+        .with_base_url("https://${connection.subdomain}.zendesk.test/api/v2")
+        .unwrap()
+        .default_header("x-tenant", "t-${connection.subdomain}")
+        .unwrap();
+    let template = StackBuilder::new(zendesk, StaticToken::new("tok").unwrap()).share_rate_limit();
+    let acme = template
+        .for_connection(|_| Some("acme".to_owned()))
+        .unwrap()
+        .service(upstream.clone())
+        .unwrap();
+    let response = acme
+        .clone()
+        .oneshot(req(Method::GET, "/tickets/1"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        seen.lock().unwrap().pop().unwrap(),
+        (
+            "https://acme.zendesk.test/api/v2/tickets/1".to_owned(),
+            "Bearer tok".to_owned(),
+            "t-acme".to_owned()
+        )
+    );
+    // Another connection's host is a foreign origin to acme's stack.
+    let foreign = acme
+        .oneshot(req(
+            Method::GET,
+            "https://beta.zendesk.test/api/v2/tickets/1",
+        ))
+        .await;
+    assert!(foreign.is_err(), "credentials for acme's origin only");
+    assert!(seen.lock().unwrap().is_empty(), "nothing was sent");
+    // A value that would change the host's shape, or none, builds no stack.
+    assert!(
+        template
+            .for_connection(|_| Some("evil.com/".to_owned()))
+            .is_err()
+    );
+    let missing = template.for_connection(|_| None).unwrap_err();
+    assert!(missing.message().contains("`subdomain`"), "{missing}");
+}

@@ -170,7 +170,10 @@ impl Inner {
         };
         tracing::debug!(connection = %key, "refreshing the access token");
         let started = Instant::now();
-        let outcome = self.provider.refresh(&self.http, &refresh_token).await;
+        let outcome = self
+            .provider
+            .refresh(&self.http, &refresh_token, &leased.params)
+            .await;
         let now = self.clock.now();
         self.events.emit(&Event::TokenRefresh {
             connection: key.connection(),
@@ -189,6 +192,7 @@ impl Inner {
                     expires_in,
                     token_type,
                     scopes,
+                    params,
                 } = granted;
                 let record = TokenRecord {
                     access_token,
@@ -201,6 +205,7 @@ impl Inner {
                     last_error: None,
                     updated_at: now,
                     lease: None,
+                    params,
                 };
                 let fresh = self.fresh(conn.jitter, &record);
                 // Said before the write, so that the store's report of it is known for

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use blueprint_core::AccessToken;
 
 use super::crypto::{EncryptionKey, MissingKeyError};
-use super::{Lease, StoreError, StoreKey, StoredToken, TokenRecord, TokenStatus};
+use super::{ConnectionParams, Lease, StoreError, StoreKey, StoredToken, TokenRecord, TokenStatus};
 use crate::Secret;
 
 /// A record as its columns hold it: tokens sealed when the store has a key, times in
@@ -24,6 +24,8 @@ pub(super) struct Columns {
     pub(super) lease_holder: Option<String>,
     pub(super) lease_until_ms: Option<i64>,
     pub(super) updated_at_ms: i64,
+    /// The connection's parameters as a JSON object, `None` for none.
+    pub(super) params: Option<String>,
 }
 
 impl Columns {
@@ -68,6 +70,7 @@ impl Columns {
             lease_holder: record.lease.as_ref().map(|l| l.holder.clone()),
             lease_until_ms: record.lease.as_ref().map(|l| millis(l.until)),
             updated_at_ms: millis(record.updated_at),
+            params: encode_params(&record.params),
         })
     }
 }
@@ -86,6 +89,7 @@ pub(super) struct Row {
     pub(super) lease_holder: Option<String>,
     pub(super) lease_until_ms: Option<i64>,
     pub(super) updated_at_ms: i64,
+    pub(super) params: Option<String>,
     pub(super) version: i64,
 }
 
@@ -115,6 +119,12 @@ impl Row {
             None => None,
         };
         let status = TokenStatus::parse(&self.status).ok_or_else(|| corrupt("unknown status"))?;
+        let params = match self.params.as_deref() {
+            None => ConnectionParams::new(),
+            Some(text) => decode_params(text).ok_or_else(|| {
+                corrupt("the connection parameters are not a JSON object of strings")
+            })?,
+        };
         let record = TokenRecord {
             access_token: access,
             refresh_token,
@@ -131,12 +141,40 @@ impl Row {
                 }),
                 _ => None,
             },
+            params,
         };
         Ok(StoredToken {
             record,
             version: u64::try_from(self.version).map_err(|_| corrupt("negative version"))?,
         })
     }
+}
+
+/// The parameters as their column holds them: a JSON object of strings, `None` for none
+/// (so that a connection without any looks like a row written before the column existed).
+fn encode_params(params: &ConnectionParams) -> Option<String> {
+    if params.is_empty() {
+        return None;
+    }
+    let object: serde_json::Map<String, serde_json::Value> = params
+        .iter()
+        .map(|(name, value)| (name.clone(), serde_json::Value::String(value.clone())))
+        .collect();
+    Some(serde_json::Value::Object(object).to_string())
+}
+
+/// The parameters of a column's JSON object; `None` when it is not an object of strings.
+fn decode_params(text: &str) -> Option<ConnectionParams> {
+    let serde_json::Value::Object(object) = serde_json::from_str(text).ok()? else {
+        return None;
+    };
+    object
+        .into_iter()
+        .map(|(name, value)| match value {
+            serde_json::Value::String(value) => Some((name, value)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Decrypts one sealed column of `key`: the typed error when there is no key or another.

@@ -16,6 +16,7 @@
 //! [`ChangeFeed`] of [`Change`]s, so that a cache of records can drop what another replica
 //! deleted or refreshed.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::{Future, ready};
 use std::pin::Pin;
@@ -110,6 +111,10 @@ impl TokenStatus {
     }
 }
 
+/// A connection's parameters, by name (`subdomain` → `acme`): what a blueprint's
+/// `${connection.NAME}` placeholders are filled with. Not secrets.
+pub type ConnectionParams = BTreeMap<String, String>;
+
 /// A claim, taken by compare-and-swap, that one token source is refreshing the record now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -142,6 +147,9 @@ pub struct TokenRecord {
     pub updated_at: SystemTime,
     /// Who is refreshing it now, if anyone.
     pub lease: Option<Lease>,
+    /// The connection's parameters (Zendesk's subdomain); empty for most APIs, and for
+    /// records written before they existed. Stored in clear: they are not secrets.
+    pub params: ConnectionParams,
 }
 
 impl TokenRecord {
@@ -158,6 +166,7 @@ impl TokenRecord {
             last_error: None,
             updated_at: now,
             lease: None,
+            params: ConnectionParams::new(),
         }
     }
 
@@ -172,6 +181,13 @@ impl TokenRecord {
     #[must_use]
     pub fn with_expires_at(mut self, expires_at: SystemTime) -> Self {
         self.expires_at = Some(expires_at);
+        self
+    }
+
+    /// Sets the connection's parameters.
+    #[must_use]
+    pub fn with_params(mut self, params: ConnectionParams) -> Self {
+        self.params = params;
         self
     }
 }

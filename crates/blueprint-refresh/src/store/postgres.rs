@@ -419,6 +419,7 @@ impl PostgresStore {
             args.add(columns.lease_holder)?;
             args.add(columns.lease_until_ms)?;
             args.add(columns.updated_at_ms)?;
+            args.add(columns.params)?;
             if let Some(expected) = expected {
                 args.add(codec::version_column(expected))?;
             }
@@ -442,6 +443,7 @@ impl PostgresStore {
             lease_holder: row.try_get("lease_holder").map_err(column)?,
             lease_until_ms: row.try_get("lease_until_ms").map_err(column)?,
             updated_at_ms: row.try_get("updated_at_ms").map_err(column)?,
+            params: row.try_get("params").map_err(column)?,
             version: row.try_get("version").map_err(column)?,
         }
         .open(self.key.as_ref(), key)
@@ -449,16 +451,16 @@ impl PostgresStore {
 }
 
 const COLUMNS: &str = "access_token, refresh_token, encrypted, expires_at_ms, token_type, scopes, \
-                       status, last_error, lease_holder, lease_until_ms, updated_at_ms, version";
+                       status, last_error, lease_holder, lease_until_ms, updated_at_ms, version, params";
 
 const INSERT: &str = "INSERT INTO blueprint_tokens (integration, connection_id, access_token, \
      refresh_token, encrypted, expires_at_ms, token_type, scopes, status, last_error, \
-     lease_holder, lease_until_ms, updated_at_ms, version) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1)";
+     lease_holder, lease_until_ms, updated_at_ms, params, version) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1)";
 
 const SET: &str = "access_token = $3, refresh_token = $4, encrypted = $5, expires_at_ms = $6, \
      token_type = $7, scopes = $8, status = $9, last_error = $10, lease_holder = $11, \
-     lease_until_ms = $12, updated_at_ms = $13";
+     lease_until_ms = $12, updated_at_ms = $13, params = $14";
 
 impl TokenStore for PostgresStore {
     fn get<'a>(&'a self, key: &'a StoreKey) -> StoreFuture<'a, Option<StoredToken>> {
@@ -510,7 +512,7 @@ impl TokenStore for PostgresStore {
                 ),
                 Some(_) => format!(
                     "UPDATE blueprint_tokens SET {SET}, version = version + 1 \
-                     WHERE integration = $1 AND connection_id = $2 AND version = $14 RETURNING version"
+                     WHERE integration = $1 AND connection_id = $2 AND version = $15 RETURNING version"
                 ),
             };
             let version: Option<i64> = self

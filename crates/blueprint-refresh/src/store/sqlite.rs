@@ -211,6 +211,7 @@ impl SqliteStore {
             args.add(columns.lease_holder)?;
             args.add(columns.lease_until_ms)?;
             args.add(columns.updated_at_ms)?;
+            args.add(columns.params)?;
             if let Some(expected) = expected {
                 args.add(codec::version_column(expected))?;
             }
@@ -235,6 +236,7 @@ impl SqliteStore {
             lease_holder: row.try_get("lease_holder").map_err(column)?,
             lease_until_ms: row.try_get("lease_until_ms").map_err(column)?,
             updated_at_ms: row.try_get("updated_at_ms").map_err(column)?,
+            params: row.try_get("params").map_err(column)?,
             version: row.try_get("version").map_err(column)?,
         }
         .open(self.key.as_ref(), key)
@@ -242,16 +244,16 @@ impl SqliteStore {
 }
 
 const COLUMNS: &str = "access_token, refresh_token, encrypted, expires_at_ms, token_type, scopes, \
-                       status, last_error, lease_holder, lease_until_ms, updated_at_ms, version";
+                       status, last_error, lease_holder, lease_until_ms, updated_at_ms, version, params";
 
 const INSERT: &str = "INSERT INTO blueprint_tokens (integration, connection_id, access_token, \
      refresh_token, encrypted, expires_at_ms, token_type, scopes, status, last_error, \
-     lease_holder, lease_until_ms, updated_at_ms, version) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 1)";
+     lease_holder, lease_until_ms, updated_at_ms, params, version) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 1)";
 
 const SET: &str = "access_token = ?3, refresh_token = ?4, encrypted = ?5, expires_at_ms = ?6, \
      token_type = ?7, scopes = ?8, status = ?9, last_error = ?10, lease_holder = ?11, \
-     lease_until_ms = ?12, updated_at_ms = ?13";
+     lease_until_ms = ?12, updated_at_ms = ?13, params = ?14";
 
 impl TokenStore for SqliteStore {
     fn get<'a>(&'a self, key: &'a StoreKey) -> StoreFuture<'a, Option<StoredToken>> {
@@ -298,7 +300,7 @@ impl TokenStore for SqliteStore {
                 ),
                 Some(_) => format!(
                     "UPDATE blueprint_tokens SET {SET}, version = version + 1 \
-                     WHERE integration = ?1 AND connection_id = ?2 AND version = ?14 RETURNING version"
+                     WHERE integration = ?1 AND connection_id = ?2 AND version = ?15 RETURNING version"
                 ),
             };
             let version: Option<i64> = sqlx::query_scalar_with(&sql, args)
@@ -486,6 +488,14 @@ impl MigrationSource<'static> for Embedded {
                     Cow::Borrowed("change log"),
                     MigrationType::Simple,
                     Cow::Borrowed(include_str!("../../migrations/0002_change_log.sql")),
+                    false,
+                ),
+                // Version 3 is left free: a lease migration may take it.
+                Migration::new(
+                    4,
+                    Cow::Borrowed("connection params"),
+                    MigrationType::Simple,
+                    Cow::Borrowed(include_str!("../../migrations/0004_connection_params.sql")),
                     false,
                 ),
             ])
