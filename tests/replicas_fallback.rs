@@ -46,7 +46,16 @@ async fn redis_cut_mid_load_fails_no_call_and_sharing_comes_back() {
     let dir = TempDir::new("replicas-fallback");
     std::fs::write(dir.path("i.yaml"), yaml(&api.url(), RETRY, "")).unwrap();
     let url = relay.url();
-    let args = ["--redis", url.as_str(), "--redis-prefix", prefix.as_str()];
+    // The relay's cut breaks connections at once; a stall is not what this test makes. A
+    // generous timeout keeps a loaded machine's slow answers from counting as outages.
+    let args = [
+        "--redis",
+        url.as_str(),
+        "--redis-prefix",
+        prefix.as_str(),
+        "--redis-timeout-ms",
+        "1000",
+    ];
     let mut proxies = Vec::new();
     for _ in 0..2 {
         proxies.push(
