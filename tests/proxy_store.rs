@@ -9,11 +9,11 @@ mod pg_support;
 mod proxy_support;
 
 use std::process::ExitStatus;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use http::Method;
 use pg_support::PrivatePostgres;
+use proxy_support::postgres::TestDatabase;
 use proxy_support::{FAST_RETRY, KEY, Process, TempDir, binary, yaml};
 use serde_json::json;
 use tokio::time::Instant;
@@ -23,83 +23,15 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 const KEY_A: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="; // 32 bytes, base64
 const KEY_B: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="; // another 32 bytes
 
-/// The shared server of the tests.
-fn shared_postgres() -> String {
-    std::env::var("BLUEPRINT_TEST_POSTGRES")
-        .unwrap_or_else(|_| String::from("postgres://postgres@127.0.0.1:5432/test"))
-}
-
-/// A database of one test's own on the shared server, dropped afterwards.
-struct Database {
-    name: String,
-}
-
-impl Database {
-    async fn create() -> Database {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "bp_proxy_{}_{}_{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed),
-            UNIX_EPOCH.elapsed().unwrap().subsec_nanos()
-        );
-        let pool = sqlx::PgPool::connect(&shared_postgres())
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "these tests need PostgreSQL at {} (user postgres, trust authentication, \
-                     database `test`): {e}\nStart it with `pg_ctlcluster --skip-systemctl-redirect \
-                     $(ls /etc/postgresql) main start` (what .ci/run does), or set \
-                     BLUEPRINT_TEST_POSTGRES to another server's URL.",
-                    shared_postgres()
-                )
-            });
-        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-        Database { name }
-    }
-
-    fn url(&self) -> String {
-        let base = shared_postgres();
-        let server = base.rsplit_once('/').map_or(base.as_str(), |(s, _)| s);
-        format!("{server}/{}", self.name)
-    }
-
-    /// The access tokens as the database holds them.
-    async fn stored_access_tokens(&self) -> Vec<String> {
-        let pool = sqlx::PgPool::connect(&self.url()).await.unwrap();
-        let tokens = sqlx::query_scalar("SELECT access_token FROM blueprint_tokens")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-        tokens
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let name = std::mem::take(&mut self.name);
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                if let Ok(pool) = sqlx::PgPool::connect(&shared_postgres()).await {
-                    let _ =
-                        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                            .execute(&pool)
-                            .await;
-                    pool.close().await;
-                }
-            });
-        })
-        .join();
-    }
+/// The access tokens as `db` holds them.
+async fn stored_access_tokens(db: &TestDatabase) -> Vec<String> {
+    let pool = sqlx::PgPool::connect(&db.url()).await.unwrap();
+    let tokens = sqlx::query_scalar("SELECT access_token FROM blueprint_tokens")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    tokens
 }
 
 /// An upstream that answers `GET /me` with the name of each token it knows.
@@ -156,7 +88,7 @@ fn assert_one_error_line(status: ExitStatus, stderr: &str) -> String {
 async fn two_replicas_on_postgresql_share_an_imported_connection() {
     const TOKEN: &str = "tok_REPLICA_5ecret";
     let upstream = upstream(&[TOKEN]).await;
-    let db = Database::create().await;
+    let db = TestDatabase::create("bp_proxy").await;
     let dir = TempDir::new("replicas");
     std::fs::write(dir.path("i.yaml"), yaml(&upstream.uri(), FAST_RETRY, "")).unwrap();
     let env = [("BLUEPRINT_ENCRYPTION_KEY", KEY_A)];
@@ -180,7 +112,7 @@ async fn two_replicas_on_postgresql_share_an_imported_connection() {
         (200, "me:tok_REPLICA_5ecret")
     );
 
-    let stored = db.stored_access_tokens().await;
+    let stored = stored_access_tokens(&db).await;
     assert_eq!(stored.len(), 1);
     assert!(!stored[0].contains(TOKEN), "the token is stored in clear");
     let (mut first, mut second) = (first, second);
@@ -258,7 +190,7 @@ async fn an_unreachable_postgresql_at_start_is_a_quick_error_naming_it() {
 async fn a_missing_or_wrong_encryption_key_stops_the_start_with_a_clear_message() {
     const TOKEN: &str = "tok_KEYED_c0ffee";
     let upstream = upstream(&[TOKEN]).await;
-    let db = Database::create().await;
+    let db = TestDatabase::create("bp_proxy").await;
     let dir = TempDir::new("key-check");
     std::fs::write(dir.path("i.yaml"), yaml(&upstream.uri(), FAST_RETRY, "")).unwrap();
     let config = dir.path("i.yaml");

@@ -17,11 +17,12 @@ mod proxy_support;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use blueprint_core::ConnectionId;
 use blueprint_refresh::{SqliteStore, StoreKey, TokenStore};
 use http::Method;
+use proxy_support::postgres::TestDatabase;
 use proxy_support::{FAST_RETRY, Process, Reply, TempDir, yaml};
 use serde_json::json;
 use tokio::time::Instant;
@@ -127,16 +128,11 @@ async fn fake_provider(refresh: &str, accepted: &[&str]) -> (MockServer, Arc<Pro
     (server, provider)
 }
 
-fn shared_postgres() -> String {
-    std::env::var("BLUEPRINT_TEST_POSTGRES")
-        .unwrap_or_else(|_| String::from("postgres://postgres@127.0.0.1:5432/test"))
-}
-
 /// Where the two replicas keep connections.
 enum Shared {
     /// A database of this test's own on the shared server, dropped afterwards.
     Postgres {
-        name: String,
+        db: TestDatabase,
     },
     Sqlite {
         dir: TempDir,
@@ -145,28 +141,9 @@ enum Shared {
 
 impl Shared {
     async fn postgres() -> Shared {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "bp_replicas_{}_{}_{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed),
-            UNIX_EPOCH.elapsed().unwrap().subsec_nanos()
-        );
-        let pool = sqlx::PgPool::connect(&shared_postgres())
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "these tests need PostgreSQL at {} (user postgres, trust authentication, \
-                     database `test`; .ci/run starts it), or BLUEPRINT_TEST_POSTGRES: {e}",
-                    shared_postgres()
-                )
-            });
-        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-        Shared::Postgres { name }
+        Shared::Postgres {
+            db: TestDatabase::create("bp_replicas").await,
+        }
     }
 
     fn sqlite() -> Shared {
@@ -177,11 +154,7 @@ impl Shared {
 
     fn url(&self) -> String {
         match self {
-            Shared::Postgres { name } => {
-                let base = shared_postgres();
-                let server = base.rsplit_once('/').map_or(base.as_str(), |(s, _)| s);
-                format!("{server}/{name}")
-            }
+            Shared::Postgres { db } => db.url(),
             Shared::Sqlite { dir } => format!("sqlite://{}", dir.path("shared.db").display()),
         }
     }
@@ -219,31 +192,6 @@ impl Shared {
                 )
             }
         }
-    }
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        let Shared::Postgres { name } = self else {
-            return;
-        };
-        let name = std::mem::take(name);
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                if let Ok(pool) = sqlx::PgPool::connect(&shared_postgres()).await {
-                    let _ =
-                        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                            .execute(&pool)
-                            .await;
-                    pool.close().await;
-                }
-            });
-        })
-        .join();
     }
 }
 

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unreachable_pub, clippy::expect_used, clippy::unwrap_used)]
 
+pub mod postgres;
 pub mod relay;
 pub mod windowed;
 
