@@ -35,7 +35,12 @@ impl Deadline {
 
     /// A deadline `budget` from now.
     pub fn after(budget: Duration) -> Self {
-        let now = Instant::now();
+        Deadline::after_from(Instant::now(), budget)
+    }
+
+    /// `budget` after `now`: [`Deadline::after`] with a clock reading the caller already
+    /// made (a budget too large for the clock saturates the same way).
+    pub fn after_from(now: Instant, budget: Duration) -> Self {
         Deadline(now.checked_add(budget).unwrap_or_else(|| far_future(now)))
     }
 

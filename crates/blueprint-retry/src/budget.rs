@@ -107,8 +107,13 @@ impl RetryBudget {
 
     /// Records a first attempt.
     pub fn deposit(&self) {
+        self.deposit_at(Instant::now());
+    }
+
+    /// [`RetryBudget::deposit`] with a clock reading the caller already made.
+    pub(crate) fn deposit_at(&self, now: Instant) {
         if self.deposit > 0 {
-            self.current().fetch_add(self.deposit, Ordering::AcqRel);
+            self.slot_at(now).fetch_add(self.deposit, Ordering::AcqRel);
         }
     }
 
@@ -140,9 +145,16 @@ impl RetryBudget {
 
     /// This thread's counter for now, clearing slots that fell out of the window.
     fn current(&self) -> &AtomicI64 {
-        let elapsed = Instant::now().saturating_duration_since(self.start);
-        let now_gen = u64::try_from(elapsed.as_nanos() / self.slot_width.as_nanos().max(1))
-            .unwrap_or(u64::MAX);
+        self.slot_at(Instant::now())
+    }
+
+    fn slot_at(&self, now: Instant) -> &AtomicI64 {
+        let elapsed = now.saturating_duration_since(self.start);
+        // In 64 bits (585 years of nanoseconds): a 128-bit division costs more than the
+        // rest of the deposit.
+        let elapsed = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let width = u64::try_from(self.slot_width.as_nanos()).unwrap_or(u64::MAX);
+        let now_gen = elapsed / width.max(1);
         let mut seen = self.generation.load(Ordering::Acquire);
         while now_gen > seen {
             match self.generation.compare_exchange(

@@ -5,6 +5,7 @@ use std::time::Duration;
 use blueprint_core::{BoxError, DEFAULT_REPLAY_CAP, Deadline, EventSink, ReplayBody};
 use http::{Request, Response};
 use http_body::Body;
+use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -374,14 +375,16 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let shared = Arc::clone(&self.shared);
-        shared.budget.deposit();
+        // One clock reading for the budget, the deadline and its check.
+        let now = Instant::now();
+        shared.budget.deposit_at(now);
         let (mut parts, body) = request.into_parts();
         let deadline = match shared.total {
-            Some(total) => Some(Deadline::after(total).tighten(&mut parts.extensions)),
+            Some(total) => Some(Deadline::after_from(now, total).tighten(&mut parts.extensions)),
             None => parts.extensions.get::<Deadline>().copied(),
         };
         let template = Arc::clone(&self.template);
-        if deadline.is_some_and(Deadline::is_expired) {
+        if deadline.is_some_and(|d| d.instant() <= now) {
             return ResponseFuture::expired(template, shared);
         }
         let body = ReplayBody::new(body, shared.replay_cap);

@@ -18,7 +18,9 @@ pin_project! {
         #[pin]
         inner: F,
         span: Span,
-        start: Instant,
+        // `None` when nothing can be logged (no span and no event level enabled): the
+        // call passes through without a clock read or a record.
+        start: Option<Instant>,
         levels: Levels,
         // Only set when response headers are logged.
         response_headers: Option<Arc<Redaction>>,
@@ -35,9 +37,20 @@ impl<F> ResponseFuture<F> {
         ResponseFuture {
             inner,
             span,
-            start: Instant::now(),
+            start: Some(Instant::now()),
             levels,
             response_headers,
+        }
+    }
+
+    /// A call nothing will be logged about.
+    pub(crate) fn quiet(inner: F, levels: Levels) -> Self {
+        ResponseFuture {
+            inner,
+            span: Span::none(),
+            start: None,
+            levels,
+            response_headers: None,
         }
     }
 }
@@ -72,9 +85,12 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let Some(start) = *this.start else {
+            return this.inner.poll(cx);
+        };
         let _entered = this.span.enter();
         let result = ready!(this.inner.poll(cx));
-        let elapsed = this.start.elapsed();
+        let elapsed = start.elapsed();
         // Whole microseconds, so the field prints without float noise.
         #[allow(clippy::cast_precision_loss)]
         let duration_ms = elapsed.as_micros() as f64 / 1000.0;

@@ -23,6 +23,22 @@ pub struct Levels {
     pub failure: Level,
 }
 
+impl Levels {
+    /// Whether an event at any of these levels could be enabled by the subscribers
+    /// installed now (`tracing`'s global level hint: `false` when there is none).
+    fn could_log(&self) -> bool {
+        let max = tracing::level_filters::LevelFilter::current();
+        [
+            self.success,
+            self.client_error,
+            self.server_error,
+            self.failure,
+        ]
+        .into_iter()
+        .any(|level| level <= max)
+    }
+}
+
 impl Default for Levels {
     fn default() -> Self {
         Levels {
@@ -311,6 +327,9 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let span = self.make_span(&request);
+        if span.is_none() && !self.config.levels.could_log() {
+            return ResponseFuture::quiet(self.inner.call(request), self.config.levels);
+        }
         let future = {
             let _entered = span.enter();
             self.inner.call(request)
@@ -357,5 +376,71 @@ mod tests {
         assert_eq!(redacted_path("/"), "/");
         let long = format!("/tokens/{}", "a".repeat(40));
         assert_eq!(redacted_path(&long), "/tokens/{}");
+    }
+}
+
+#[cfg(test)]
+mod quiet_tests {
+    use std::sync::{Arc, Mutex};
+
+    use http::{Request, Response, StatusCode};
+    use tower::{ServiceExt, service_fn};
+
+    use super::TraceLayer;
+    use tower_layer::Layer;
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    async fn call(status: StatusCode) {
+        let inner = service_fn(move |_req: Request<()>| async move {
+            let mut response = Response::new(());
+            *response.status_mut() = status;
+            Ok::<_, std::convert::Infallible>(response)
+        });
+        let service = TraceLayer::new().layer(inner);
+        let request = Request::get("https://api.example.com/contacts")
+            .body(())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let _ = service.oneshot(request).await;
+    }
+
+    /// The span (INFO) is off under a WARN subscriber, but the WARN event of a 404 is not:
+    /// the call must not take the quiet way that skips it.
+    #[tokio::test]
+    async fn events_are_kept_when_only_the_span_is_filtered_out() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        call(StatusCode::NOT_FOUND).await;
+        call(StatusCode::OK).await;
+        let text = String::from_utf8(
+            buffer
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+        )
+        .unwrap_or_default();
+        assert_eq!(text.matches("request finished").count(), 1, "{text}");
+        assert!(text.contains("status_code=404"), "{text}");
     }
 }

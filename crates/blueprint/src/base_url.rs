@@ -399,7 +399,7 @@ pub struct InvalidPath {
 }
 
 impl InvalidPath {
-    fn new(reason: &'static str) -> Self {
+    pub(crate) fn new(reason: &'static str) -> Self {
         InvalidPath { reason }
     }
 
