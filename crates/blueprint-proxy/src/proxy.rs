@@ -101,6 +101,16 @@ struct Call<'a> {
     path: &'a str,
 }
 
+/// [`forward`] with what its extractors do (the caller's key, checked as [`Authorized`]
+/// does): the edge's fast path calls it without axum's router ([`crate::edge::Front`]).
+pub(crate) async fn forward_direct(state: ProxyState, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    match crate::auth::authorize(&parts, &state) {
+        Ok(authorized) => forward(State(state), authorized, Request::from_parts(parts, body)).await,
+        Err(refused) => refused.into_response(),
+    }
+}
+
 pub(crate) async fn forward(
     State(state): State<ProxyState>,
     _auth: Authorized,
