@@ -286,6 +286,176 @@ fn gone() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+
+    const KEY: &str = "a-key-of-16-chars-or-more";
+
+    /// A provider that echoes the method, target and headers it received; `/teapot`
+    /// answers 418 with a `Connection` header naming another.
+    async fn provider() -> std::net::SocketAddr {
+        async fn echo(request: Request) -> Response {
+            let mut text = format!("{} {}\n", request.method(), request.uri());
+            for (name, value) in request.headers() {
+                text.push_str(&format!("{name}: {}\n", value.to_str().unwrap_or("?")));
+            }
+            let mut response = text.into_response();
+            if request.uri().path() == "/teapot" {
+                *response.status_mut() = StatusCode::IM_A_TEAPOT;
+                let headers = response.headers_mut();
+                headers.insert("connection", HeaderValue::from_static("X-Drop, close"));
+                headers.insert("x-drop", HeaderValue::from_static("1"));
+                headers.insert("x-keep", HeaderValue::from_static("2"));
+                headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+            }
+            response
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().fallback(echo);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    async fn proxy(upstream: std::net::SocketAddr) -> crate::Proxy {
+        let yaml = format!(
+            "integrations:\n  intercom:\n    extends_blueprint: intercom:v0\n    base_url: http://{upstream}/\n"
+        );
+        let registry = crate::registry().unwrap();
+        let integrations =
+            blueprint::Integrations::parse(&yaml, "test.yaml", &registry, |_| None).unwrap();
+        let proxy = crate::Proxy::builder(integrations, crate::SecretKey::new(KEY).unwrap())
+            .build()
+            .unwrap();
+        let import = http::Request::put("/connections/intercom/acme")
+            .header("authorization", format!("Bearer {KEY}"))
+            .header("content-type", "application/json")
+            .body(Body::from(r#"{"access_token": "t"}"#))
+            .unwrap();
+        let imported = proxy.router().oneshot(import).await.unwrap();
+        assert!(imported.status().is_success(), "{}", imported.status());
+        proxy
+    }
+
+    /// Status, headers in order, body.
+    async fn answer(response: Response) -> (StatusCode, Vec<(String, String)>, bytes::Bytes) {
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("?").to_owned()))
+            .collect();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, body)
+    }
+
+    fn request(method: &str, target: &str, headers: &[(&str, &str)]) -> Request {
+        let mut request = http::Request::builder().method(method).uri(target);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(Body::empty()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_fast_path_answers_as_the_router_does() {
+        let upstream = provider().await;
+        let (fast, routed) = (proxy(upstream).await, proxy(upstream).await);
+        let bearer = format!("Bearer {KEY}");
+        let call = [
+            ("authorization", bearer.as_str()),
+            ("provider-config-key", "intercom"),
+            ("connection-id", "acme"),
+        ];
+        type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>);
+        let cases: Vec<Case<'_>> = vec![
+            ("GET", "/proxy/me", call.to_vec()),
+            ("HEAD", "/proxy/me", call.to_vec()),
+            ("POST", "/proxy/a/b?x=1&y=%2F", call.to_vec()),
+            ("GET", "/proxy/teapot", call.to_vec()),
+            ("GET", "/proxy/%2e%2e/admin", call.to_vec()),
+            ("GET", "/proxy//me", call.to_vec()),
+            (
+                "GET",
+                "/proxy/me",
+                [
+                    &call[..],
+                    &[
+                        ("connection", "X-Hop, keep-alive"),
+                        ("x-hop", "1"),
+                        ("x-other", "2"),
+                        ("te", "trailers"),
+                        ("forwarded", "host=evil"),
+                        ("cookie", "c=1"),
+                    ],
+                ]
+                .concat(),
+            ),
+            ("GET", "/proxy/me", vec![]),
+            (
+                "GET",
+                "/proxy/me",
+                vec![("authorization", "Bearer wrong-key-wrong-key")],
+            ),
+            ("GET", "/proxy/me", vec![("authorization", bearer.as_str())]),
+            (
+                "GET",
+                "/proxy/me",
+                vec![
+                    ("authorization", bearer.as_str()),
+                    ("provider-config-key", "nope"),
+                    ("connection-id", "acme"),
+                ],
+            ),
+            (
+                "GET",
+                "/proxy/me",
+                vec![
+                    ("authorization", bearer.as_str()),
+                    ("provider-config-key", "intercom"),
+                    ("connection-id", "nobody"),
+                ],
+            ),
+            ("TRACE", "/proxy/me", call.to_vec()),
+            ("TRACK", "/proxy/me", call.to_vec()),
+            ("GET", "/proxy/", call.to_vec()),
+            ("GET", "/proxy", call.to_vec()),
+            ("GET", "/proxyme", call.to_vec()),
+            ("GET", "/healthz", vec![]),
+            ("HEAD", "/healthz", vec![]),
+            ("POST", "/healthz", vec![]),
+            ("GET", "/nowhere", vec![]),
+            ("GET", "/connections", vec![]),
+        ];
+        for (method, target, headers) in &cases {
+            let by_front = fast.front().oneshot(request(method, target, headers));
+            let by_router = routed.router().oneshot(request(method, target, headers));
+            let (front, router) = (
+                answer(by_front.await.unwrap()),
+                answer(by_router.await.unwrap()),
+            );
+            let (front, router) = (front.await, router.await);
+            assert_eq!(front, router, "{method} {target} {headers:?}");
+        }
+        // Sorted: a family's series come out in the order of a hash map.
+        let series = |proxy: &crate::Proxy| {
+            let mut lines = proxy
+                .metrics()
+                .render()
+                .lines()
+                .filter(|l| l.starts_with("blueprint_proxy_"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>();
+            lines.sort();
+            lines
+        };
+        assert_eq!(series(&fast), series(&routed));
+        assert!(
+            series(&fast).iter().any(|l| l.contains("status=\"418\"")),
+            "{:?}",
+            series(&fast)
+        );
+    }
 
     #[test]
     fn only_paths_under_the_proxy_route_are_guarded() {
