@@ -175,6 +175,12 @@ impl Proxy {
             .with_state(state)
     }
 
+    /// The router behind a fast path for `/proxy` calls ([`crate::edge::Front`]): what
+    /// the binary serves.
+    pub(crate) fn front(&self) -> crate::edge::Front {
+        crate::edge::Front::new(self.router(), self.state.clone())
+    }
+
     /// The metrics the router records.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.state.0.metrics

@@ -141,36 +141,42 @@ impl FromRequestParts<ProxyState> for Authorized {
         parts: &mut Parts,
         state: &ProxyState,
     ) -> Result<Self, Self::Rejection> {
-        let presented = presented_key(&parts.headers);
-        let authorized = presented.is_some_and(|key| state.secret_key().matches(key));
-        if !authorized {
-            // At DEBUG: an unauthenticated flood must not flood the logs. Never the key.
-            tracing::debug!(
-                method = %parts.method,
-                path = parts.uri.path(),
-                key_sent = presented.is_some(),
-                "refused a call without the proxy's secret key"
-            );
-        }
-        match presented {
-            Some(_) if authorized => Ok(Authorized),
-            Some(_) => Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                format!(
-                    "the bearer key in `Authorization` is not the proxy's key; send \
-                     `Authorization: Bearer <{SECRET_KEY_VAR}>`"
-                ),
-            )),
-            None => Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                format!(
-                    "this route needs the proxy's secret key: send `Authorization: Bearer \
-                     <{SECRET_KEY_VAR}>`"
-                ),
-            )),
-        }
+        authorize(parts, state)
+    }
+}
+
+/// What the [`Authorized`] extractor does, for the edge's fast path to `/proxy`, which
+/// runs no extractor ([`crate::edge::Front`]).
+pub(crate) fn authorize(parts: &Parts, state: &ProxyState) -> Result<Authorized, ApiError> {
+    let presented = presented_key(&parts.headers);
+    let authorized = presented.is_some_and(|key| state.secret_key().matches(key));
+    if !authorized {
+        // At DEBUG: an unauthenticated flood must not flood the logs. Never the key.
+        tracing::debug!(
+            method = %parts.method,
+            path = parts.uri.path(),
+            key_sent = presented.is_some(),
+            "refused a call without the proxy's secret key"
+        );
+    }
+    match presented {
+        Some(_) if authorized => Ok(Authorized),
+        Some(_) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            format!(
+                "the bearer key in `Authorization` is not the proxy's key; send \
+                 `Authorization: Bearer <{SECRET_KEY_VAR}>`"
+            ),
+        )),
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            format!(
+                "this route needs the proxy's secret key: send `Authorization: Bearer \
+                 <{SECRET_KEY_VAR}>`"
+            ),
+        )),
     }
 }
 

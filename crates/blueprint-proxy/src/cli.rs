@@ -19,7 +19,7 @@ use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-use crate::{Limits, Metrics, Proxy, SecretKey, check, registry, serve_with, shutdown_signal};
+use crate::{Limits, Metrics, Proxy, SecretKey, check, registry, shutdown_signal};
 
 /// The environment variable with the key that encrypts stored credentials.
 pub const ENCRYPTION_KEY_VAR: &str = "BLUEPRINT_ENCRYPTION_KEY";
@@ -768,9 +768,9 @@ async fn serve_main(settings: Settings) -> Result<(), Failure> {
         let _ = writeln!(out, "blueprint-proxy listening on http://{address}");
         let _ = out.flush();
     }
-    let served = serve_with(
+    let served = crate::server::serve_service(
         listener,
-        proxy.router(),
+        proxy.front(),
         shutdown_signal(),
         settings.grace,
         settings.hardening.limits,

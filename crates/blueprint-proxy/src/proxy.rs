@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use blueprint::Error as StackError;
 use blueprint_core::{Attempt, ConnectionId, NeedsReauthorization, TokenError, TokenErrorKind};
 use http::header::{self, HeaderMap, HeaderName};
+use http::uri::PathAndQuery;
 use http::{StatusCode, Uri};
 use tokio::time::Instant;
 use tower::ServiceExt as _;
@@ -31,8 +32,11 @@ pub(crate) const ROUTE_PREFIX: &str = "/proxy/";
 /// The longest integration name read from `Provider-Config-Key`.
 const MAX_INTEGRATION_NAME: usize = 256;
 
+// The lists of names are statics: a `const` array of names is built, and dropped, at each
+// use.
+
 /// Hop-by-hop headers (RFC 9110 section 7.6.1): never forwarded in either direction.
-const HOP_BY_HOP: [HeaderName; 9] = [
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
@@ -47,7 +51,7 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 /// Further headers of the caller's request that are not forwarded: `Host` (the stack sets
 /// the provider's), the caller's credentials meant for the proxy, and the proxy's own
 /// control headers.
-const REQUEST_ONLY_DROP: [HeaderName; 5] = [
+static REQUEST_ONLY_DROP: [HeaderName; 5] = [
     header::HOST,
     header::AUTHORIZATION,
     header::COOKIE,
@@ -60,7 +64,7 @@ const REQUEST_ONLY_DROP: [HeaderName; 5] = [
 /// dropped unless the proxy is built with
 /// [`forward_host_headers`](crate::ProxyBuilder::forward_host_headers)
 /// (`--forward-host-headers`).
-pub(crate) const HOST_HEADERS: [HeaderName; 2] = [
+pub(crate) static HOST_HEADERS: [HeaderName; 2] = [
     header::FORWARDED,
     HeaderName::from_static("x-forwarded-host"),
 ];
@@ -99,6 +103,16 @@ struct Call<'a> {
     connection: &'a str,
     method: &'a http::Method,
     path: &'a str,
+}
+
+/// [`forward`] with what its extractors do (the caller's key, checked as [`Authorized`]
+/// does): the edge's fast path calls it without axum's router ([`crate::edge::Front`]).
+pub(crate) async fn forward_direct(state: ProxyState, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    match crate::auth::authorize(&parts, &state) {
+        Ok(authorized) => forward(State(state), authorized, Request::from_parts(parts, body)).await,
+        Err(refused) => refused.into_response(),
+    }
 }
 
 pub(crate) async fn forward(
@@ -211,13 +225,7 @@ async fn send(
         .stack_for(&**state.store(), call.connection)
         .await
         .map_err(Failure::BeforeStack)?;
-    // The target is built from the raw path, still percent-encoded, so that the engine's
-    // base-URL layer sees `%2e%2e` and `%2f` as sent and refuses them.
-    let target = match parts.uri.query() {
-        Some(query) => format!("{}?{query}", call.path),
-        None => call.path.to_owned(),
-    };
-    let uri: Uri = target.parse().map_err(|_| {
+    let uri = target(&parts.uri, call.path).ok_or_else(|| {
         Failure::BeforeStack(ApiError::bad_request(
             "invalid_path",
             "the path and query cannot form a request target",
@@ -263,10 +271,47 @@ async fn send(
     }
 }
 
-/// Headers named by the caller's `Connection` header: hop-by-hop too.
+/// The relative target sent into the stack: the caller's path less [`PREFIX`], and its
+/// query. Built from the raw path, still percent-encoded, so that the engine's base-URL
+/// layer sees `%2e%2e` and `%2f` as sent and refuses them.
+fn target(uri: &Uri, path: &str) -> Option<Uri> {
+    // The caller's path and query are one slice, `path?query`: parsed as it is, without
+    // putting it together again. (A URI without one is `CONNECT`'s, refused at the edge.)
+    let slice = uri
+        .path_and_query()
+        .and_then(|pq| pq.as_str().strip_prefix(PREFIX))
+        .filter(|rest| rest.starts_with(path));
+    let parsed = match slice {
+        Some(target) => PathAndQuery::try_from(target).map(Uri::from),
+        None => match uri.query() {
+            Some(query) => format!("{path}?{query}").parse(),
+            None => path.parse(),
+        },
+    };
+    parsed.ok()
+}
+
+/// Headers named by a message's `Connection` header, hop-by-hop too: only those that are
+/// not hop-by-hop anyway and that the message holds, for the rest would be skipped or
+/// removed for nothing. So the usual `keep-alive` and `close` cost no allocation.
 fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
-    headers
-        .get_all(header::CONNECTION)
+    let values = headers.get_all(header::CONNECTION);
+    // On bytes: a value `to_str` takes is visible ASCII, spaces and tabs, which `trim`
+    // and `trim_ascii` trim alike.
+    let matters = |token: &[u8]| {
+        let token = token.trim_ascii();
+        !HOP_BY_HOP
+            .iter()
+            .any(|name| name.as_str().as_bytes().eq_ignore_ascii_case(token))
+            && std::str::from_utf8(token).is_ok_and(|token| headers.contains_key(token))
+    };
+    let any = values
+        .iter()
+        .any(|v| v.to_str().is_ok() && v.as_bytes().split(|b| *b == b',').any(matters));
+    if !any {
+        return Vec::new();
+    }
+    values
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -286,7 +331,20 @@ where
     // is stale (RFC 9112 section 6.3); forwarded, it would cut the answer short.
     let framed_by_encoding = parts.headers.contains_key(header::TRANSFER_ENCODING);
     let named = connection_named(&parts.headers);
-    for name in HOP_BY_HOP.iter().chain(&named) {
+    // One pass over the names held, then removals of those present only, in the order of
+    // the list (a removal moves the last header into the gap: the order is kept as before).
+    let mut present = 0u16;
+    for name in parts.headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            parts.headers.remove(name);
+        }
+    }
+    for name in &named {
         parts.headers.remove(name);
     }
     if framed_by_encoding || !content_length_fits(&parts.headers, parts.status, &body) {

@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::Request;
+use axum::response::Response;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
@@ -26,7 +28,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
-use tower::ServiceExt as _;
+use tower::{Service, ServiceExt as _};
 
 /// The default header-read timeout: 10 seconds.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -131,6 +133,22 @@ pub async fn serve_with(
     grace: Duration,
     limits: Limits,
 ) -> io::Result<()> {
+    serve_service(listener, router, shutdown, grace, limits).await
+}
+
+/// [`serve_with`] for any service that answers as a router does: the binary serves the
+/// proxy's [`Front`](crate::edge::Front).
+pub(crate) async fn serve_service<S>(
+    listener: TcpListener,
+    service: S,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+    limits: Limits,
+) -> io::Result<()>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
     listener.local_addr()?;
     let max = limits.max_connections;
     let permits = Arc::new(Semaphore::new(max));
@@ -156,7 +174,7 @@ pub async fn serve_with(
                 accept.accepted();
                 tokio::spawn(connection(
                     stream,
-                    router.clone(),
+                    service.clone(),
                     http.clone(),
                     limits.keep_alive,
                     stopping.clone(),
@@ -309,14 +327,17 @@ fn refuse(stream: TcpStream) {
 }
 
 /// Serves one connection until it closes, is idle for `keep_alive`, or the server stops.
-async fn connection(
+async fn connection<S>(
     stream: TcpStream,
-    router: Router,
+    router: S,
     http: hyper::server::conn::http1::Builder,
     keep_alive: Duration,
     mut stopping: watch::Receiver<bool>,
     permit: OwnedSemaphorePermit,
-) {
+) where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
     let _permit = permit;
     let (activity, mut idle) = watch::channel(Activity {
         in_flight: 0,
