@@ -13,6 +13,9 @@
 //!
 //! Clients:
 //! - `bare_hyper_util`: hyper-util's legacy client, absolute URIs;
+//! - `bare_same_headers`: the same client sending what the stack sends and any client of
+//!   the API must (`Authorization` and `Accept`), so that the cost of two more headers on
+//!   both ends of the connection is told apart from the stack's own;
 //! - `stack_static_token`: the engine's default stack (`StackBuilder` defaults) with a
 //!   `StaticToken`;
 //! - `stack_oauth2_store`: the same stack with what the proxy uses: an `OAuth2TokenSource`
@@ -69,6 +72,20 @@ fn main() {
                 })
             })
         }),
+        ("bare_same_headers", {
+            let uri: Arc<str> = Arc::from(format!("{base}/contacts").as_str());
+            Box::new(move || {
+                let uri = Arc::clone(&uri);
+                run_client(requests, move || {
+                    let client =
+                        HyperClient::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+                    (
+                        client.map_request(with_headers as fn(_) -> _),
+                        Arc::clone(&uri),
+                    )
+                })
+            })
+        }),
         ("stack_static_token", {
             let base = base.clone();
             Box::new(move || {
@@ -114,17 +131,22 @@ fn main() {
         return;
     }
     let medians: Vec<Sample> = samples.iter().map(|s| median(s)).collect();
-    let bare = medians[0];
+    let (bare, same) = (medians[0], medians[1]);
     println!();
-    println!("| client | req/s | CPU µs/request | throughput vs bare | CPU vs bare |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| client | req/s | CPU µs/request | throughput vs bare | CPU vs bare | \
+         throughput vs bare_same_headers | CPU vs bare_same_headers |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     for ((name, _), m) in clients.iter().zip(&medians) {
         println!(
-            "| {name} | {:.0} | {:.2} | {:.1}% | {:+.2} µs |",
+            "| {name} | {:.0} | {:.2} | {:.1}% | {:+.2} µs | {:.1}% | {:+.2} µs |",
             m.per_sec,
             m.cpu_us,
             100.0 * m.per_sec / bare.per_sec,
             m.cpu_us - bare.cpu_us,
+            100.0 * m.per_sec / same.per_sec,
+            m.cpu_us - same.cpu_us,
         );
     }
 }
@@ -155,6 +177,20 @@ fn env_number(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// What a bare client of the API adds to each request itself.
+fn with_headers(mut request: Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    let headers = request.headers_mut();
+    headers.insert(
+        http::header::AUTHORIZATION,
+        http::HeaderValue::from_static("Bearer bench-token"),
+    );
+    headers.insert(
+        http::header::ACCEPT,
+        http::HeaderValue::from_static("application/json"),
+    );
+    request
 }
 
 /// The engine's whole default stack for the API at `base`.

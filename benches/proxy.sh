@@ -117,6 +117,7 @@ curl -s -o /dev/null -X PUT "http://127.0.0.1:$PX/connections/intercom/acme" \
 
 ng_worker() { pgrep -P "$(cat "$work/ng.pid")" | head -1; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+sys_ticks() { awk '{print $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 
 # wrk's latency ("430.00us", "1.20ms", "1.01s") in milliseconds.
@@ -128,21 +129,26 @@ to_ms() {
            printf "%.3f\n", v }'
 }
 
-# Runs wrk against $1 with extra headers; prints "req/s p50_ms p99_ms cpu_us_per_req".
+# Runs wrk against $1 with extra headers; prints
+# "req/s p50_ms p99_ms cpu_us_per_req kernel_us_per_req".
 run() {
     local url=$1 pid=$2; shift 2
-    local before after out reqs secs
+    local before after sys_before sys_after out reqs secs
     before=$( [ -n "$pid" ] && cpu_ticks "$pid" || echo 0 )
+    sys_before=$( [ -n "$pid" ] && sys_ticks "$pid" || echo 0 )
     out=$(taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_ROUND}s" --latency "$@" "$url")
     after=$( [ -n "$pid" ] && cpu_ticks "$pid" || echo 0 )
+    sys_after=$( [ -n "$pid" ] && sys_ticks "$pid" || echo 0 )
     # "  224000 requests in 3.00s, 50.00MB read"; latencies as "430.00us", "1.20ms" or "1.01s".
     reqs=$(awk '/requests in/ {print $1}' <<<"$out")
     secs=$(awk '/requests in/ {gsub("s,","",$4); print $4}' <<<"$out")
     local p50 p99
     p50=$(awk '$1=="50%" {print $2}' <<<"$out" | to_ms)
     p99=$(awk '$1=="99%" {print $2}' <<<"$out" | to_ms)
-    awk -v r="$reqs" -v s="$secs" -v b="$before" -v a="$after" -v hz="$hz" -v p50="$p50" -v p99="$p99" \
-        'BEGIN { printf "%.0f %s %s %.2f\n", r / s, p50, p99, (a - b) / hz * 1e6 / r }'
+    awk -v r="$reqs" -v s="$secs" -v b="$before" -v a="$after" -v sb="$sys_before" -v sa="$sys_after" \
+        -v hz="$hz" -v p50="$p50" -v p99="$p99" \
+        'BEGIN { printf "%.0f %s %s %.2f %.2f\n", r / s, p50, p99,
+                 (a - b) / hz * 1e6 / r, (sa - sb) / hz * 1e6 / r }'
 }
 
 results="$work/results"
@@ -164,8 +170,8 @@ done
 echo
 echo "blueprint-proxy vs nginx, $CONNECTIONS connections, $ROUNDS rounds of ${SECONDS_PER_ROUND}s, access log $LOG (medians)"
 echo
-echo "| what | req/s | p50 | p99 | CPU µs/request (proxy process) |"
-echo "|---|---|---|---|---|"
+echo "| what | req/s | p50 | p99 | CPU µs/request (proxy process) | of which in the kernel |"
+echo "|---|---|---|---|---|---|"
 median() { sort -n | awk '{ v[NR]=$1 } END { print v[int((NR+1)/2)] }'; }
 for who in direct nginx proxy; do
     col() { awk -v who="$who" -v c="$1" '$1 == who { print $c }' "$results"; }
@@ -173,8 +179,9 @@ for who in direct nginx proxy; do
     p50=$(col 3 | median)
     p99=$(col 4 | median)
     cpu=$(col 5 | median)
-    [ "$who" = direct ] && cpu="-"
-    echo "| $who | $rps | ${p50} ms | ${p99} ms | $cpu |"
+    kernel=$(col 6 | median)
+    [ "$who" = direct ] && cpu="-" && kernel="-"
+    echo "| $who | $rps | ${p50} ms | ${p99} ms | $cpu | $kernel |"
 done
 lines=$(wc -l <"$work/px.log")
 echo
