@@ -192,6 +192,11 @@ pub(crate) const MAX_JSON_BODY: usize = 64 * 1024;
 
 /// Wraps a request's body in a [`CallerBody`].
 pub(crate) fn watch(request: axum::extract::Request, idle: Duration) -> axum::extract::Request {
+    // A body already at its end (a `GET`, a `Content-Length: 0`) can neither stall nor fail
+    // to read: it is left as it is, without a timer and a box per call.
+    if request.body().is_end_stream() {
+        return request;
+    }
     request.map(|body| Body::new(CallerBody::new(body, idle)))
 }
 
