@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Instructions per proxied call: the release proxy under `valgrind --tool=callgrind`, behind
+# the same upstream as benches/proxy.sh (nginx answering like Intercom), driven by wrk. The
+# count is reset after a warm-up and dumped after the measured run, then divided by the
+# requests wrk made. Instructions, unlike seconds, do not depend on what else the machine
+# does, so two builds compare exactly (run to run: about ±500).
+#
+#   bash benches/proxy_callgrind.sh           # 15 s measured, prints instr/call
+#   SECONDS_MEASURED=30 bash benches/proxy_callgrind.sh
+#   KEEP=1 bash benches/proxy_callgrind.sh    # keeps the callgrind file for callgrind_annotate
+#
+# Needs valgrind, nginx and wrk (Debian packages `valgrind`, `nginx-light`, `wrk`) and a
+# release build (`cargo build --release -p blueprint-proxy`; built here if missing). Line
+# tables make the profile readable and change no code:
+# `CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release -p blueprint-proxy`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECONDS_MEASURED="${SECONDS_MEASURED:-15}"
+TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/blueprint-target}"
+PROXY_BIN="$TARGET_DIR/release/blueprint-proxy"
+for tool in valgrind callgrind_control nginx wrk curl; do
+    command -v "$tool" >/dev/null || { echo "proxy_callgrind.sh: $tool is not installed" >&2; exit 1; }
+done
+if [ ! -x "$PROXY_BIN" ]; then
+    CARGO_TARGET_DIR="$TARGET_DIR" cargo build --release --locked -p blueprint-proxy >&2
+fi
+
+work=$(mktemp -d)
+vg=""
+cleanup() {
+    [ -n "$vg" ] && kill "$vg" 2>/dev/null || true
+    [ -f "$work/up.pid" ] && kill "$(cat "$work/up.pid")" 2>/dev/null || true
+    [ "${KEEP:-0}" = 1 ] || rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP=$(free_port); PX=$(free_port)
+
+cat >"$work/up.conf" <<EOC
+worker_processes 1;
+pid $work/up.pid;
+error_log $work/up.err warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$UP;
+        location / {
+            add_header X-RateLimit-Limit 100000;
+            add_header X-RateLimit-Remaining 99999;
+            add_header X-RateLimit-Reset 4102444800;
+            default_type application/json;
+            return 200 '{"type":"admin","id":"1"}';
+        }
+    }
+}
+EOC
+nginx -c "$work/up.conf" -p "$work" -g 'daemon on;'
+
+KEY=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+cat >"$work/integrations.yaml" <<EOC
+integrations:
+  intercom:
+    extends_blueprint: intercom:v0
+    base_url: http://127.0.0.1:$UP/
+EOC
+BLUEPRINT_SECRET_KEY="$KEY" RUST_LOG="${RUST_LOG:-info}" \
+    valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" "$PROXY_BIN" \
+    --config "$work/integrations.yaml" --store "sqlite://$work/store.db" \
+    --listen "127.0.0.1:$PX" --worker-threads 1 >"$work/px.out" 2>"$work/px.log" &
+vg=$!
+for _ in $(seq 1 300); do
+    curl -s -o /dev/null "http://127.0.0.1:$PX/healthz" && break
+    sleep 0.2
+done
+curl -s -o /dev/null -X PUT "http://127.0.0.1:$PX/connections/intercom/acme" \
+    -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
+    -d '{"access_token": "bench-token"}'
+headers=(-H "Authorization: Bearer $KEY" -H 'Provider-Config-Key: intercom' -H 'Connection-Id: acme')
+
+wrk -t1 -c8 -d5s "${headers[@]}" "http://127.0.0.1:$PX/proxy/me" >/dev/null
+callgrind_control -z "$vg" >/dev/null
+out=$(wrk -t1 -c8 -d"${SECONDS_MEASURED}s" "${headers[@]}" "http://127.0.0.1:$PX/proxy/me")
+callgrind_control -d "$vg" >/dev/null
+requests=$(awk '/requests in/ {print $1}' <<<"$out")
+sleep 1
+dump=$(ls -t "$work"/callgrind.out.* | head -1)
+total=$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")
+echo "requests $requests, instructions $total, per proxied call $((total / requests))"
+[ "${KEEP:-0}" = 1 ] && echo "callgrind file: $dump"
