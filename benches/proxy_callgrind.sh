@@ -82,9 +82,9 @@ curl -s -o /dev/null -X PUT "http://127.0.0.1:$PX/connections/intercom/acme" \
 headers=(-H "Authorization: Bearer $KEY" -H 'Provider-Config-Key: intercom' -H 'Connection-Id: acme')
 
 wrk -t1 -c8 -d5s "${headers[@]}" "http://127.0.0.1:$PX/proxy/me" >/dev/null
-callgrind_control -z "$vg" >/dev/null
+callgrind_control -z "$vg" >/dev/null 2>&1
 out=$(wrk -t1 -c8 -d"${SECONDS_MEASURED}s" "${headers[@]}" "http://127.0.0.1:$PX/proxy/me")
-callgrind_control -d "$vg" >/dev/null
+callgrind_control -d "$vg" >/dev/null 2>&1
 requests=$(awk '/requests in/ {print $1}' <<<"$out")
 sleep 1
 dump=$(ls -t "$work"/callgrind.out.* | head -1)
