@@ -61,31 +61,13 @@ fn main() {
     );
 
     let clients: Vec<(&str, Round)> = vec![
-        ("bare_hyper_util", {
-            let uri: Arc<str> = Arc::from(format!("{base}/contacts").as_str());
-            Box::new(move || {
-                let uri = Arc::clone(&uri);
-                run_client(requests, move || {
-                    let client =
-                        HyperClient::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-                    (client, Arc::clone(&uri))
-                })
-            })
-        }),
-        ("bare_same_headers", {
-            let uri: Arc<str> = Arc::from(format!("{base}/contacts").as_str());
-            Box::new(move || {
-                let uri = Arc::clone(&uri);
-                run_client(requests, move || {
-                    let client =
-                        HyperClient::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-                    (
-                        client.map_request(with_headers as fn(_) -> _),
-                        Arc::clone(&uri),
-                    )
-                })
-            })
-        }),
+        ("bare_hyper_util", bare(&base, requests, |client| client)),
+        (
+            "bare_same_headers",
+            bare(&base, requests, |client| {
+                client.map_request(with_headers as fn(_) -> _)
+            }),
+        ),
         ("stack_static_token", {
             let base = base.clone();
             Box::new(move || {
@@ -178,6 +160,25 @@ fn env_number(name: &str, default: u64) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// A round of hyper-util's legacy client (absolute URIs), as `wrap` dresses it.
+fn bare<S>(base: &str, requests: u64, wrap: fn(BareClient) -> S) -> Round
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<hyper::body::Incoming>> + Clone + 'static,
+    S::Future: 'static,
+    S::Error: std::fmt::Debug,
+{
+    let uri: Arc<str> = Arc::from(format!("{base}/contacts").as_str());
+    Box::new(move || {
+        let uri = Arc::clone(&uri);
+        run_client(requests, move || {
+            let client = HyperClient::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+            (wrap(client), uri)
+        })
+    })
+}
+
+type BareClient = HyperClient<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
 /// What a bare client of the API adds to each request itself.
 fn with_headers(mut request: Request<Full<Bytes>>) -> Request<Full<Bytes>> {

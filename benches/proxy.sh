@@ -43,31 +43,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. benches/proxy_setup.sh
 UP=$(free_port); NG=$(free_port); PX=$(free_port)
 
 # --- the upstream: nginx answering like Intercom ---------------------------------------
-cat >"$work/up.conf" <<EOF
-worker_processes 1;
-pid $work/up.pid;
-error_log $work/up.err warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    server {
-        listen 127.0.0.1:$UP;
-        location / {
-            add_header X-RateLimit-Limit 100000;
-            add_header X-RateLimit-Remaining 99999;
-            add_header X-RateLimit-Reset 4102444800;
-            default_type application/json;
-            return 200 '{"type":"admin","id":"1"}';
-        }
-    }
-}
-EOF
-taskset -c 0 nginx -c "$work/up.conf" -p "$work" -g 'daemon on;'
+start_upstream "$work" "$UP" 0
 
 # --- nginx as the proxy under test -------------------------------------------------------
 cat >"$work/ng.conf" <<EOF
@@ -93,13 +73,8 @@ EOF
 taskset -c 1 nginx -c "$work/ng.conf" -p "$work" -g 'daemon on;'
 
 # --- blueprint-proxy -------------------------------------------------------------------
-KEY=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-cat >"$work/integrations.yaml" <<EOF
-integrations:
-  intercom:
-    extends_blueprint: intercom:v0
-    base_url: http://127.0.0.1:$UP/
-EOF
+KEY=$(new_key)
+write_integrations "$work" "$UP"
 rust_log=info
 [ "$LOG" = off ] && rust_log=warn
 BLUEPRINT_SECRET_KEY="$KEY" RUST_LOG="$rust_log" taskset -c 1 "$PROXY_BIN" \
@@ -107,13 +82,7 @@ BLUEPRINT_SECRET_KEY="$KEY" RUST_LOG="$rust_log" taskset -c 1 "$PROXY_BIN" \
     --listen "127.0.0.1:$PX" --worker-threads 1 >"$work/px.out" 2>"$work/px.log" &
 pids+=($!)
 PROXY_PID=$!
-for _ in $(seq 1 100); do
-    curl -s -o /dev/null "http://127.0.0.1:$PX/healthz" && break
-    sleep 0.1
-done
-curl -s -o /dev/null -X PUT "http://127.0.0.1:$PX/connections/intercom/acme" \
-    -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
-    -d '{"access_token": "bench-token"}'
+connect_proxy "$PX" "$KEY" 50
 
 ng_worker() { pgrep -P "$(cat "$work/ng.pid")" | head -1; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

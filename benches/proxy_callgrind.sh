@@ -35,50 +35,18 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. benches/proxy_setup.sh
 UP=$(free_port); PX=$(free_port)
-
-cat >"$work/up.conf" <<EOC
-worker_processes 1;
-pid $work/up.pid;
-error_log $work/up.err warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    server {
-        listen 127.0.0.1:$UP;
-        location / {
-            add_header X-RateLimit-Limit 100000;
-            add_header X-RateLimit-Remaining 99999;
-            add_header X-RateLimit-Reset 4102444800;
-            default_type application/json;
-            return 200 '{"type":"admin","id":"1"}';
-        }
-    }
-}
-EOC
-nginx -c "$work/up.conf" -p "$work" -g 'daemon on;'
-
-KEY=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-cat >"$work/integrations.yaml" <<EOC
-integrations:
-  intercom:
-    extends_blueprint: intercom:v0
-    base_url: http://127.0.0.1:$UP/
-EOC
+start_upstream "$work" "$UP"
+KEY=$(new_key)
+write_integrations "$work" "$UP"
 BLUEPRINT_SECRET_KEY="$KEY" RUST_LOG="${RUST_LOG:-info}" \
     valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" "$PROXY_BIN" \
     --config "$work/integrations.yaml" --store "sqlite://$work/store.db" \
     --listen "127.0.0.1:$PX" --worker-threads 1 >"$work/px.out" 2>"$work/px.log" &
 vg=$!
-for _ in $(seq 1 300); do
-    curl -s -o /dev/null "http://127.0.0.1:$PX/healthz" && break
-    sleep 0.2
-done
-curl -s -o /dev/null -X PUT "http://127.0.0.1:$PX/connections/intercom/acme" \
-    -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
-    -d '{"access_token": "bench-token"}'
+# valgrind starts the proxy slowly: up to a minute.
+connect_proxy "$PX" "$KEY" 300
 headers=(-H "Authorization: Bearer $KEY" -H 'Provider-Config-Key: intercom' -H 'Connection-Id: acme')
 
 wrk -t1 -c8 -d5s "${headers[@]}" "http://127.0.0.1:$PX/proxy/me" >/dev/null

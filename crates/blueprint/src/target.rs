@@ -221,10 +221,9 @@ impl Resolve {
     /// The absolute URI of a relative `uri`, without allocating when the path needs no
     /// work: no base-URL prefix to add, nothing to normalize or check (no dot segment, no
     /// empty segment, no percent-encoding, no backslash). Anything else goes through
-    /// [`BaseUrl::resolve`], which gives the same result for such paths.
-    /// `uri` (a relative one) joined onto the base. Takes the URI by value: the fast way
-    /// moves its path into the new URI, where a clone would copy a path parsed from a
-    /// `&str` into shared storage (an allocation per call).
+    /// [`BaseUrl::resolve`], which gives the same result for such paths. Takes the URI by
+    /// value: the fast way moves its path into the new URI, where a clone would copy a path
+    /// parsed from a `&str` into shared storage (an allocation per call).
     fn resolve(&self, uri: Uri) -> Result<Uri, crate::InvalidPath> {
         if self.base.prefix().is_empty()
             && uri.path_and_query().is_some_and(|pq| is_plain(pq.path()))
