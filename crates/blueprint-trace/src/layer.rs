@@ -249,6 +249,12 @@ impl<S> Trace<S> {
                 )
             };
         }
+        if self.config.span_level > tracing::level_filters::LevelFilter::current() {
+            // No subscriber installed now could enable the span (`tracing`'s global level
+            // hint): skip building a disabled one, which costs its callsite check and the
+            // `log` compatibility path on every call.
+            return Span::none();
+        }
         let span = match self.config.span_level {
             Level::ERROR => span_at!(Level::ERROR),
             Level::WARN => span_at!(Level::WARN),

@@ -40,6 +40,7 @@ mod client;
 mod config;
 mod connection;
 mod error;
+mod headers;
 mod stack;
 mod target;
 mod template;
@@ -57,6 +58,7 @@ pub use config::{
 };
 pub use connection::BlueprintUrls;
 pub use error::Error;
+pub use headers::{DefaultHeadersLayer, SetDefaultHeaders};
 pub use stack::{
     BlueprintLayer, BlueprintPolicy, BlueprintService, ResponseFuture, SharedTokenSource,
     StackBody, StackBuilder,

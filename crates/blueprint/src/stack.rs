@@ -3,8 +3,7 @@
 //! One call, top to bottom:
 //!
 //! 0. [`SetBaseUrl`] resolves the call's target once: the path joined onto the base URL,
-//!    the [`Target`](blueprint_core::Target) (origin, route template) put in the request,
-//!    the default headers added;
+//!    the [`Target`](blueprint_core::Target) (origin, route template) put in the request;
 //! 1. [`Trace`] opens the call's span, named by the route;
 //! 2. [`Retry`] sets the [`Deadline`](blueprint_core::Deadline), keeps the stack's only
 //!    copy of the request (its body recorded as it streams) and resends by policy, or at
@@ -14,7 +13,9 @@
 //! 4. [`Refresh`] turns a 401 into one refresh of the token that was sent, and asks the
 //!    retry layer to replay;
 //! 5. [`AddAuthorization`] fetches the connection's token (once per attempt), checks the
-//!    URI's origin, sets `Authorization`, and names the token on a 401;
+//!    URI's origin, sets `Authorization`, and names the token on a 401; then
+//!    [`SetDefaultHeaders`] adds the API's default headers the request does not set (to
+//!    each attempt, so that the retry layer's copy holds the caller's headers only);
 //! 6. [`AttemptTimeout`] bounds the network attempt by its timeout and the deadline, with
 //!    one timer;
 //! 7. your service.
@@ -41,6 +42,7 @@ use tower_service::Service;
 
 use crate::blueprint::{Blueprint, BlueprintError, RetryRule};
 use crate::error::Error;
+use crate::headers::{DefaultHeadersLayer, SetDefaultHeaders};
 use crate::target::{BaseUrlLayer, Routes, SetBaseUrl};
 
 /// The token source the stack shares between its refresh and auth layers.
@@ -55,7 +57,7 @@ type Inner<S> = SetBaseUrl<
         Retry<
             RateLimiting<
                 Refresh<
-                    AddAuthorization<AttemptTimeout<S>, SharedTokenSource>,
+                    AddAuthorization<SetDefaultHeaders<AttemptTimeout<S>>, SharedTokenSource>,
                     SharedTokenSource,
                     replay::ByRetry,
                 >,
@@ -125,10 +127,12 @@ impl RetryPolicy for BlueprintPolicy {
 
 /// Stacks the Blueprint layers, in the design's order, around any HTTP service:
 ///
-/// 0. the call's target, resolved once ([`BaseUrlLayer`]: base URL, route, default
-///    headers), 1. logging ([`TraceLayer`]), 2. retry with backoff, budget and deadline
+/// 0. the call's target, resolved once ([`BaseUrlLayer`]: base URL, route),
+///    1. logging ([`TraceLayer`]), 2. retry with backoff, budget and deadline
 ///    ([`RetryLayer`]), 3. rate-limit pacing ([`RateLimitLayer`]), 4. token refresh
-///    ([`RefreshLayer`]), 5. auth injection ([`AuthLayer`]), 6. attempt timeout
+///    ([`RefreshLayer`]), 5. auth injection ([`AuthLayer`]) and the API's default headers
+///    ([`DefaultHeadersLayer`], added to each attempt: the retry layer's copy of a request
+///    is then of the caller's own headers only), 6. attempt timeout
 ///    ([`AttemptTimeoutLayer`]),
 /// 7. your service: a hyper-util client ([`default_client`](crate::default_client)), an
 ///    axum `Router`, a test double.
@@ -309,14 +313,13 @@ impl StackBuilder {
         let auth = AuthLayer::for_origin(bp.base_url().origin().clone(), Arc::clone(&self.tokens))
             .on_foreign_origin(self.foreign);
         Ok(BlueprintLayer {
-            target: BaseUrlLayer::new(bp.base_url().clone())
-                .routes(Routes::of(bp))
-                .default_headers(bp.default_headers().clone()),
+            target: BaseUrlLayer::new(bp.base_url().clone()).routes(Routes::of(bp)),
             trace: self.trace.clone(),
             retry,
             rate_limit,
             refresh: RefreshLayer::new(Arc::clone(&self.tokens)).replay_by_retry(),
             auth,
+            headers: DefaultHeadersLayer::new(bp.default_headers().clone()),
             timeout: settings
                 .attempt_timeout
                 .map_or_else(AttemptTimeoutLayer::disabled, AttemptTimeoutLayer::new),
@@ -399,6 +402,7 @@ pub struct BlueprintLayer {
     rate_limit: RateLimitLayer,
     refresh: RefreshLayer<SharedTokenSource, replay::ByRetry>,
     auth: AuthLayer<SharedTokenSource>,
+    headers: DefaultHeadersLayer,
     timeout: AttemptTimeoutLayer,
 }
 
@@ -416,6 +420,7 @@ impl<S: Clone> Layer<S> for BlueprintLayer {
     fn layer(&self, inner: S) -> Self::Service {
         // Built from the inside out; a call goes through them in the opposite order.
         let inner = self.timeout.layer(inner);
+        let inner = self.headers.layer(inner);
         let inner = self.auth.layer(inner);
         let inner = self.refresh.layer(inner);
         let inner = self.rate_limit.layer(inner);

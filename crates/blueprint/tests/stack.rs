@@ -113,6 +113,18 @@ async fn posts_are_retried_only_where_the_blueprint_says() {
     let count = |p: &str| requests.iter().filter(|r| r.url.path() == p).count();
     assert_eq!(count("/companies"), 3, "the upsert is retried (3 attempts)");
     assert_eq!(count("/conversations"), 1, "a create is never sent twice");
+    // The default headers and the token go with every attempt, retries too.
+    for sent in &requests {
+        let value = |name: &str| sent.headers.get(name).map(|v| v.to_str().unwrap());
+        assert_eq!(value("accept"), Some("application/json"), "{}", sent.url);
+        assert_eq!(value("acme-version"), Some("7"), "{}", sent.url);
+        assert_eq!(value("authorization"), Some("Bearer t"), "{}", sent.url);
+        assert_eq!(
+            sent.headers.get_all("accept").iter().count(),
+            1,
+            "added once"
+        );
+    }
 }
 
 #[tokio::test]
