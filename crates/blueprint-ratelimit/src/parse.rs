@@ -200,6 +200,30 @@ pub fn parse_response(
         .to_extension(limited)
 }
 
+/// The first value of each of `names` in `headers`, as `HeaderMap::get` gives it, found in
+/// one pass over the headers instead of one hashed lookup per name: a response carries a
+/// handful of headers, and comparing names (their lengths first) costs less than hashing
+/// each of ours. The pass ends once every name is found.
+fn first_values<'h, const N: usize>(
+    headers: &'h HeaderMap,
+    names: [&HeaderName; N],
+) -> [Option<&'h HeaderValue>; N] {
+    let mut found = [None; N];
+    let mut missing = N;
+    for (name, value) in headers {
+        for (slot, wanted) in found.iter_mut().zip(names) {
+            if slot.is_none() && name == wanted {
+                *slot = Some(value);
+                missing -= 1;
+            }
+        }
+        if missing == 0 {
+            break;
+        }
+    }
+    found
+}
+
 /// `Retry-After` means "come back later" on errors; on a 3xx it is about redirects.
 pub(crate) fn reads_retry_after(status: StatusCode) -> bool {
     status.is_client_error() || status.is_server_error()
@@ -370,6 +394,30 @@ mod count_tests {
         }
     }
 
+    proptest! {
+        #[test]
+        fn one_pass_finds_what_get_finds(
+            entries in proptest::collection::vec((0usize..6, 0u32..1000), 0..12)
+        ) {
+            const NAMES: [&str; 6] = [
+                "x-ratelimit-limit", "x-ratelimit-reset", "x-ratelimit-remaining",
+                "content-type", "x-request-id", "date",
+            ];
+            let mut headers = HeaderMap::new();
+            for (name, value) in &entries {
+                headers.append(NAMES[*name], HeaderValue::from(*value));
+            }
+            let wanted: Vec<HeaderName> = NAMES[..3]
+                .iter()
+                .map(|n| HeaderName::from_static(n))
+                .collect();
+            let found = first_values(&headers, [&wanted[0], &wanted[1], &wanted[2], &wanted[0]]);
+            for (slot, name) in found.iter().zip([&wanted[0], &wanted[1], &wanted[2], &wanted[0]]) {
+                prop_assert_eq!(*slot, headers.get(name));
+            }
+        }
+    }
+
     #[test]
     fn nineteen_digits_fit_and_more_fall_back() {
         let max19 = HeaderValue::from_static("9999999999999999999");
@@ -426,11 +474,11 @@ impl Observation {
             return seen;
         }
         let count = |name: &HeaderName| headers.get(name).and_then(parse_count);
-        let mut reset = headers
-            .get(&config.reset)
-            .and_then(|v| reset_in(v, config.format, wall_now));
-        seen.limit = count(&config.limit);
-        seen.remaining = count(&config.remaining);
+        let [limit, remaining, reset] =
+            first_values(headers, [&config.limit, &config.remaining, &config.reset]);
+        let mut reset = reset.and_then(|v| reset_in(v, config.format, wall_now));
+        seen.limit = limit.and_then(parse_count);
+        seen.remaining = remaining.and_then(parse_count);
 
         if seen.limit.is_none() || seen.remaining.is_none() || reset.is_none() {
             seen.limit = seen.limit.or_else(|| count(&IETF_LIMIT));
