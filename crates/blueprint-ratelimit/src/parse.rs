@@ -241,10 +241,9 @@ pub(crate) fn reads_retry_after(status: StatusCode) -> bool {
 /// assert_eq!(parse_count(&HeaderValue::from_static("-1")), None);
 /// ```
 pub fn parse_count(value: &HeaderValue) -> Option<u64> {
-    let bytes = value.as_bytes();
     // The common case, digits and nothing else, without searching for separators.
-    if !bytes.is_empty() && bytes.len() <= 19 && bytes.iter().all(u8::is_ascii_digit) {
-        return Some(bytes.iter().fold(0u64, |n, b| n * 10 + u64::from(b - b'0')));
+    if let Some(n) = digits(value.as_bytes()) {
+        return Some(n);
     }
     let text = value.to_str().ok()?;
     let first = text.split([',', ';']).next()?;
@@ -338,9 +337,7 @@ struct Decimal {
 impl Decimal {
     fn parse(text: &str) -> Option<Decimal> {
         // The common case, an integer (epoch seconds), without searching for the point.
-        let bytes = text.as_bytes();
-        if !bytes.is_empty() && bytes.len() <= 19 && bytes.iter().all(u8::is_ascii_digit) {
-            let int = bytes.iter().fold(0u64, |n, b| n * 10 + u64::from(b - b'0'));
+        if let Some(int) = digits(text.as_bytes()) {
             return Some(Decimal { int, nanos: 0 });
         }
         let (int, frac) = match text.split_once('.') {
@@ -370,6 +367,24 @@ impl Decimal {
         Duration::from_millis(self.int)
             .checked_add(Duration::from_nanos(u64::from(self.nanos / 1000)))
     }
+}
+
+/// The value of 1 to 19 ASCII digits (19 always fit in a `u64`), read in one pass; `None`
+/// for anything else, which the callers' general paths handle.
+#[inline]
+fn digits(bytes: &[u8]) -> Option<u64> {
+    if bytes.is_empty() || bytes.len() > 19 {
+        return None;
+    }
+    let mut n = 0u64;
+    for b in bytes {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        n = n * 10 + u64::from(digit);
+    }
+    Some(n)
 }
 
 /// Digits only: no sign, no spaces, no exponent; `None` past `u64::MAX`.

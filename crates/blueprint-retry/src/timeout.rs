@@ -140,17 +140,17 @@ where
         // One timer for both limits: whichever of the timeout and the call's deadline
         // comes first.
         let deadline = Deadline::of(&request);
-        let (sleep, cut) = match (self.timeout, deadline) {
+        let (at, cut) = match (self.timeout, deadline) {
             (Some(after), Some(deadline)) => {
                 let timeout_at = Instant::now() + after;
                 if deadline.instant() < timeout_at {
-                    (Some(sleep_until(deadline.instant())), Cut::Deadline)
+                    (Some(deadline.instant()), Cut::Deadline)
                 } else {
-                    (Some(sleep_until(timeout_at)), Cut::Timeout(after))
+                    (Some(timeout_at), Cut::Timeout(after))
                 }
             }
-            (Some(after), None) => (Some(tokio::time::sleep(after)), Cut::Timeout(after)),
-            (None, Some(deadline)) => (Some(sleep_until(deadline.instant())), Cut::Deadline),
+            (Some(after), None) => (Some(Instant::now() + after), Cut::Timeout(after)),
+            (None, Some(deadline)) => (Some(deadline.instant()), Cut::Deadline),
             (None, None) => (None, Cut::Deadline),
         };
         let attempt = request
@@ -159,7 +159,8 @@ where
             .map_or(1, |a| a.number());
         TimeoutFuture {
             inner: self.inner.call(request),
-            sleep,
+            at,
+            sleep: None,
             cut,
             attempt,
         }
@@ -171,6 +172,10 @@ pin_project! {
     pub struct TimeoutFuture<F> {
         #[pin]
         inner: F,
+        // When the attempt is cut, fixed when it starts.
+        at: Option<Instant>,
+        // The timer, made the first time the attempt is not done at once: an answer that
+        // is ready on the first poll (a cache, an in-process service) costs no timer.
         #[pin]
         sleep: Option<Sleep>,
         cut: Cut,
@@ -201,9 +206,15 @@ where
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
+        let mut this = self.project();
         if let Poll::Ready(result) = this.inner.poll(cx) {
             return Poll::Ready(result.map_err(Into::into));
+        }
+        if this.sleep.is_none() {
+            match *this.at {
+                Some(at) => this.sleep.set(Some(sleep_until(at))),
+                None => return Poll::Pending,
+            }
         }
         match this.sleep.as_pin_mut().map(|sleep| sleep.poll(cx)) {
             Some(Poll::Ready(())) => Poll::Ready(Err(match *this.cut {

@@ -456,6 +456,32 @@ async fn the_attempt_timeout_fires_and_the_next_attempt_succeeds() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_attempt_timeout_counts_from_the_call_even_when_first_polled_late() {
+    // The timer is made at the first poll that finds the attempt not done, but the time
+    // counts from the call: a future polled late is cut on time.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let slow = scripted(vec![(200, None, Duration::from_secs(30))], calls);
+    let mut service = AttemptTimeoutLayer::new(Duration::from_secs(2)).layer_on(slow);
+    let start = Instant::now();
+    let future = service.call(Request::new(ReplayBody::from_bytes(Bytes::new())));
+    tokio::time::advance(Duration::from_millis(1500)).await;
+    let err = future.await.unwrap_err();
+    assert!(err.downcast_ref::<AttemptTimeoutError>().is_some(), "{err}");
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+
+    // An answer ready at once is given as it is.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let quick = scripted(vec![(204, None, Duration::ZERO)], calls);
+    let res = AttemptTimeoutLayer::new(Duration::from_secs(2))
+        .layer_on(quick)
+        .oneshot(Request::new(ReplayBody::from_bytes(Bytes::new())))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(start.elapsed(), Duration::from_secs(2), "no time passed");
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_inner_service_is_polled_ready_before_every_retry() {
     // ConcurrencyLimit panics when called without a successful poll_ready first.
     let calls = Arc::new(AtomicUsize::new(0));
