@@ -1,7 +1,8 @@
 //! The API's default headers (`Intercom-Version`, `Accept`), added to each attempt where the
 //! request does not set them.
 //!
-//! In the engine's stack this step sits below the retry layer, just under auth: the copy
+//! In the engine's stack this step is the last before the client (below auth and the attempt
+//! timeout, as DESIGN.md orders it), so it runs after the retry layer: the copy
 //! the retry layer keeps of a request is then of the caller's headers alone, and a request
 //! that sets none (most `GET`s) is kept without copying a header map at all. Each attempt,
 //! the first and any retry, gets the defaults on its way down.
@@ -115,7 +116,7 @@ pub(crate) fn add_missing(headers: &mut HeaderMap, defaults: &HeaderMap) {
     }
     if headers.is_empty() {
         // Nothing to look up: every default goes in, into a map sized once, with room for
-        // the `Authorization` header auth adds next to them.
+        // one more (an `Authorization` header, when this layer is above auth).
         headers.reserve(defaults.len() + 1);
         for (name, value) in defaults {
             headers.append(name.clone(), value.clone());

@@ -13,12 +13,15 @@
 //! 4. [`Refresh`] turns a 401 into one refresh of the token that was sent, and asks the
 //!    retry layer to replay;
 //! 5. [`AddAuthorization`] fetches the connection's token (once per attempt), checks the
-//!    URI's origin, sets `Authorization`, and names the token on a 401; then
-//!    [`SetDefaultHeaders`] adds the API's default headers the request does not set (to
-//!    each attempt, so that the retry layer's copy holds the caller's headers only);
+//!    URI's origin, sets `Authorization`, and names the token on a 401;
 //! 6. [`AttemptTimeout`] bounds the network attempt by its timeout and the deadline, with
-//!    one timer;
-//! 7. your service.
+//!    one timer, made only if the attempt is not done at once;
+//! 7. [`SetDefaultHeaders`] adds the API's default headers the request does not set, to
+//!    each attempt, where DESIGN.md puts them (with the base URL, which is resolved at the
+//!    top instead so that every layer knows the target): the retry layer's copy of a
+//!    request then holds the caller's headers only, and a credential never gives way to a
+//!    default;
+//! 8. your service.
 
 use std::fmt;
 use std::future::Future;
@@ -57,7 +60,7 @@ type Inner<S> = SetBaseUrl<
         Retry<
             RateLimiting<
                 Refresh<
-                    AddAuthorization<SetDefaultHeaders<AttemptTimeout<S>>, SharedTokenSource>,
+                    AddAuthorization<AttemptTimeout<SetDefaultHeaders<S>>, SharedTokenSource>,
                     SharedTokenSource,
                     replay::ByRetry,
                 >,
@@ -130,10 +133,10 @@ impl RetryPolicy for BlueprintPolicy {
 /// 0. the call's target, resolved once ([`BaseUrlLayer`]: base URL, route),
 ///    1. logging ([`TraceLayer`]), 2. retry with backoff, budget and deadline
 ///    ([`RetryLayer`]), 3. rate-limit pacing ([`RateLimitLayer`]), 4. token refresh
-///    ([`RefreshLayer`]), 5. auth injection ([`AuthLayer`]) and the API's default headers
-///    ([`DefaultHeadersLayer`], added to each attempt: the retry layer's copy of a request
-///    is then of the caller's own headers only), 6. attempt timeout
-///    ([`AttemptTimeoutLayer`]),
+///    ([`RefreshLayer`]), 5. auth injection ([`AuthLayer`]), 6. attempt timeout
+///    ([`AttemptTimeoutLayer`]) and the API's default headers ([`DefaultHeadersLayer`],
+///    added to each attempt: the retry layer's copy of a request is then of the caller's
+///    own headers only),
 /// 7. your service: a hyper-util client ([`default_client`](crate::default_client)), an
 ///    axum `Router`, a test double.
 ///
@@ -419,8 +422,8 @@ impl<S: Clone> Layer<S> for BlueprintLayer {
 
     fn layer(&self, inner: S) -> Self::Service {
         // Built from the inside out; a call goes through them in the opposite order.
-        let inner = self.timeout.layer(inner);
         let inner = self.headers.layer(inner);
+        let inner = self.timeout.layer(inner);
         let inner = self.auth.layer(inner);
         let inner = self.refresh.layer(inner);
         let inner = self.rate_limit.layer(inner);

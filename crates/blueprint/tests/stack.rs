@@ -128,6 +128,39 @@ async fn posts_are_retried_only_where_the_blueprint_says() {
 }
 
 #[tokio::test]
+async fn a_default_authorization_header_never_replaces_the_token() {
+    // Default headers are added last, below auth: a blueprint's `Authorization` default
+    // cannot stand in for the connection's credentials, and a caller's own still can.
+    let bp = api("https://api.acme.test")
+        .default_header("authorization", "Basic c3RhdGlj")
+        .unwrap();
+    let echo = service_fn(|req: Request<StackBody<Full<Bytes>>>| async move {
+        let sent: Vec<String> = req
+            .headers()
+            .get_all("authorization")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        Ok::<_, BoxError>(Response::new(sent.join(" | ")))
+    });
+    let stack = StackBuilder::new(bp, StaticToken::new("t0k").unwrap())
+        .service(echo)
+        .unwrap();
+    let sent = stack
+        .clone()
+        .oneshot(req(Method::GET, "/me"))
+        .await
+        .unwrap()
+        .into_body();
+    assert_eq!(sent, "Bearer t0k");
+    let mut own = req(Method::GET, "/me");
+    own.headers_mut()
+        .insert("authorization", "Bearer mine".parse().unwrap());
+    let sent = stack.oneshot(own).await.unwrap().into_body();
+    assert_eq!(sent, "Bearer mine");
+}
+
+#[tokio::test]
 async fn an_axum_router_can_be_the_inner_service() {
     let app = axum::Router::new().route(
         "/me",
