@@ -15,43 +15,52 @@ use pin_project_lite::pin_project;
 /// The body size up to which a [`ReplayBody`] keeps a copy by default: 64 KiB.
 pub const DEFAULT_REPLAY_CAP: usize = 64 * 1024;
 
-pin_project! {
-    /// A request body that records what it sends, so that the request can be sent again.
-    ///
-    /// [`ReplayBody::new`] wraps a body: as the first attempt streams it, its frames are kept
-    /// (reference-counted, not copied) up to a cap (default [`DEFAULT_REPLAY_CAP`]). Once the
-    /// whole body has been sent within the cap, [`ReplayBody::replay`] (or the
-    /// [`Replay`] handle from [`ReplayBody::replayer`]) gives as many byte-identical copies as
-    /// needed, trailers included. A body that passes the cap, or that was not sent to its end,
-    /// cannot be replayed: the request is sent once and not retried. Nothing is read ahead: a
-    /// streamed upload starts at once, as it would without this wrapper.
-    ///
-    /// Costs: an empty body (a `GET`) and a body already in memory (`Full<Bytes>`, a
-    /// `String`) allocate nothing; a streamed body allocates one small shared record.
-    ///
-    /// The retry layer wraps a body once; a layer below it that needs to send the request
-    /// again uses the retry layer's copy (the token-refresh layer asks the retry layer to
-    /// replay), so a request body is never kept twice.
-    ///
-    /// ```
-    /// use blueprint_core::ReplayBody;
-    /// use bytes::Bytes;
-    /// use http_body_util::{BodyExt, Full};
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), blueprint_core::BoxError> {
-    /// let body = ReplayBody::new(Full::new(Bytes::from("{\"a\":1}")), 1024);
-    /// let keeper = body.replayer().expect("small bodies are kept");
-    /// assert_eq!(body.collect().await?.to_bytes(), "{\"a\":1}");
-    /// let again: ReplayBody<Full<Bytes>> = keeper.replay().expect("sent to its end");
-    /// assert_eq!(again.collect().await?.to_bytes(), "{\"a\":1}");
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub struct ReplayBody<B> {
-        #[pin]
-        state: State<B>,
-    }
+/// A request body that records what it sends, so that the request can be sent again.
+///
+/// [`ReplayBody::new`] wraps a body: as the first attempt streams it, its frames are kept
+/// (reference-counted, not copied) up to a cap (default [`DEFAULT_REPLAY_CAP`]). Once the
+/// whole body has been sent within the cap, [`ReplayBody::replay`] (or the
+/// [`Replay`] handle from [`ReplayBody::replayer`]) gives as many byte-identical copies as
+/// needed, trailers included. A body that passes the cap, or that was not sent to its end,
+/// cannot be replayed: the request is sent once and not retried. Nothing is read ahead: a
+/// streamed upload starts at once, as it would without this wrapper.
+///
+/// Costs: an empty body (a `GET`) and a body already in memory (`Full<Bytes>`, a
+/// `String`) allocate nothing and are held as their bytes, so that a `ReplayBody` is 32
+/// bytes whatever it wraps; a streamed body allocates its state and one small shared
+/// record.
+///
+/// The retry layer wraps a body once; a layer below it that needs to send the request
+/// again uses the retry layer's copy (the token-refresh layer asks the retry layer to
+/// replay), so a request body is never kept twice.
+///
+/// ```
+/// use blueprint_core::ReplayBody;
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Full};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), blueprint_core::BoxError> {
+/// let body = ReplayBody::new(Full::new(Bytes::from("{\"a\":1}")), 1024);
+/// let keeper = body.replayer().expect("small bodies are kept");
+/// assert_eq!(body.collect().await?.to_bytes(), "{\"a\":1}");
+/// let again: ReplayBody<Full<Bytes>> = keeper.replay().expect("sent to its end");
+/// assert_eq!(again.collect().await?.to_bytes(), "{\"a\":1}");
+/// # Ok(())
+/// # }
+/// ```
+pub struct ReplayBody<B> {
+    repr: Repr<B>,
+}
+
+/// A body in memory with no trailers is the common case (every `GET`, every JSON body):
+/// it is held as its bytes, so that a `ReplayBody` is as small as a `Bytes` (32 bytes)
+/// whatever `B` is, and a request moved through the stack and the client is no larger than
+/// one with a `Full<Bytes>` body. Everything else is boxed.
+enum Repr<B> {
+    /// What is left to send (empty: all of it was sent, or there was nothing).
+    Data(Bytes),
+    Other(Pin<Box<State<B>>>),
 }
 
 pin_project! {
@@ -166,25 +175,49 @@ impl<B> ReplayBody<B> {
     }
 
     fn kept(data: Bytes, trailers: Option<Box<HeaderMap>>) -> Self {
-        ReplayBody {
-            state: State::Kept {
-                data: (!data.is_empty()).then_some(data),
-                trailers,
+        match trailers {
+            None => ReplayBody {
+                repr: Repr::Data(data),
             },
+            Some(trailers) => Self::other(State::Kept {
+                data: (!data.is_empty()).then_some(data),
+                trailers: Some(trailers),
+            }),
+        }
+    }
+
+    fn other(state: State<B>) -> Self {
+        ReplayBody {
+            repr: Repr::Other(Box::pin(state)),
+        }
+    }
+
+    /// The state of a body that is not simply bytes in memory.
+    fn state(&self) -> Option<&State<B>> {
+        match &self.repr {
+            Repr::Data(_) => None,
+            Repr::Other(state) => Some(state),
         }
     }
 
     /// A body that is sent once and never kept.
     pub fn once(body: B) -> Self {
-        ReplayBody {
-            state: State::Once { body },
-        }
+        Self::other(State::Once { body })
     }
 
     /// A handle that makes copies of this body once it has been sent to its end (at once,
     /// for a body in memory); `None` when the body will not be kept (sent once).
     pub fn replayer(&self) -> Option<Replay> {
-        match &self.state {
+        let Some(state) = self.state() else {
+            let Repr::Data(data) = &self.repr else {
+                return None;
+            };
+            return Some(Replay(Source::Kept {
+                data: (!data.is_empty()).then(|| data.clone()),
+                trailers: None,
+            }));
+        };
+        match state {
             State::Kept { data, trailers } => Some(Replay(Source::Kept {
                 data: data.clone(),
                 trailers: trailers.clone(),
@@ -203,10 +236,10 @@ impl<B> ReplayBody<B> {
 
     /// Whether the body is kept (or being recorded) so that it may be replayed.
     pub fn is_replayable(&self) -> bool {
-        match &self.state {
-            State::Kept { .. } => true,
-            State::Recording { tape, .. } => tape.lock().progress != Progress::Lost,
-            State::Once { .. } | State::Failed { .. } => false,
+        match self.state() {
+            None | Some(State::Kept { .. }) => true,
+            Some(State::Recording { tape, .. }) => tape.lock().progress != Progress::Lost,
+            Some(State::Once { .. } | State::Failed { .. }) => false,
         }
     }
 }
@@ -238,11 +271,9 @@ where
             match Pin::new(&mut body).poll_frame(&mut cx) {
                 Poll::Ready(None) => return Self::kept(Bytes::new(), None),
                 Poll::Ready(Some(Err(error))) => {
-                    return ReplayBody {
-                        state: State::Failed {
-                            error: Some(error.into()),
-                        },
-                    };
+                    return Self::other(State::Failed {
+                        error: Some(error.into()),
+                    });
                 }
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(mut data) => {
@@ -266,13 +297,11 @@ where
         if let Some(first) = &first {
             tape.lock().push(first);
         }
-        ReplayBody {
-            state: State::Recording {
-                body,
-                tape: Recorder(tape),
-                first,
-            },
-        }
+        Self::other(State::Recording {
+            body,
+            tape: Recorder(tape),
+            first,
+        })
     }
 }
 
@@ -295,12 +324,10 @@ impl Replay {
     /// still being sent).
     pub fn replay<B>(&self) -> Option<ReplayBody<B>> {
         match &self.0 {
-            Source::Kept { data, trailers } => Some(ReplayBody {
-                state: State::Kept {
-                    data: data.clone(),
-                    trailers: trailers.clone(),
-                },
-            }),
+            Source::Kept { data, trailers } => Some(ReplayBody::kept(
+                data.clone().unwrap_or_default(),
+                trailers.clone(),
+            )),
             Source::Tape(tape) => {
                 let recorded = tape.lock();
                 if recorded.progress != Progress::Complete {
@@ -355,7 +382,13 @@ impl fmt::Debug for Replay {
 impl<B> fmt::Debug for ReplayBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = f.debug_struct("ReplayBody");
-        match &self.state {
+        let Some(state) = self.state() else {
+            if let Repr::Data(data) = &self.repr {
+                s.field("kept_bytes", &data.len());
+            }
+            return s.finish();
+        };
+        match state {
             State::Kept { data, .. } => {
                 s.field("kept_bytes", &data.as_ref().map_or(0, Bytes::len));
             }
@@ -385,7 +418,38 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        match self.project().state.project() {
+        match &mut self.get_mut().repr {
+            Repr::Data(data) if data.is_empty() => Poll::Ready(None),
+            Repr::Data(data) => Poll::Ready(Some(Ok(Frame::data(std::mem::take(data))))),
+            Repr::Other(state) => state.as_mut().poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.repr {
+            Repr::Data(data) => data.is_empty(),
+            Repr::Other(state) => state.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.repr {
+            Repr::Data(data) => SizeHint::with_exact(data.len() as u64),
+            Repr::Other(state) => state.size_hint(),
+        }
+    }
+}
+
+impl<B> State<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
             StateProj::Kept { data, trailers } => {
                 if let Some(data) = data.take() {
                     return Poll::Ready(Some(Ok(Frame::data(data))));
@@ -453,7 +517,7 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.state {
+        match self {
             State::Kept { data, trailers } => data.is_none() && trailers.is_none(),
             State::Recording { body, first, .. } => first.is_none() && body.is_end_stream(),
             State::Once { body } => body.is_end_stream(),
@@ -462,7 +526,7 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.state {
+        match self {
             State::Kept { data, trailers: _ } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
@@ -523,10 +587,21 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_replay_body_is_as_small_as_bytes_whatever_it_wraps() {
+        assert_eq!(std::mem::size_of::<ReplayBody<Full<Bytes>>>(), 32);
+        assert_eq!(std::mem::size_of::<ReplayBody<Chunks>>(), 32);
+        assert_eq!(
+            std::mem::size_of::<http::Request<ReplayBody<Full<Bytes>>>>(),
+            std::mem::size_of::<http::Request<Full<Bytes>>>()
+        );
+    }
+
     #[tokio::test]
     async fn bodies_in_memory_are_kept_at_once_and_copy_identically() {
         let body = ReplayBody::new(Full::new(Bytes::from_static(b"hello")), 16);
-        assert!(matches!(body.state, State::Kept { .. }), "{body:?}");
+        // Held as its bytes: no box, no record.
+        assert!(matches!(body.repr, Repr::Data(_)), "{body:?}");
         let keeper = body.replayer().unwrap();
         let copies: Vec<ReplayBody<Full<Bytes>>> =
             (0..3).map(|_| keeper.replay().unwrap()).collect();
