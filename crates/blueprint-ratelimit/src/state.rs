@@ -38,7 +38,7 @@ pub(crate) struct Keys {
     shards: Box<[RwLock<Shard>]>,
     per_shard: usize,
     /// Seeded per process, so that callers who choose connection ids cannot aim at one
-    /// shard or slot; foldhash rather than SipHash because a key is hashed on every call
+    /// shard or slot; foldhash rather than `SipHash` because a key is hashed on every call
     /// (about 40 instructions against 340 for an origin and a connection id).
     hasher: foldhash::fast::RandomState,
     /// Origins seen, filled in order and never emptied: read without a lock.

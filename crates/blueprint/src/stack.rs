@@ -130,13 +130,15 @@ impl RetryPolicy for BlueprintPolicy {
 
 /// Stacks the Blueprint layers, in the design's order, around any HTTP service:
 ///
-/// 0. the call's target, resolved once ([`BaseUrlLayer`]: base URL, route),
-///    1. logging ([`TraceLayer`]), 2. retry with backoff, budget and deadline
-///    ([`RetryLayer`]), 3. rate-limit pacing ([`RateLimitLayer`]), 4. token refresh
-///    ([`RefreshLayer`]), 5. auth injection ([`AuthLayer`]), 6. attempt timeout
-///    ([`AttemptTimeoutLayer`]) and the API's default headers ([`DefaultHeadersLayer`],
-///    added to each attempt: the retry layer's copy of a request is then of the caller's
-///    own headers only),
+/// 0. the call's target, resolved once ([`BaseUrlLayer`]: base URL, route);
+/// 1. logging ([`TraceLayer`]);
+/// 2. retry with backoff, budget and deadline ([`RetryLayer`]);
+/// 3. rate-limit pacing ([`RateLimitLayer`]);
+/// 4. token refresh ([`RefreshLayer`]);
+/// 5. auth injection ([`AuthLayer`]);
+/// 6. attempt timeout ([`AttemptTimeoutLayer`]), then the API's default headers
+///    ([`DefaultHeadersLayer`], added to each attempt: the retry layer's copy of a request
+///    is then of the caller's own headers only);
 /// 7. your service: a hyper-util client ([`default_client`](crate::default_client)), an
 ///    axum `Router`, a test double.
 ///
