@@ -75,10 +75,15 @@ impl Conn {
 /// used eighth is dropped (never one whose refresh is in flight), those that hold no token
 /// first: forgetting a connection only costs a read of the store when it is next used.
 pub(super) struct Connections {
-    map: RwLock<HashMap<ConnectionId, Arc<Conn>>>,
+    map: RwLock<ConnMap>,
     max: usize,
     clock: AtomicU64,
 }
+
+/// Looked up on every call: foldhash, seeded per map (as hashbrown's own default), costs
+/// about a tenth of `SipHash` on a connection id; the map is bounded, so a flood of ids
+/// cannot grow it, and the seed keeps callers from aiming at one bucket.
+type ConnMap = HashMap<ConnectionId, Arc<Conn>, foldhash::fast::RandomState>;
 
 impl Connections {
     pub(super) fn new(max: usize) -> Self {
@@ -164,7 +169,7 @@ impl Connections {
     }
 }
 
-fn evict(map: &mut HashMap<ConnectionId, Arc<Conn>>, max: usize) {
+fn evict(map: &mut ConnMap, max: usize) {
     let goal = max - max / 8 - 1;
     // (holds a token, last used, id): those without a token go first, then the oldest.
     let mut candidates: Vec<(bool, u64, ConnectionId)> = map
