@@ -14,6 +14,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -339,13 +340,10 @@ async fn connection<S>(
     S::Future: Send + 'static,
 {
     let _permit = permit;
-    let (activity, mut idle) = watch::channel(Activity {
-        in_flight: 0,
-        since: Instant::now(),
-    });
-    let activity = Arc::new(activity);
+    let activity = Arc::new(Activity::new());
+    let calls = Arc::clone(&activity);
     let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
-        let call = Call::begin(&activity);
+        let call = Call::begin(&calls);
         let router = router.clone();
         async move {
             let response = router.oneshot(request.map(Body::new)).await;
@@ -370,7 +368,7 @@ async fn connection<S>(
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
-            () = idle_for(&mut idle, keep_alive), if !closing => {
+            () = idle_for(&activity, keep_alive), if !closing => {
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
@@ -378,44 +376,71 @@ async fn connection<S>(
     }
 }
 
-/// Calls in flight on a connection, and since when it has had none.
-#[derive(Debug, Clone, Copy)]
+/// Calls in flight on a connection, and since when it has had none: two atomics, so that a
+/// call costs two additions and a clock read, and wakes nothing. The idle timer reads them
+/// when it fires, and sleeps again while the connection is busy or was used since.
+#[derive(Debug)]
 struct Activity {
-    in_flight: usize,
-    since: Instant,
+    in_flight: AtomicUsize,
+    /// When the last call ended, in nanoseconds since `base`.
+    last: AtomicU64,
+    base: Instant,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            in_flight: AtomicUsize::new(0),
+            last: AtomicU64::new(0),
+            base: Instant::now(),
+        }
+    }
+
+    /// When the last call ended (or the connection opened).
+    fn since(&self) -> Instant {
+        let nanos = self.last.load(Ordering::Acquire);
+        self.base + Duration::from_nanos(nanos)
+    }
 }
 
 /// Completes once the connection has had no call in flight for `timeout`.
-async fn idle_for(activity: &mut watch::Receiver<Activity>, timeout: Duration) {
+async fn idle_for(activity: &Activity, timeout: Duration) {
+    let mut wake = activity.since() + timeout;
     loop {
-        let now = *activity.borrow_and_update();
-        if now.in_flight == 0 {
-            tokio::select! {
-                () = tokio::time::sleep_until(now.since + timeout) => return,
-                changed = activity.changed() => if changed.is_err() { return },
-            }
-        } else if activity.changed().await.is_err() {
+        tokio::time::sleep_until(wake).await;
+        if activity.in_flight.load(Ordering::Acquire) > 0 {
+            // Busy: look again a whole timeout later (a call ending meanwhile only moves
+            // the idle deadline later than that).
+            wake = Instant::now() + timeout;
+            continue;
+        }
+        let deadline = activity.since() + timeout;
+        if deadline <= Instant::now() {
             return;
         }
+        wake = deadline;
     }
 }
 
 /// One call in flight, from its request head to the end of its answer's body.
-struct Call(Arc<watch::Sender<Activity>>);
+struct Call(Arc<Activity>);
 
 impl Call {
-    fn begin(activity: &Arc<watch::Sender<Activity>>) -> Call {
-        activity.send_modify(|a| a.in_flight += 1);
+    fn begin(activity: &Arc<Activity>) -> Call {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
         Call(Arc::clone(activity))
     }
 }
 
 impl Drop for Call {
     fn drop(&mut self) {
-        self.0.send_modify(|a| {
-            a.in_flight = a.in_flight.saturating_sub(1);
-            a.since = Instant::now();
-        });
+        let activity = &self.0;
+        let ended = Instant::now().saturating_duration_since(activity.base);
+        let nanos = u64::try_from(ended.as_nanos()).unwrap_or(u64::MAX);
+        // Written before the count drops, so that a timer that sees no call in flight sees
+        // when the last one ended.
+        activity.last.fetch_max(nanos, Ordering::AcqRel);
+        activity.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
