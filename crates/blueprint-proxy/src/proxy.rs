@@ -296,6 +296,16 @@ fn target(uri: &Uri, path: &str) -> Option<Uri> {
 /// removed for nothing. So the usual `keep-alive` and `close` cost no allocation.
 fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
     let values = headers.get_all(header::CONNECTION);
+    // The usual cases, decided without looking at the list: no `Connection` header, or
+    // one saying `keep-alive` (itself hop-by-hop).
+    let mut each = values.iter();
+    match (each.next(), each.next()) {
+        (None, _) => return Vec::new(),
+        (Some(only), None) if only.as_bytes().eq_ignore_ascii_case(b"keep-alive") => {
+            return Vec::new();
+        }
+        _ => {}
+    }
     // On bytes: a value `to_str` takes is visible ASCII, spaces and tabs, which `trim`
     // and `trim_ascii` trim alike.
     let matters = |token: &[u8]| {
@@ -533,6 +543,42 @@ mod tests {
             headers.append(header::CONTENT_LENGTH, value.parse().unwrap());
         }
         headers
+    }
+
+    #[test]
+    fn connection_names_only_what_the_message_holds_and_is_not_hop_by_hop_anyway() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut map = HeaderMap::new();
+            for (name, value) in pairs {
+                map.append(*name, http::HeaderValue::from_static(value));
+            }
+            map
+        };
+        let named = |pairs| connection_named(&headers(pairs));
+        assert!(named(&[]).is_empty());
+        assert!(named(&[("connection", "keep-alive")]).is_empty());
+        assert!(named(&[("connection", "Keep-Alive"), ("keep-alive", "timeout=5")]).is_empty());
+        assert!(
+            named(&[("connection", "x-hop")]).is_empty(),
+            "x-hop is not held"
+        );
+        assert_eq!(
+            named(&[("connection", "keep-alive, X-Hop"), ("x-hop", "1")]),
+            ["keep-alive", "x-hop"]
+        );
+        assert_eq!(named(&[("connection", "x-hop"), ("x-hop", "1")]), ["x-hop"]);
+        // Two `Connection` headers: each is read.
+        assert_eq!(
+            named(&[
+                ("connection", "keep-alive"),
+                ("connection", "x-hop"),
+                ("x-hop", "1")
+            ]),
+            ["keep-alive", "x-hop"]
+        );
+        // `close` names a field only when the message has one by that name.
+        assert!(named(&[("connection", "close")]).is_empty());
+        assert_eq!(named(&[("connection", "close"), ("close", "1")]), ["close"]);
     }
 
     #[test]
