@@ -4,9 +4,9 @@
 //! - [`Blueprint`]: an API as data — base URL and regions, default headers, OAuth2
 //!   endpoints, rate-limit headers, retry settings and per-path retry rules, whether tokens
 //!   expire.
-//! - [`StackBuilder`]: resolves each call's target once (base URL, route, default
-//!   headers), then composes logging, retry, rate-limit pacing, token refresh, auth
-//!   injection and attempt timeout (in that order, outermost first) around a hyper-util
+//! - [`StackBuilder`]: resolves each call's target once (base URL, route), then composes
+//!   logging, retry, rate-limit pacing, token refresh, auth injection, attempt timeout
+//!   and the API's default headers (in that order, outermost first) around a hyper-util
 //!   client, an axum `Router` or a test double. The result is a `Clone + Send`
 //!   tower service whose [`Error`] has predicates (`is_timeout()`, `is_rate_limited()`,
 //!   `retry_after()`, `needs_reauthorization()`, …).
