@@ -1,6 +1,8 @@
 //! Stack position 0, the outermost step: the call's target resolved once — the path joined
-//! onto the API's base URL, the route template named, the API's default headers added — so
-//! that no layer below works any of it out again.
+//! onto the API's base URL, the route template named — so that no layer below works any of
+//! it out again. (The engine adds the API's default headers at the bottom instead, with
+//! [`DefaultHeadersLayer`](crate::DefaultHeadersLayer); [`BaseUrlLayer::default_headers`]
+//! still adds them here for a stack of your own.)
 
 use std::fmt;
 use std::future::Future;
@@ -196,7 +198,8 @@ impl<S> Layer<S> for BaseUrlLayer {
 /// Middleware that resolves a call's target once: a relative request target (`/contacts`)
 /// is joined onto the base URL (safely: see [`BaseUrl::resolve`]), the call's
 /// [`Target`] (origin, route template) is put in the request's extensions for the layers
-/// below, and the default headers are added where the request does not set them. An
+/// below, and the default headers given to [`BaseUrlLayer::default_headers`], if any, are
+/// added where the request does not set them. An
 /// absolute URI is sent as it is (the auth layer refuses to send credentials to another
 /// origin).
 #[derive(Debug, Clone)]
