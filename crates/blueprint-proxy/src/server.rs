@@ -401,26 +401,31 @@ impl Activity {
     /// When the last call ended (or the connection opened).
     fn since(&self) -> Instant {
         let nanos = self.last.load(Ordering::Acquire);
-        self.base + Duration::from_nanos(nanos)
+        let since = self.base.checked_add(Duration::from_nanos(nanos));
+        since.unwrap_or(self.base)
     }
 }
 
-/// Completes once the connection has had no call in flight for `timeout`.
+/// Completes once the connection has had no call in flight for `timeout`; never, for a
+/// timeout too long to add to the clock.
 async fn idle_for(activity: &Activity, timeout: Duration) {
-    let mut wake = activity.since() + timeout;
+    let Some(mut wake) = activity.since().checked_add(timeout) else {
+        return std::future::pending().await;
+    };
     loop {
         tokio::time::sleep_until(wake).await;
+        let now = Instant::now();
         if activity.in_flight.load(Ordering::Acquire) > 0 {
             // Busy: look again a whole timeout later (a call ending meanwhile only moves
             // the idle deadline later than that).
-            wake = Instant::now() + timeout;
+            wake = now.checked_add(timeout).unwrap_or(wake);
             continue;
         }
-        let deadline = activity.since() + timeout;
-        if deadline <= Instant::now() {
-            return;
+        match activity.since().checked_add(timeout) {
+            Some(deadline) if deadline > now => wake = deadline,
+            Some(_) => return,
+            None => return std::future::pending().await,
         }
-        wake = deadline;
     }
 }
 
@@ -500,5 +505,41 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = interrupt => tracing::info!("SIGINT received"),
         () = terminate => tracing::info!("SIGTERM received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_is_idle_a_timeout_after_its_last_call_ends() {
+        let timeout = Duration::from_secs(5);
+        let activity = Arc::new(Activity::new());
+        let opened = Instant::now();
+        // Nothing ever sent: idle a timeout after opening.
+        idle_for(&activity, timeout).await;
+        assert_eq!(opened.elapsed(), timeout);
+
+        // A call in flight for 12 s keeps it open; it is idle 5 s after the call ends.
+        let call = Call::begin(&activity);
+        let idle = tokio::spawn({
+            let activity = Arc::clone(&activity);
+            async move { idle_for(&activity, timeout).await }
+        });
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        assert!(!idle.is_finished(), "idle with a call in flight");
+        let ended = Instant::now();
+        drop(call);
+        idle.await.unwrap();
+        assert_eq!(ended.elapsed(), timeout);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_too_long_for_the_clock_never_ends_the_connection() {
+        let activity = Arc::new(Activity::new());
+        let idle = idle_for(&activity, Duration::MAX);
+        let waited = tokio::time::timeout(Duration::from_secs(3600), idle).await;
+        assert!(waited.is_err(), "still open after an hour");
     }
 }
