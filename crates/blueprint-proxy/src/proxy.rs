@@ -361,8 +361,9 @@ where
         parts.headers.remove(header::CONTENT_LENGTH);
     }
     // Extensions of the client and layers stay inside the proxy, and the provider's HTTP
-    // version (1.0, 2) is not this connection's.
-    parts.extensions = http::Extensions::new();
+    // version (1.0, 2) is not this connection's. Cleared rather than replaced: the map
+    // the client made is reused, and the marker, a zero-sized value, allocates nothing.
+    parts.extensions.clear();
     parts.extensions.insert(crate::error::Verbatim);
     parts.version = http::Version::default();
     Response::from_parts(parts, Body::new(body))
