@@ -192,14 +192,6 @@ impl<B> ReplayBody<B> {
         }
     }
 
-    /// The state of a body that is not simply bytes in memory.
-    fn state(&self) -> Option<&State<B>> {
-        match &self.repr {
-            Repr::Data(_) => None,
-            Repr::Other(state) => Some(state),
-        }
-    }
-
     /// A body that is sent once and never kept.
     pub fn once(body: B) -> Self {
         Self::other(State::Once { body })
@@ -208,16 +200,16 @@ impl<B> ReplayBody<B> {
     /// A handle that makes copies of this body once it has been sent to its end (at once,
     /// for a body in memory); `None` when the body will not be kept (sent once).
     pub fn replayer(&self) -> Option<Replay> {
-        let Some(state) = self.state() else {
-            let Repr::Data(data) = &self.repr else {
-                return None;
-            };
-            return Some(Replay(Source::Kept {
-                data: (!data.is_empty()).then(|| data.clone()),
-                trailers: None,
-            }));
+        let state = match &self.repr {
+            Repr::Data(data) => {
+                return Some(Replay(Source::Kept {
+                    data: (!data.is_empty()).then(|| data.clone()),
+                    trailers: None,
+                }));
+            }
+            Repr::Other(state) => state,
         };
-        match state {
+        match &**state {
             State::Kept { data, trailers } => Some(Replay(Source::Kept {
                 data: data.clone(),
                 trailers: trailers.clone(),
@@ -236,10 +228,13 @@ impl<B> ReplayBody<B> {
 
     /// Whether the body is kept (or being recorded) so that it may be replayed.
     pub fn is_replayable(&self) -> bool {
-        match self.state() {
-            None | Some(State::Kept { .. }) => true,
-            Some(State::Recording { tape, .. }) => tape.lock().progress != Progress::Lost,
-            Some(State::Once { .. } | State::Failed { .. }) => false,
+        let Repr::Other(state) = &self.repr else {
+            return true;
+        };
+        match &**state {
+            State::Kept { .. } => true,
+            State::Recording { tape, .. } => tape.lock().progress != Progress::Lost,
+            State::Once { .. } | State::Failed { .. } => false,
         }
     }
 }
@@ -382,13 +377,11 @@ impl fmt::Debug for Replay {
 impl<B> fmt::Debug for ReplayBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = f.debug_struct("ReplayBody");
-        let Some(state) = self.state() else {
-            if let Repr::Data(data) = &self.repr {
-                s.field("kept_bytes", &data.len());
-            }
-            return s.finish();
+        let state = match &self.repr {
+            Repr::Data(data) => return s.field("kept_bytes", &data.len()).finish(),
+            Repr::Other(state) => state,
         };
-        match state {
+        match &**state {
             State::Kept { data, .. } => {
                 s.field("kept_bytes", &data.as_ref().map_or(0, Bytes::len));
             }

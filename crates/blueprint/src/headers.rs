@@ -110,7 +110,7 @@ where
 }
 
 /// Adds to `headers` each name of `defaults` it does not have, with all its values.
-pub(crate) fn add_missing(headers: &mut HeaderMap, defaults: &HeaderMap) {
+fn add_missing(headers: &mut HeaderMap, defaults: &HeaderMap) {
     if defaults.is_empty() {
         return;
     }

@@ -1,8 +1,7 @@
 //! Stack position 0, the outermost step: the call's target resolved once — the path joined
 //! onto the API's base URL, the route template named — so that no layer below works any of
-//! it out again. (The engine adds the API's default headers at the bottom instead, with
-//! [`DefaultHeadersLayer`](crate::DefaultHeadersLayer); [`BaseUrlLayer::default_headers`]
-//! still adds them here for a stack of your own.)
+//! it out again. (The API's default headers are a step of their own at the bottom,
+//! [`DefaultHeadersLayer`](crate::DefaultHeadersLayer).)
 
 use std::fmt;
 use std::future::Future;
@@ -12,7 +11,7 @@ use std::task::{Context, Poll};
 
 use blueprint_core::{BoxError, Origin, Target};
 use http::uri::{PathAndQuery, Scheme};
-use http::{HeaderMap, Request, Uri};
+use http::{Request, Uri};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -143,16 +142,15 @@ struct Resolve {
     scheme: Scheme,
     target: Target,
     routes: Routes,
-    headers: HeaderMap,
 }
 
 impl BaseUrlLayer {
     /// Resolves relative request targets against `base`.
     pub fn new(base: BaseUrl) -> Self {
-        Self::build(base, Routes::default(), HeaderMap::new())
+        Self::build(base, Routes::default())
     }
 
-    fn build(base: BaseUrl, routes: Routes, headers: HeaderMap) -> Self {
+    fn build(base: BaseUrl, routes: Routes) -> Self {
         let scheme = if base.origin().scheme() == "https" {
             Scheme::HTTPS
         } else {
@@ -164,23 +162,14 @@ impl BaseUrlLayer {
                 scheme,
                 base,
                 routes,
-                headers,
             }),
         }
-    }
-
-    /// Adds these headers to every request that does not set them itself.
-    #[must_use]
-    pub fn default_headers(self, headers: HeaderMap) -> Self {
-        let routes = self.shared.routes.clone();
-        Self::build(self.shared.base.clone(), routes, headers)
     }
 
     /// Names each call by the route template its path matches.
     #[must_use]
     pub fn routes(self, routes: Routes) -> Self {
-        let headers = self.shared.headers.clone();
-        Self::build(self.shared.base.clone(), routes, headers)
+        Self::build(self.shared.base.clone(), routes)
     }
 }
 
@@ -198,8 +187,7 @@ impl<S> Layer<S> for BaseUrlLayer {
 /// Middleware that resolves a call's target once: a relative request target (`/contacts`)
 /// is joined onto the base URL (safely: see [`BaseUrl::resolve`]), the call's
 /// [`Target`] (origin, route template) is put in the request's extensions for the layers
-/// below, and the default headers given to [`BaseUrlLayer::default_headers`], if any, are
-/// added where the request does not set them. An
+/// below. An
 /// absolute URI is sent as it is (the auth layer refuses to send credentials to another
 /// origin).
 #[derive(Debug, Clone)]
@@ -319,12 +307,6 @@ where
         };
         if let Some(target) = target {
             request.extensions_mut().insert(target);
-        }
-        let headers = request.headers_mut();
-        for (name, value) in &shared.headers {
-            if !headers.contains_key(name) {
-                headers.insert(name.clone(), value.clone());
-            }
         }
         BaseUrlFuture {
             inner: Inner::Called {
