@@ -1,5 +1,5 @@
 //! The real `blueprint-proxy` binary: memory while streaming a large answer, restarts,
-//! SIGTERM during a slow call, and starting without a secret key.
+//! SIGTERM during a slow call, starting without a secret key or with a bad thread count.
 
 mod proxy_support;
 
@@ -192,4 +192,34 @@ async fn it_refuses_to_start_without_a_secret_key_and_says_how_to_set_one() {
         !dir.path("store.db").exists(),
         "the store was created before the key was checked"
     );
+}
+
+#[tokio::test]
+async fn a_bad_tokio_worker_threads_is_an_error_that_names_it_not_a_panic() {
+    let dir = TempDir::new("threads");
+    std::fs::write(
+        dir.path("i.yaml"),
+        yaml("http://127.0.0.1:9", FAST_RETRY, ""),
+    )
+    .unwrap();
+    let output = tokio::process::Command::new(binary())
+        .arg("--config")
+        .arg(dir.path("i.yaml"))
+        .arg("--store")
+        .arg(format!("sqlite://{}", dir.path("store.db").display()))
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .env("BLUEPRINT_SECRET_KEY", KEY)
+        .env("TOKIO_WORKER_THREADS", "two")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr
+            .contains("TOKIO_WORKER_THREADS must be a number of threads from 1 to 1024, not `two`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

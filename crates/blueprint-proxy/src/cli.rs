@@ -60,7 +60,7 @@ Environment:
                             proxied call, never a token (`blueprint_trace=debug` adds each
                             call's span and outcome as the stack saw them).
   TOKIO_WORKER_THREADS      Optional. Threads of the async runtime, when --worker-threads is
-                            not given (default: one per CPU core).
+                            not given (default: one per CPU core; 1 to 1024).
   ${VAR}                    Any variable integrations.yaml names, such as INTERCOM_CLIENT_SECRET.
 
 Routes:
@@ -644,9 +644,16 @@ fn run_serve(args: ServeArgs) -> ExitCode {
         integrations.iter().map(blueprint::Integration::name),
     ));
 
+    let threads = match runtime_threads(
+        args.worker_threads,
+        std::env::var("TOKIO_WORKER_THREADS").ok(),
+    ) {
+        Ok(threads) => threads,
+        Err(e) => return fail(&e),
+    };
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = args.worker_threads {
-        runtime.worker_threads(usize::try_from(threads).unwrap_or(1));
+    if let Some(threads) = threads {
+        runtime.worker_threads(threads);
     }
     let runtime = match runtime.enable_all().build() {
         Ok(r) => r,
@@ -681,6 +688,24 @@ fn run_serve(args: ServeArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         // Before serving, nothing was logged: the one line says it all.
         Err(Failure::Start(e) | Failure::Run(e)) => fail(&e),
+    }
+}
+
+/// The runtime's threads: `--worker-threads`, else `TOKIO_WORKER_THREADS`, else `None` (one
+/// per CPU core). The variable is read here rather than by tokio, so that a bad value is an
+/// error that says so instead of tokio's panic.
+fn runtime_threads(flag: Option<u64>, variable: Option<String>) -> Result<Option<usize>, String> {
+    if let Some(threads) = flag {
+        return Ok(Some(usize::try_from(threads).unwrap_or(usize::MAX)));
+    }
+    match variable {
+        None => Ok(None),
+        Some(text) => match text.trim().parse::<usize>() {
+            Ok(threads) if (1..=1024).contains(&threads) => Ok(Some(threads)),
+            _ => Err(format!(
+                "TOKIO_WORKER_THREADS must be a number of threads from 1 to 1024, not `{text}`"
+            )),
+        },
     }
 }
 
@@ -898,6 +923,20 @@ mod tests {
         assert!(!err.contains("hunter2"), "{err}");
         let debug = format!("{:?}", StoreUrl("postgres://u:hunter2@h/db".into()));
         assert!(!debug.contains("hunter2"), "{debug}");
+    }
+
+    #[test]
+    fn the_runtime_threads_come_from_the_flag_then_the_variable() {
+        let var = |v: &str| Some(v.to_owned());
+        assert_eq!(runtime_threads(None, None), Ok(None));
+        assert_eq!(runtime_threads(Some(1), var("8")), Ok(Some(1)));
+        assert_eq!(runtime_threads(Some(4), None), Ok(Some(4)));
+        assert_eq!(runtime_threads(None, var(" 1 ")), Ok(Some(1)));
+        assert_eq!(runtime_threads(None, var("3")), Ok(Some(3)));
+        for bad in ["0", "-1", "two", "", "1025"] {
+            let err = runtime_threads(None, var(bad)).unwrap_err();
+            assert!(err.contains("TOKIO_WORKER_THREADS"), "{bad}: {err}");
+        }
     }
 
     #[test]
