@@ -41,7 +41,7 @@ impl Deadline {
     /// `budget` after `now`: [`Deadline::after`] with a clock reading the caller already
     /// made (a budget too large for the clock saturates the same way).
     pub fn after_from(now: Instant, budget: Duration) -> Self {
-        Deadline(now.checked_add(budget).unwrap_or_else(|| far_future(now)))
+        Deadline(instant_after(now, budget))
     }
 
     /// The instant itself.
@@ -79,6 +79,24 @@ impl Deadline {
         extensions.insert(tightest);
         tightest
     }
+}
+
+/// `duration` after `instant`, or about a hundred years after it when that is past what the
+/// clock can name: `Instant + Duration` without its panic, for durations that come from
+/// settings (an attempt timeout, a time to live) and mean "practically never" when huge.
+///
+/// ```
+/// use std::time::Duration;
+/// use tokio::time::Instant;
+///
+/// let now = Instant::now();
+/// assert_eq!(blueprint_core::instant_after(now, Duration::from_secs(5)), now + Duration::from_secs(5));
+/// assert!(blueprint_core::instant_after(now, Duration::MAX) > now);
+/// ```
+pub fn instant_after(instant: Instant, duration: Duration) -> Instant {
+    instant
+        .checked_add(duration)
+        .unwrap_or_else(|| far_future(instant))
 }
 
 /// About a hundred years from `now`: "no deadline" without overflow.

@@ -61,7 +61,7 @@ mod token;
 
 pub use call::{
     Attempt, CredentialsRefreshed, Deadline, NeedsReauthorization, RateLimit, ReplayAfterRefresh,
-    RetrySafe,
+    RetrySafe, instant_after,
 };
 pub use events::{Event, EventSink, Events, HoldReason, RefreshOutcome, RetryReason, RetryStop};
 pub use kept::KeptRequest;

@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use blueprint_core::ConnectionId;
+use blueprint_core::{ConnectionId, instant_after};
 use oauth2::{CsrfToken, PkceCodeChallenge, PkceCodeVerifier};
 use tokio::time::Instant;
 
@@ -326,7 +326,7 @@ impl PendingAuthorizations {
         // expired states one more ttl later.
         let ttl = self.ttl;
         entries.retain(|_, entry| match entry {
-            Entry::Pending { expires, .. } => now < *expires + ttl,
+            Entry::Pending { expires, .. } => now < instant_after(*expires, ttl),
             Entry::Used { forget_at, .. } => now < *forget_at,
         });
         // Bounded memory whoever starts authorizations: past the cap the oldest goes.
@@ -348,7 +348,7 @@ impl PendingAuthorizations {
                 connection,
                 verifier,
                 params,
-                expires: now + self.ttl,
+                expires: instant_after(now, self.ttl),
             },
         );
     }
@@ -375,7 +375,7 @@ impl PendingAuthorizations {
         let taken = std::mem::replace(
             entry,
             Entry::Used {
-                forget_at: expires.max(now) + self.ttl,
+                forget_at: instant_after(expires.max(now), self.ttl),
                 expired: now >= expires,
             },
         );
@@ -483,5 +483,31 @@ impl AuthorizeError {
     /// Whether a connection parameter is at fault (the caller's), not the settings.
     pub fn is_params(&self) -> bool {
         matches!(self, AuthorizeError::Params(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_time_to_live_too_long_for_the_clock_never_expires_and_never_panics() {
+        // `Instant + Duration::MAX` panics; such a ttl means "never" here.
+        let pending = PendingAuthorizations::new(Duration::MAX);
+        for state in ["a", "b"] {
+            pending.insert(
+                state.to_owned(),
+                ConnectionId::new("c"),
+                None,
+                ConnectionParams::new(),
+            );
+        }
+        tokio::time::advance(Duration::from_secs(365 * 24 * 3600)).await;
+        assert_eq!(
+            pending.take("a").map(|p| p.connection).ok(),
+            Some(ConnectionId::new("c"))
+        );
+        assert!(matches!(pending.take("a"), Err(CallbackError::Reused)));
+        assert_eq!(pending.len(), 2);
     }
 }

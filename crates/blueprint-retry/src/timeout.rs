@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use blueprint_core::{Attempt, BoxError, Deadline};
+use blueprint_core::{Attempt, BoxError, Deadline, instant_after};
 use http::Request;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
@@ -142,14 +142,17 @@ where
         let deadline = Deadline::of(&request);
         let (at, cut) = match (self.timeout, deadline) {
             (Some(after), Some(deadline)) => {
-                let timeout_at = Instant::now() + after;
+                let timeout_at = instant_after(Instant::now(), after);
                 if deadline.instant() < timeout_at {
                     (Some(deadline.instant()), Cut::Deadline)
                 } else {
                     (Some(timeout_at), Cut::Timeout(after))
                 }
             }
-            (Some(after), None) => (Some(Instant::now() + after), Cut::Timeout(after)),
+            (Some(after), None) => (
+                Some(instant_after(Instant::now(), after)),
+                Cut::Timeout(after),
+            ),
             (None, Some(deadline)) => (Some(deadline.instant()), Cut::Deadline),
             (None, None) => (None, Cut::Deadline),
         };

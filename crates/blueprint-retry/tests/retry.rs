@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use blueprint_core::{Attempt, BoxError, ReplayBody};
+use blueprint_core::{Attempt, BoxError, Deadline, ReplayBody};
 use blueprint_retry::{
     AttemptTimeoutError, AttemptTimeoutLayer, DeadlineExceeded, RetryLayer, RetryReason,
 };
@@ -479,6 +479,32 @@ async fn the_attempt_timeout_counts_from_the_call_even_when_first_polled_late() 
         .unwrap();
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     assert_eq!(start.elapsed(), Duration::from_secs(2), "no time passed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_timeout_too_long_for_the_clock_means_no_timeout_not_a_panic() {
+    // `Instant + Duration::MAX` panics; the layer takes such a timeout as "never", alone
+    // and under a deadline.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let slow = scripted(vec![(200, None, Duration::from_secs(30))], calls.clone());
+    let res = AttemptTimeoutLayer::new(Duration::MAX)
+        .layer_on(slow)
+        .oneshot(Request::new(ReplayBody::from_bytes(Bytes::new())))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+
+    let slow = scripted(vec![(200, None, Duration::from_secs(30))], calls);
+    let mut request = Request::new(ReplayBody::from_bytes(Bytes::new()));
+    request
+        .extensions_mut()
+        .insert(Deadline::after(Duration::from_secs(5)));
+    let err = AttemptTimeoutLayer::new(Duration::MAX)
+        .layer_on(slow)
+        .oneshot(request)
+        .await
+        .unwrap_err();
+    assert!(err.downcast_ref::<DeadlineExceeded>().is_some(), "{err}");
 }
 
 #[tokio::test(start_paused = true)]
