@@ -448,3 +448,55 @@ async fn a_connection_stack_sends_to_its_own_host_and_credentials_stay_there() {
     let missing = template.for_connection(|_| None).unwrap_err();
     assert!(missing.message().contains("`subdomain`"), "{missing}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_call_held_for_the_rate_limit_gets_its_whole_attempt_timeout_after_the_wait() {
+    // A call held 5 s for the budget is sent after the wait: its 2 s attempt timeout counts
+    // from then (not from the call, which the retry layer saw 5 s earlier), so the 1 s
+    // answer is in time and nothing is resent.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let api_service = service_fn(move |_req: Request<StackBody<Full<Bytes>>>| {
+        let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            let mut response = Response::new(Full::<Bytes>::default());
+            if n == 1 {
+                // The budget is spent for the next 5 s.
+                let headers = response.headers_mut();
+                headers.insert("ratelimit-limit", "10".parse().unwrap());
+                headers.insert("ratelimit-remaining", "0".parse().unwrap());
+                headers.insert("ratelimit-reset", "5".parse().unwrap());
+            } else {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Ok::<_, BoxError>(response)
+        }
+    });
+    let bp = api("https://api.acme.test").map_retry(|r| {
+        r.attempt_timeout = Some(Duration::from_secs(2));
+        r.deadline = Some(Duration::from_secs(30));
+    });
+    let stack = StackBuilder::new(bp, StaticToken::new("t").unwrap())
+        .service(api_service)
+        .unwrap();
+    let first = stack
+        .clone()
+        .oneshot(req(Method::GET, "/me"))
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+
+    let start = tokio::time::Instant::now();
+    let held = stack.oneshot(req(Method::GET, "/me")).await;
+    assert_eq!(held.map(|r| r.status()).ok(), Some(StatusCode::OK));
+    assert!(
+        start.elapsed() >= Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the held call was sent once, in time"
+    );
+}
