@@ -193,3 +193,48 @@ async fn metrics_count_from_the_layers_hook_with_logging_off() {
     }
     proxy.stop().await;
 }
+
+/// A call that fails in the stack has no response to carry its attempt count: the access
+/// line still says how many attempts were made, and `0` only when none was.
+#[tokio::test]
+async fn the_access_line_of_a_failed_call_counts_its_attempts() {
+    // A port nothing listens on: every attempt is refused at connect, and a GET is retried.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let proxy = InProcess::start(&yaml(&upstream, FAST_RETRY, "")).await;
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::registry().with(
+        tracing_subscriber::fmt::layer()
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+    );
+    let _guard = tracing::subscriber::set_default(subscriber);
+    proxy
+        .import("intercom", "acme", json!({ "access_token": TOKEN }))
+        .await;
+
+    let refused = proxy
+        .send(proxy.proxy(Method::GET, "/me", "intercom", "acme"))
+        .await;
+    assert_eq!(refused.status, 502, "{}", refused.text());
+    let missing = proxy
+        .send(proxy.proxy(Method::GET, "/me", "intercom", "nobody"))
+        .await;
+    assert_eq!(missing.status, 404);
+
+    let text = logs.text();
+    let access: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("blueprint_proxy::access"))
+        .collect();
+    assert_eq!(access.len(), 2, "one line per proxied call:\n{text}");
+    // FAST_RETRY allows two attempts; both were made.
+    assert!(access[0].contains("status=502"), "{}", access[0]);
+    assert!(access[0].contains("attempts=2"), "{}", access[0]);
+    // No token, nothing sent.
+    assert!(access[1].contains("status=404"), "{}", access[1]);
+    assert!(access[1].contains("attempts=0"), "{}", access[1]);
+    proxy.stop().await;
+}

@@ -1,6 +1,7 @@
 //! Extensions that describe one logical call as it crosses the layers.
 
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -145,6 +146,49 @@ impl Attempt {
 impl Default for Attempt {
     fn default() -> Self {
         Attempt::FIRST
+    }
+}
+
+/// How many attempts of a call went out to the network, readable by the caller when the
+/// call fails: a response says it in its [`Attempt`], an error has no extensions.
+///
+/// Put one in the request; the attempt-timeout layer, the engine's last step before the
+/// network, records in it each attempt that passes (the count is shared by the clones of
+/// one `AttemptCount`, and the retry layer's copy of the request keeps it). An attempt that
+/// stopped above (no token, the rate limit spent past the deadline) is not counted. The
+/// proxy's access log reads it, so that a call that failed after three attempts says
+/// `attempts=3`, and one that never left says `attempts=0`.
+///
+/// ```
+/// use blueprint_core::{Attempt, AttemptCount};
+///
+/// let count = AttemptCount::new();
+/// let mut request = http::Request::new(());
+/// request.extensions_mut().insert(count.clone());
+/// // What the attempt-timeout layer does as attempts go out:
+/// if let Some(seen) = request.extensions().get::<AttemptCount>() {
+///     seen.record(Attempt::FIRST);
+///     seen.record(Attempt::FIRST.next());
+/// }
+/// assert_eq!(count.get(), 2);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct AttemptCount(std::sync::Arc<AtomicU32>);
+
+impl AttemptCount {
+    /// A count at 0: no attempt started yet.
+    pub fn new() -> Self {
+        AttemptCount::default()
+    }
+
+    /// The attempts started so far.
+    pub fn get(&self) -> u32 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Records that `attempt` started (the count never goes down).
+    pub fn record(&self, attempt: Attempt) {
+        self.0.fetch_max(attempt.number(), Ordering::Relaxed);
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use http::request::Parts;
 use http::{Extensions, HeaderMap, Method, Request, Uri, Version};
 
-use crate::{ConnectionId, Deadline, Replay, ReplayBody, RetrySafe, Target};
+use crate::{AttemptCount, ConnectionId, Deadline, Replay, ReplayBody, RetrySafe, Target};
 
 /// What a layer keeps of a request to send it again: its head, its extensions and its
 /// body's [`Replay`] handle.
@@ -15,7 +15,8 @@ use crate::{ConnectionId, Deadline, Replay, ReplayBody, RetrySafe, Target};
 /// Made cheaply on every call by the layer that may resend (the retry layer in the engine's
 /// stack): the method, URI and headers are cloned (reference counts and one header map),
 /// and the extensions are kept as plain values when they are only the Blueprint ones
-/// ([`ConnectionId`], [`Deadline`], [`Target`], [`RetrySafe`]); only a request that carries
+/// ([`ConnectionId`], [`Deadline`], [`Target`], [`RetrySafe`], [`AttemptCount`]); only a
+/// request that carries
 /// extensions of the caller's own has its extension map cloned.
 ///
 /// ```
@@ -42,6 +43,7 @@ pub struct KeptRequest<B> {
     deadline: Option<Deadline>,
     target: Option<Target>,
     retry_safe: bool,
+    count: Option<AttemptCount>,
     // The whole map, cloned, when the caller put extensions of its own on the request.
     others: Option<Extensions>,
     body: Replay,
@@ -58,10 +60,12 @@ impl<B> KeptRequest<B> {
         let deadline = extensions.get::<Deadline>().copied();
         let target = extensions.get::<Target>().cloned();
         let retry_safe = extensions.get::<RetrySafe>().is_some();
+        let count = extensions.get::<AttemptCount>().cloned();
         let known = usize::from(connection.is_some())
             + usize::from(deadline.is_some())
             + usize::from(target.is_some())
-            + usize::from(retry_safe);
+            + usize::from(retry_safe)
+            + usize::from(count.is_some());
         KeptRequest {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
@@ -71,6 +75,7 @@ impl<B> KeptRequest<B> {
             deadline,
             target,
             retry_safe,
+            count,
             others: (extensions.len() != known).then(|| extensions.clone()),
             body,
             _body: PhantomData,
@@ -105,6 +110,11 @@ impl<B> KeptRequest<B> {
     /// Whether the caller marked the request [`RetrySafe`].
     pub fn retry_safe(&self) -> bool {
         self.retry_safe
+    }
+
+    /// The caller's [`AttemptCount`], if the request carried one.
+    pub fn attempt_count(&self) -> Option<&AttemptCount> {
+        self.count.as_ref()
     }
 
     /// The extensions of the caller's own, with the Blueprint ones, when the request had
@@ -142,6 +152,9 @@ impl<B> KeptRequest<B> {
                 }
                 if self.retry_safe {
                     extensions.insert(RetrySafe);
+                }
+                if let Some(count) = &self.count {
+                    extensions.insert(count.clone());
                 }
             }
         }

@@ -60,8 +60,8 @@ mod target;
 mod token;
 
 pub use call::{
-    Attempt, CredentialsRefreshed, Deadline, NeedsReauthorization, RateLimit, ReplayAfterRefresh,
-    RetrySafe, instant_after,
+    Attempt, AttemptCount, CredentialsRefreshed, Deadline, NeedsReauthorization, RateLimit,
+    ReplayAfterRefresh, RetrySafe, instant_after,
 };
 pub use events::{Event, EventSink, Events, HoldReason, RefreshOutcome, RetryReason, RetryStop};
 pub use kept::KeptRequest;

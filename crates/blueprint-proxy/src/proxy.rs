@@ -7,7 +7,9 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use blueprint::Error as StackError;
-use blueprint_core::{Attempt, ConnectionId, NeedsReauthorization, TokenError, TokenErrorKind};
+use blueprint_core::{
+    Attempt, AttemptCount, ConnectionId, NeedsReauthorization, TokenError, TokenErrorKind,
+};
 use http::header::{self, HeaderMap, HeaderName};
 use http::uri::PathAndQuery;
 use http::{StatusCode, Uri};
@@ -174,7 +176,7 @@ pub(crate) async fn forward(
 enum Failure {
     /// Refused before anything reached the stack.
     BeforeStack(ApiError),
-    /// The stack failed, after this many attempts (0 when unknown).
+    /// The stack failed, after this many attempts (0: none was started).
     InStack(ApiError, u32),
 }
 
@@ -248,6 +250,10 @@ async fn send(
     request
         .extensions_mut()
         .insert(ConnectionId::new(call.connection));
+    // A failed call has no response to say how many attempts it took: the retry layer
+    // counts them here.
+    let count = AttemptCount::new();
+    request.extensions_mut().insert(count.clone());
 
     match stack.oneshot(request).await {
         Ok(response) => {
@@ -267,7 +273,7 @@ async fn send(
             }
             Ok((pass_through(response), attempts))
         }
-        Err(error) => Err(Failure::InStack(classify(call, &error), 0)),
+        Err(error) => Err(Failure::InStack(classify(call, &error), count.get())),
     }
 }
 

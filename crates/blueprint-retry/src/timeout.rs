@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use blueprint_core::{Attempt, BoxError, Deadline, instant_after};
+use blueprint_core::{Attempt, AttemptCount, BoxError, Deadline, instant_after};
 use http::Request;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
@@ -156,10 +156,13 @@ where
             (None, Some(deadline)) => (Some(deadline.instant()), Cut::Deadline),
             (None, None) => (None, Cut::Deadline),
         };
-        let attempt = request
-            .extensions()
-            .get::<Attempt>()
-            .map_or(1, |a| a.number());
+        let extensions = request.extensions();
+        let attempt = extensions.get::<Attempt>().copied().unwrap_or_default();
+        // This is the step before the network: what goes through it is sent.
+        if let Some(count) = extensions.get::<AttemptCount>() {
+            count.record(attempt);
+        }
+        let attempt = attempt.number();
         TimeoutFuture {
             inner: self.inner.call(request),
             at,
