@@ -1,6 +1,7 @@
-//! What is particular to `PostgresStore`: clear errors at connect time, and an outage of
-//! the server while the store is open. The outage runs on a private server of this test's
-//! own (the shared one at 127.0.0.1:5432 is never stopped).
+//! What is particular to `PostgresStore`: clear errors at connect time, an outage of the
+//! server while the store is open, and a change feed whose connection goes silent. Those
+//! two run on a private server of their own (the shared one at 127.0.0.1:5432 is never
+//! stopped).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -243,4 +244,129 @@ async fn list_sorts_by_bytes_whatever_the_database_collation() {
         .await;
     admin.close().await;
     assert_eq!(listed, ["Alpha", "a b", "alpha", "beta"]);
+}
+
+/// A TCP forwarder to `127.0.0.1:to` whose connections so far can be frozen: they stay open
+/// and pass nothing on, as behind a network partition; connections made later are
+/// forwarded.
+struct Forwarder {
+    port: u16,
+    /// Connections numbered below this are frozen.
+    frozen: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    next: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Forwarder {
+    async fn start(to: u16) -> Forwarder {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let frozen = Arc::new(AtomicU64::new(0));
+        let next = Arc::new(AtomicU64::new(1));
+        let (accepted_frozen, accepted_next) = (Arc::clone(&frozen), Arc::clone(&next));
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let id = accepted_next.fetch_add(1, Ordering::SeqCst);
+                let frozen = Arc::clone(&accepted_frozen);
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else {
+                        return;
+                    };
+                    let (from_client, to_client) = client.into_split();
+                    let (from_server, to_server) = server.into_split();
+                    tokio::join!(
+                        pipe(from_client, to_server, id, Arc::clone(&frozen)),
+                        pipe(from_server, to_client, id, frozen),
+                    );
+                });
+            }
+        });
+        Forwarder { port, frozen, next }
+    }
+
+    /// From now on, the connections made so far pass nothing.
+    fn freeze(&self) {
+        use std::sync::atomic::Ordering;
+        self.frozen
+            .store(self.next.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    id: u64,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if id < frozen.load(std::sync::atomic::Ordering::SeqCst) {
+            // Open and silent, for good.
+            std::future::pending::<()>().await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_whose_connection_goes_silent_listens_again_and_resyncs() {
+    // A server of this test's own, behind a forwarder that can cut the feed off without a
+    // word: no reset, no close, as a partition or a dead failover target does.
+    let server = PrivatePostgres::start("silent");
+    let forwarder = Forwarder::start(server.port()).await;
+    let url = |port: u16| format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    let follower = PostgresOptions::from_url(&url(forwarder.port))
+        .unwrap()
+        .schema("feed_silent")
+        .feed_check_every(Duration::from_millis(300))
+        .operation_timeout(Duration::from_millis(700))
+        .connect()
+        .await
+        .unwrap();
+    let writer = PostgresOptions::from_url(&server.url())
+        .unwrap()
+        .schema("feed_silent")
+        .change_feed(false)
+        .connect()
+        .await
+        .unwrap();
+    let mut feed = follower.changes().unwrap();
+    writer.put(&key("before"), record("t1")).await.unwrap();
+    expect_change(&mut feed, &key("before"), Duration::from_secs(5)).await;
+
+    forwarder.freeze();
+    // Its notification is lost in the silent connection.
+    writer.put(&key("missed"), record("t2")).await.unwrap();
+    let started = Instant::now();
+    let resynced = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match feed.recv().await {
+                Some(Change::Resync) => return,
+                Some(_) => {}
+                None => panic!("the feed ended"),
+            }
+        }
+    })
+    .await;
+    assert!(
+        resynced.is_ok(),
+        "no resync within 10 s after the feed's connection went silent"
+    );
+    eprintln!(
+        "resynced {:?} after the connection went silent",
+        started.elapsed()
+    );
+    // Listening again, on a new connection: new changes are heard.
+    writer.put(&key("after"), record("t3")).await.unwrap();
+    expect_change(&mut feed, &key("after"), Duration::from_secs(5)).await;
+    writer.close().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), follower.close()).await;
 }

@@ -57,6 +57,7 @@ pub struct PostgresOptions {
     connect_timeout: Duration,
     operation_timeout: Duration,
     change_feed: bool,
+    feed_check_every: Duration,
     key: Option<EncryptionKey>,
 }
 
@@ -72,6 +73,9 @@ impl PostgresOptions {
     /// How long one operation may take in all by default (waiting for a connection
     /// included), in case the server stops answering without closing the connection.
     pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+    /// How long the change feed may hear nothing before it checks its connection by
+    /// default.
+    pub const DEFAULT_FEED_CHECK_EVERY: Duration = Duration::from_secs(30);
 
     /// The options of a `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?PARAMS]` URL, as
     /// sqlx reads it (libpq's parameters and `PG*` environment variables apply).
@@ -104,6 +108,7 @@ impl PostgresOptions {
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             operation_timeout: Self::DEFAULT_OPERATION_TIMEOUT,
             change_feed: true,
+            feed_check_every: Self::DEFAULT_FEED_CHECK_EVERY,
             key: None,
         }
     }
@@ -156,6 +161,19 @@ impl PostgresOptions {
     #[must_use]
     pub fn change_feed(mut self, listen: bool) -> Self {
         self.change_feed = listen;
+        self
+    }
+
+    /// How long the change feed may hear nothing before it asks its own connection for an
+    /// answer (default [`DEFAULT_FEED_CHECK_EVERY`](Self::DEFAULT_FEED_CHECK_EVERY)). A
+    /// connection that died without a word (a network partition, a failover behind a
+    /// proxy, a firewall that drops idle connections) would otherwise leave the feed deaf
+    /// for good: with no answer within the operation timeout, the feed listens again on a
+    /// new connection and reports [`Change::Resync`], since it may have missed changes.
+    /// At least 100 ms.
+    #[must_use]
+    pub fn feed_check_every(mut self, quiet: Duration) -> Self {
+        self.feed_check_every = quiet.max(Duration::from_millis(100));
         self
     }
 
@@ -269,6 +287,7 @@ impl fmt::Debug for PostgresOptions {
             .field("acquire_timeout", &self.acquire_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("operation_timeout", &self.operation_timeout)
+            .field("feed_check_every", &self.feed_check_every)
             .field("change_feed", &self.change_feed)
             .field("encrypted", &self.key.is_some())
             .finish_non_exhaustive()
@@ -609,8 +628,35 @@ impl TokenStore for PostgresStore {
 /// out to the feeds. Dropped with the last clone of the store, which stops the task.
 struct Feed {
     changes: ChangeBroadcast,
-    pool: PgPool,
+    /// The pool the task listens from now (it makes a new one after a lost connection).
+    pool: Arc<std::sync::Mutex<PgPool>>,
     task: JoinHandle<()>,
+}
+
+/// What the feed's task needs to listen again.
+struct FeedSettings {
+    connect: PgConnectOptions,
+    acquire_timeout: Duration,
+    /// Quiet this long, the connection is asked for an answer...
+    check_every: Duration,
+    /// ...which must come this soon.
+    check_within: Duration,
+    schema: String,
+    target: String,
+}
+
+impl FeedSettings {
+    /// A pool of its own, so that the listening connection never counts against the
+    /// store's, and is never closed for being idle.
+    fn pool(&self) -> PgPool {
+        PgPoolOptions::new()
+            .max_connections(2)
+            .min_connections(0)
+            .acquire_timeout(self.acquire_timeout)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_lazy_with(self.connect.clone())
+    }
 }
 
 impl Feed {
@@ -620,37 +666,43 @@ impl Feed {
         schema: String,
         target: String,
     ) -> Result<Self, StoreError> {
-        // A pool of its own, so that the listening connection never counts against the
-        // store's, and is never closed for being idle.
-        let pool = PgPoolOptions::new()
-            .max_connections(2)
-            .min_connections(0)
-            .acquire_timeout(options.acquire_timeout)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_lazy_with(connect);
+        let settings = FeedSettings {
+            connect,
+            acquire_timeout: options.acquire_timeout,
+            check_every: options.feed_check_every,
+            check_within: options.operation_timeout,
+            schema,
+            target,
+        };
+        let pool = settings.pool();
         let listener = listen(&pool).await.map_err(|e| StoreError::Connect {
-            target: target.clone(),
+            target: settings.target.clone(),
             message: format!("cannot listen for changes: {e}"),
         })?;
         let changes = ChangeBroadcast::default();
+        let shared = Arc::new(std::sync::Mutex::new(pool.clone()));
         let task = tokio::spawn(run_feed(
             listener,
-            pool.clone(),
-            schema,
+            pool,
+            Arc::clone(&shared),
+            settings,
             changes.clone(),
-            target,
         ));
         Ok(Feed {
             changes,
-            pool,
+            pool: shared,
             task,
         })
     }
 
     async fn stop(&self) {
         self.task.abort();
-        self.pool.close().await;
+        let pool = self
+            .pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        pool.close().await;
     }
 }
 
@@ -666,20 +718,43 @@ async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     Ok(listener)
 }
 
+/// Whether the listening connection still answers, within `within`.
+async fn check(listener: &mut PgListener, within: Duration) -> Result<(), sqlx::Error> {
+    match tokio::time::timeout(within, sqlx::query("SELECT 1").execute(&mut *listener)).await {
+        Ok(answered) => answered.map(drop),
+        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "its connection did not answer a check within {} ms",
+                within.as_millis()
+            ),
+        ))),
+    }
+}
+
 /// Hands out what the listener hears until the store is closed; after a lost connection,
 /// listens again (with backoff) and sends [`Change::Resync`], since notifications sent
-/// meanwhile are lost.
+/// meanwhile are lost. A connection quiet for a while is asked for an answer, so that one
+/// that died without a word is found too.
 async fn run_feed(
     mut listener: PgListener,
-    pool: PgPool,
-    schema: String,
+    mut pool: PgPool,
+    shared: Arc<std::sync::Mutex<PgPool>>,
+    settings: FeedSettings,
     changes: ChangeBroadcast,
-    target: String,
 ) {
+    let target = &settings.target;
     loop {
-        match listener.try_recv().await {
+        let heard = match tokio::time::timeout(settings.check_every, listener.try_recv()).await {
+            Ok(heard) => heard,
+            Err(_quiet) => match check(&mut listener, settings.check_within).await {
+                Ok(()) => continue,
+                Err(error) => Err(error),
+            },
+        };
+        match heard {
             Ok(Some(notification)) => {
-                if let Some(change) = decode_payload(notification.payload(), &schema) {
+                if let Some(change) = decode_payload(notification.payload(), &settings.schema) {
                     changes.send(change);
                 }
             }
@@ -694,13 +769,20 @@ async fn run_feed(
                 }
                 tracing::warn!(%target, %error, "the PostgreSQL change feed lost its connection; it reconnects and resyncs");
                 drop(listener);
+                // A connection that stopped answering may still sit in the old pool, which
+                // would ping it before handing it out and wait out its acquire timeout
+                // (seconds more of deafness): listen from a new pool.
+                pool = settings.pool();
+                *shared
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = pool.clone();
                 let mut wait = FEED_BACKOFF.0;
                 listener = loop {
                     tokio::time::sleep(wait).await;
-                    match listen(&pool).await {
-                        Ok(listener) => break listener,
-                        Err(_) if pool.is_closed() => return,
-                        Err(_) => wait = (wait * 2).min(FEED_BACKOFF.1),
+                    match tokio::time::timeout(settings.check_within, listen(&pool)).await {
+                        Ok(Ok(listener)) => break listener,
+                        _ if pool.is_closed() => return,
+                        _ => wait = (wait * 2).min(FEED_BACKOFF.1),
                     }
                 };
                 tracing::info!(%target, "the PostgreSQL change feed reconnected; resyncing");
