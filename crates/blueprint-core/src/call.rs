@@ -176,17 +176,17 @@ impl Default for Attempt {
 pub struct AttemptCount(std::sync::Arc<AtomicU32>);
 
 impl AttemptCount {
-    /// A count at 0: no attempt started yet.
+    /// A count at 0: no attempt went out yet.
     pub fn new() -> Self {
         AttemptCount::default()
     }
 
-    /// The attempts started so far.
+    /// The attempts that went out so far.
     pub fn get(&self) -> u32 {
         self.0.load(Ordering::Relaxed)
     }
 
-    /// Records that `attempt` started (the count never goes down).
+    /// Records that `attempt` went out (the count never goes down).
     pub fn record(&self, attempt: Attempt) {
         self.0.fetch_max(attempt.number(), Ordering::Relaxed);
     }

@@ -16,8 +16,7 @@ use crate::{AttemptCount, ConnectionId, Deadline, Replay, ReplayBody, RetrySafe,
 /// stack): the method, URI and headers are cloned (reference counts and one header map),
 /// and the extensions are kept as plain values when they are only the Blueprint ones
 /// ([`ConnectionId`], [`Deadline`], [`Target`], [`RetrySafe`], [`AttemptCount`]); only a
-/// request that carries
-/// extensions of the caller's own has its extension map cloned.
+/// request that carries extensions of the caller's own has its extension map cloned.
 ///
 /// ```
 /// use blueprint_core::{ConnectionId, KeptRequest, ReplayBody};

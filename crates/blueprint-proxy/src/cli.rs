@@ -698,7 +698,8 @@ fn runtime_threads(flag: Option<u64>, variable: Option<String>) -> Result<Option
     if let Some(threads) = flag {
         return Ok(Some(usize::try_from(threads).unwrap_or(usize::MAX)));
     }
-    match variable {
+    match variable.filter(|text| !text.trim().is_empty()) {
+        // Unset, or set to nothing (as an env file's `TOKIO_WORKER_THREADS=` does).
         None => Ok(None),
         Some(text) => match text.trim().parse::<usize>() {
             Ok(threads) if (1..=1024).contains(&threads) => Ok(Some(threads)),
@@ -933,7 +934,8 @@ mod tests {
         assert_eq!(runtime_threads(Some(4), None), Ok(Some(4)));
         assert_eq!(runtime_threads(None, var(" 1 ")), Ok(Some(1)));
         assert_eq!(runtime_threads(None, var("3")), Ok(Some(3)));
-        for bad in ["0", "-1", "two", "", "1025"] {
+        assert_eq!(runtime_threads(None, var(" ")), Ok(None), "set to nothing");
+        for bad in ["0", "-1", "two", "1025"] {
             let err = runtime_threads(None, var(bad)).unwrap_err();
             assert!(err.contains("TOKIO_WORKER_THREADS"), "{bad}: {err}");
         }

@@ -176,7 +176,7 @@ pub(crate) async fn forward(
 enum Failure {
     /// Refused before anything reached the stack.
     BeforeStack(ApiError),
-    /// The stack failed, after this many attempts (0: none was started).
+    /// The stack failed, after this many attempts went out (0: none did).
     InStack(ApiError, u32),
 }
 
