@@ -745,6 +745,8 @@ async fn run_feed(
 ) {
     let target = &settings.target;
     loop {
+        // Giving up the wait loses nothing: sqlx reads messages through a buffer that keeps
+        // a partly read one (its `BufferedSocket::try_read` is cancel-safe).
         let heard = match tokio::time::timeout(settings.check_every, listener.try_recv()).await {
             Ok(heard) => heard,
             Err(_quiet) => match check(&mut listener, settings.check_within).await {
