@@ -19,6 +19,27 @@ const TOKEN: &str = "tok_IMPORTED_4b1d";
 const OAUTH_TOKEN: &str = "tok_FROM_OAUTH_9e7a";
 const REFRESH: &str = "rt_REFRESH_55c3";
 
+/// Logs of this thread up to `level`, kept while the guard lives.
+fn capture(
+    level: tracing_subscriber::filter::LevelFilter,
+) -> (Captured, tracing::subscriber::DefaultGuard) {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::registry().with(
+        tracing_subscriber::fmt::layer()
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .with_filter(level),
+    );
+    (logs, tracing::subscriber::set_default(subscriber))
+}
+
+/// The proxy's access lines in `text`.
+fn access_lines(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| l.contains("blueprint_proxy::access"))
+        .collect()
+}
+
 // One thread (the default test runtime): the subscriber set for this thread sees every task.
 #[tokio::test]
 async fn metrics_count_calls_retries_and_refreshes_and_logs_hold_no_secret() {
@@ -50,14 +71,7 @@ async fn metrics_count_calls_retries_and_refreshes_and_logs_hold_no_secret() {
         .mount(&upstream)
         .await;
     let proxy = InProcess::start(&yaml(&upstream.uri(), FAST_RETRY, "")).await;
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::registry().with(
-        tracing_subscriber::fmt::layer()
-            .with_writer(logs.clone())
-            .with_ansi(false)
-            .with_filter(tracing_subscriber::filter::LevelFilter::DEBUG),
-    );
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = capture(tracing_subscriber::filter::LevelFilter::DEBUG);
 
     proxy
         .import(
@@ -95,10 +109,7 @@ async fn metrics_count_calls_retries_and_refreshes_and_logs_hold_no_secret() {
     }
 
     let text = logs.text();
-    let access: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("blueprint_proxy::access"))
-        .collect();
+    let access = access_lines(&text);
     assert_eq!(access.len(), 2, "one line per proxied call:\n{text}");
     for want in [
         "integration=\"intercom\"",
@@ -203,14 +214,7 @@ async fn the_access_line_of_a_failed_call_counts_its_attempts() {
     let upstream = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
     let proxy = InProcess::start(&yaml(&upstream, FAST_RETRY, "")).await;
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::registry().with(
-        tracing_subscriber::fmt::layer()
-            .with_writer(logs.clone())
-            .with_ansi(false)
-            .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
-    );
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = capture(tracing_subscriber::filter::LevelFilter::INFO);
     proxy
         .import("intercom", "acme", json!({ "access_token": TOKEN }))
         .await;
@@ -225,10 +229,7 @@ async fn the_access_line_of_a_failed_call_counts_its_attempts() {
     assert_eq!(missing.status, 404);
 
     let text = logs.text();
-    let access: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("blueprint_proxy::access"))
-        .collect();
+    let access = access_lines(&text);
     assert_eq!(access.len(), 2, "one line per proxied call:\n{text}");
     // FAST_RETRY allows two attempts; both were made.
     assert!(access[0].contains("status=502"), "{}", access[0]);

@@ -164,23 +164,37 @@ async fn sigterm_during_a_slow_call_lets_it_finish_and_refuses_new_ones() {
     assert!(logs.contains("store closed"), "{logs}");
 }
 
-#[tokio::test]
-async fn it_refuses_to_start_without_a_secret_key_and_says_how_to_set_one() {
-    let dir = TempDir::new("nokey");
+/// Runs the binary with a config and a store in `dir`, and what `configure` adds, until it
+/// exits (for the ways it refuses to start).
+async fn run_to_exit(
+    dir: &TempDir,
+    configure: impl FnOnce(&mut tokio::process::Command),
+) -> std::process::Output {
     std::fs::write(
         dir.path("i.yaml"),
         yaml("http://127.0.0.1:9", FAST_RETRY, ""),
     )
-    .unwrap();
-    let output = tokio::process::Command::new(binary())
+    .unwrap_or_else(|e| panic!("cannot write the config: {e}"));
+    let mut command = tokio::process::Command::new(binary());
+    command
         .arg("--config")
         .arg(dir.path("i.yaml"))
         .arg("--store")
-        .arg(format!("sqlite://{}", dir.path("store.db").display()))
-        .env_remove("BLUEPRINT_SECRET_KEY")
+        .arg(format!("sqlite://{}", dir.path("store.db").display()));
+    configure(&mut command);
+    command
         .output()
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary().display()))
+}
+
+#[tokio::test]
+async fn it_refuses_to_start_without_a_secret_key_and_says_how_to_set_one() {
+    let dir = TempDir::new("nokey");
+    let output = run_to_exit(&dir, |command| {
+        command.env_remove("BLUEPRINT_SECRET_KEY");
+    })
+    .await;
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -197,23 +211,14 @@ async fn it_refuses_to_start_without_a_secret_key_and_says_how_to_set_one() {
 #[tokio::test]
 async fn a_bad_tokio_worker_threads_is_an_error_that_names_it_not_a_panic() {
     let dir = TempDir::new("threads");
-    std::fs::write(
-        dir.path("i.yaml"),
-        yaml("http://127.0.0.1:9", FAST_RETRY, ""),
-    )
-    .unwrap();
-    let output = tokio::process::Command::new(binary())
-        .arg("--config")
-        .arg(dir.path("i.yaml"))
-        .arg("--store")
-        .arg(format!("sqlite://{}", dir.path("store.db").display()))
-        .arg("--listen")
-        .arg("127.0.0.1:0")
-        .env("BLUEPRINT_SECRET_KEY", KEY)
-        .env("TOKIO_WORKER_THREADS", "two")
-        .output()
-        .await
-        .unwrap();
+    let output = run_to_exit(&dir, |command| {
+        command
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .env("BLUEPRINT_SECRET_KEY", KEY)
+            .env("TOKIO_WORKER_THREADS", "two");
+    })
+    .await;
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

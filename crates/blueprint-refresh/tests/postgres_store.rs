@@ -117,6 +117,20 @@ async fn expect_change(feed: &mut ChangeFeed, want: &StoreKey, within: Duration)
     before
 }
 
+/// Waits (bounded) until `feed` reports a resync: whether it did within `within`.
+async fn resync(feed: &mut ChangeFeed, within: Duration) -> bool {
+    let wait = async {
+        loop {
+            match feed.recv().await {
+                Some(Change::Resync) => return,
+                Some(_) => {}
+                None => panic!("the feed ended"),
+            }
+        }
+    };
+    tokio::time::timeout(within, wait).await.is_ok()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_the_server_is_down_operations_fail_fast_and_after_it_they_work_again() {
     let server = PrivatePostgres::start("outage");
@@ -184,18 +198,9 @@ async fn while_the_server_is_down_operations_fail_fast_and_after_it_they_work_ag
 
     // The feed listens again (with its own backoff, up to 2 s between tries) and says it
     // may have missed changes...
-    let resynced = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match feed.recv().await {
-                Some(Change::Resync) => return,
-                Some(_) => {}
-                None => panic!("the feed ended"),
-            }
-        }
-    })
-    .await;
+    let resynced = resync(&mut feed, Duration::from_secs(10)).await;
     assert!(
-        resynced.is_ok(),
+        resynced,
         "no resync within 10 s after the feed's connection dropped"
     );
     // ...then reports new changes (from another handle).
@@ -346,18 +351,9 @@ async fn a_feed_whose_connection_goes_silent_listens_again_and_resyncs() {
     // Its notification is lost in the silent connection.
     writer.put(&key("missed"), record("t2")).await.unwrap();
     let started = Instant::now();
-    let resynced = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match feed.recv().await {
-                Some(Change::Resync) => return,
-                Some(_) => {}
-                None => panic!("the feed ended"),
-            }
-        }
-    })
-    .await;
+    let resynced = resync(&mut feed, Duration::from_secs(10)).await;
     assert!(
-        resynced.is_ok(),
+        resynced,
         "no resync within 10 s after the feed's connection went silent"
     );
     eprintln!(

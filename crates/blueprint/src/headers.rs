@@ -115,9 +115,8 @@ fn add_missing(headers: &mut HeaderMap, defaults: &HeaderMap) {
         return;
     }
     if headers.is_empty() {
-        // Nothing to look up: every default goes in, into a map sized once, with room for
-        // one more (an `Authorization` header, when this layer is above auth).
-        headers.reserve(defaults.len() + 1);
+        // Nothing to look up: every default goes in, into a map sized once.
+        headers.reserve(defaults.len());
         for (name, value) in defaults {
             headers.append(name.clone(), value.clone());
         }
