@@ -55,16 +55,22 @@ impl<B> KeptRequest<B> {
     /// Keeps what is needed to send the request of `parts` again, with `body`.
     pub fn of(parts: &Parts, body: Replay) -> Self {
         let extensions = &parts.extensions;
-        let connection = extensions.get::<ConnectionId>();
-        let deadline = extensions.get::<Deadline>().copied();
+        // Each lookup hashes and probes the map: once every extension is accounted for, the
+        // rest are known to be missing. The stack's own come first.
+        let len = extensions.len();
         let target = extensions.get::<Target>().cloned();
-        let retry_safe = extensions.get::<RetrySafe>().is_some();
-        let count = extensions.get::<AttemptCount>().cloned();
-        let known = usize::from(connection.is_some())
-            + usize::from(deadline.is_some())
-            + usize::from(target.is_some())
-            + usize::from(retry_safe)
-            + usize::from(count.is_some());
+        let deadline = extensions.get::<Deadline>().copied();
+        let mut known = usize::from(target.is_some()) + usize::from(deadline.is_some());
+        let connection = (known < len)
+            .then(|| extensions.get::<ConnectionId>())
+            .flatten();
+        known += usize::from(connection.is_some());
+        let count = (known < len)
+            .then(|| extensions.get::<AttemptCount>().cloned())
+            .flatten();
+        known += usize::from(count.is_some());
+        let retry_safe = known < len && extensions.get::<RetrySafe>().is_some();
+        known += usize::from(retry_safe);
         KeptRequest {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
@@ -75,7 +81,7 @@ impl<B> KeptRequest<B> {
             target,
             retry_safe,
             count,
-            others: (extensions.len() != known).then(|| extensions.clone()),
+            others: (len != known).then(|| extensions.clone()),
             body,
             _body: PhantomData,
         }
@@ -169,5 +175,76 @@ impl<B> fmt::Debug for KeptRequest<B> {
             .field("connection", &self.connection)
             .field("body", &self.body)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http_body_util::Full;
+
+    use super::*;
+    use crate::Origin;
+
+    #[derive(Debug, Clone, PartialEq)]
+    struct Own(u8);
+
+    /// Every mix of the Blueprint extensions, with and without one of the caller's own,
+    /// comes back as it was: the lookups skipped once all are accounted for skip nothing.
+    #[test]
+    fn every_mix_of_extensions_is_sent_again_as_it_was() {
+        let origin = Origin::parse("https://api.example.com").unwrap_or_else(|e| panic!("{e}"));
+        let deadline = Deadline::after(Duration::from_secs(5));
+        for mix in 0u8..64 {
+            let mut request = Request::get("https://api.example.com/a")
+                .body(())
+                .unwrap_or_else(|e| panic!("{e}"));
+            let extensions = request.extensions_mut();
+            let has = |bit: u8| mix & (1 << bit) != 0;
+            if has(0) {
+                extensions.insert(Target::new(origin.clone()));
+            }
+            if has(1) {
+                extensions.insert(deadline);
+            }
+            if has(2) {
+                extensions.insert(ConnectionId::new("ws-1"));
+            }
+            if has(3) {
+                extensions.insert(AttemptCount::new());
+            }
+            if has(4) {
+                extensions.insert(RetrySafe);
+            }
+            if has(5) {
+                extensions.insert(Own(7));
+            }
+            let (parts, ()) = request.into_parts();
+            let body = ReplayBody::new(Full::new(Bytes::from_static(b"x")), 16);
+            let replay = body.replayer().unwrap_or_else(|| panic!("in memory"));
+            let kept = KeptRequest::<Full<Bytes>>::of(&parts, replay);
+            let again = kept.request().unwrap_or_else(|| panic!("in memory"));
+            let ext = again.extensions();
+            let what = format!("mix {mix:06b}");
+            assert_eq!(ext.get::<Target>().is_some(), has(0), "{what}");
+            assert_eq!(
+                ext.get::<Deadline>().copied(),
+                has(1).then_some(deadline),
+                "{what}"
+            );
+            let connection = ext.get::<ConnectionId>().map(ConnectionId::as_str);
+            // The default connection is always named on a request sent again.
+            assert_eq!(
+                connection.unwrap_or("default"),
+                if has(2) { "ws-1" } else { "default" },
+                "{what}"
+            );
+            assert_eq!(ext.get::<AttemptCount>().is_some(), has(3), "{what}");
+            assert_eq!(ext.get::<RetrySafe>().is_some(), has(4), "{what}");
+            assert_eq!(ext.get::<Own>(), has(5).then_some(&Own(7)), "{what}");
+            assert_eq!(kept.retry_safe(), has(4), "{what}");
+        }
     }
 }

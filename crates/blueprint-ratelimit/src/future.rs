@@ -14,7 +14,7 @@ use tower_service::Service;
 use crate::WaitFrom;
 use crate::error::RateLimitedError;
 use crate::layer::{Extension, Shared};
-use crate::parse::{Observation, reads_retry_after};
+use crate::parse::{Observation, Wall, reads_retry_after};
 use crate::shared::KnownAt;
 use crate::shared::asking::{Asking, Step};
 use crate::state::{Admission, Hold, Key, KeyState};
@@ -421,7 +421,7 @@ fn learn<ResB>(
             response.headers(),
             reads_retry_after(status),
             &config.headers,
-            config.clock.now(),
+            &Wall::clock(&*config.clock, &shared.reset_memo, now),
             now,
         )
     };

@@ -13,6 +13,7 @@ use crate::RateLimitRule;
 use crate::clock::{SystemClock, WallClock};
 use crate::error::RateLimitedError;
 use crate::future::{ResponseFuture, Ticket};
+use crate::memo::ResetMemo;
 use crate::parse::HeaderConfig;
 use crate::shared::{SharedBudgets, SharedStore};
 use crate::state::{Admission, Keys};
@@ -63,6 +64,8 @@ impl fmt::Debug for Config {
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) keys: Arc<Keys>,
+    /// The last epoch reset read, converted with `config.clock`.
+    pub(crate) reset_memo: ResetMemo,
 }
 
 /// Layer that applies [`RateLimiting`]; see the [crate docs](crate).
@@ -257,6 +260,7 @@ impl<S> Layer<S> for RateLimitLayer {
             shared: Arc::new(Shared {
                 config: self.config.clone(),
                 keys: Arc::clone(&self.keys),
+                reset_memo: ResetMemo::new(),
             }),
         }
     }

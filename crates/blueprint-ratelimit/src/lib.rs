@@ -94,6 +94,7 @@ mod clock;
 mod error;
 mod future;
 mod layer;
+mod memo;
 pub mod parse;
 #[cfg(feature = "redis")]
 mod redis;

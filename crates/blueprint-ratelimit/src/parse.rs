@@ -18,12 +18,16 @@
 //! than [`HeaderConfig::max_reset`] is brought back to it, so that a server's typo cannot
 //! hold requests for days.
 
+use std::cell::Cell;
 use std::time::{Duration, SystemTime};
 
 use blueprint_core::RateLimit;
 use http::header::{HeaderName, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use tokio::time::Instant;
+
+use crate::clock::WallClock;
+use crate::memo::ResetMemo;
 
 pub use blueprint_core::parse_retry_after;
 
@@ -183,7 +187,7 @@ pub fn parse_headers(
     wall_now: SystemTime,
     now: Instant,
 ) -> Option<RateLimit> {
-    Observation::read(headers, false, config, wall_now, now).to_extension(false)
+    Observation::read(headers, false, config, &Wall::fixed(wall_now), now).to_extension(false)
 }
 
 /// Like [`parse_headers`] for a whole response: reads `Retry-After` on error statuses and
@@ -196,8 +200,8 @@ pub fn parse_response(
     now: Instant,
 ) -> Option<RateLimit> {
     let limited = status == StatusCode::TOO_MANY_REQUESTS;
-    Observation::read(headers, reads_retry_after(status), config, wall_now, now)
-        .to_extension(limited)
+    let wall = Wall::fixed(wall_now);
+    Observation::read(headers, reads_retry_after(status), config, &wall, now).to_extension(limited)
 }
 
 /// The first value of each of `names` in `headers`, as `HeaderMap::get` gives it, found in
@@ -273,7 +277,7 @@ pub fn parse_reset(
     format: ResetFormat,
     wall_now: SystemTime,
 ) -> Option<Duration> {
-    match reset_in(value, format, wall_now)?.0 {
+    match reset_in(value, format, &Wall::fixed(wall_now))?.0 {
         Until::Future(d) => Some(d),
         Until::Past(_) => None,
     }
@@ -295,9 +299,13 @@ const DELTA_PRECISION: Duration = Duration::from_millis(1050);
 fn reset_in(
     value: &HeaderValue,
     format: ResetFormat,
-    wall_now: SystemTime,
+    wall: &Wall<'_>,
 ) -> Option<(Until, Duration)> {
-    let number = Decimal::parse(value.to_str().ok()?.trim())?;
+    // The common case, an integer, without checking the value is text and trimming it.
+    let number = match digits(value.as_bytes()) {
+        Some(int) => Decimal { int, nanos: 0 },
+        None => Decimal::parse(value.to_str().ok()?.trim())?,
+    };
     let format = match format {
         ResetFormat::Auto if number.int < 1_000_000_000 => ResetFormat::DeltaSeconds,
         ResetFormat::Auto if number.int < 100_000_000_000 => ResetFormat::EpochSeconds,
@@ -317,13 +325,77 @@ fn reset_in(
         };
         return Some((until, DELTA_PRECISION));
     };
+    // The answers of one window all write the same reset: its instant, once converted, is
+    // kept, and the wall clock is not read again until the value changes.
+    let memo = wall.memo.and_then(|(memo, now)| {
+        let key = (number.nanos == 0)
+            .then(|| ResetMemo::key(number.int, format == ResetFormat::EpochMillis))??;
+        Some((memo, now, key))
+    });
+    if let Some((memo, now, key)) = memo {
+        if let Some(at) = memo.get(key) {
+            let until = match at.checked_duration_since(now) {
+                Some(d) if !d.is_zero() => Until::Future(d),
+                _ => Until::Past(now.saturating_duration_since(at)),
+            };
+            return Some((until, EPOCH_PRECISION));
+        }
+    }
     let at = SystemTime::UNIX_EPOCH.checked_add(since_epoch)?;
-    let until = match at.duration_since(wall_now) {
+    let until = match at.duration_since(wall.now()) {
         Ok(d) if !d.is_zero() => Until::Future(d),
         Ok(_) => Until::Past(Duration::ZERO),
         Err(ago) => Until::Past(ago.duration()),
     };
+    if let Some((memo, now, key)) = memo {
+        let instant = match until {
+            Until::Future(d) => now.checked_add(d),
+            Until::Past(ago) => now.checked_sub(ago),
+        };
+        if let Some(instant) = instant {
+            memo.set(key, instant);
+        }
+    }
     Some((until, EPOCH_PRECISION))
+}
+
+/// The wall-clock time for epoch resets and HTTP-dates, read at most once per answer and
+/// only if a header needs it; with the layer's memo of the last epoch reset converted.
+pub(crate) struct Wall<'a> {
+    clock: Option<&'a dyn WallClock>,
+    read: Cell<Option<SystemTime>>,
+    /// The memo and the tokio clock's reading it is relative to.
+    memo: Option<(&'a ResetMemo, Instant)>,
+}
+
+impl<'a> Wall<'a> {
+    /// A wall clock that reads `now`.
+    pub(crate) fn fixed(now: SystemTime) -> Self {
+        Wall {
+            clock: None,
+            read: Cell::new(Some(now)),
+            memo: None,
+        }
+    }
+
+    /// `clock`, read when first needed; epoch resets go through `memo`, relative to `now`.
+    pub(crate) fn clock(clock: &'a dyn WallClock, memo: &'a ResetMemo, now: Instant) -> Self {
+        Wall {
+            clock: Some(clock),
+            read: Cell::new(None),
+            memo: Some((memo, now)),
+        }
+    }
+
+    fn now(&self) -> SystemTime {
+        if let Some(now) = self.read.get() {
+            return now;
+        }
+        // Only a clock has no reading yet (a fixed wall clock is made with one).
+        let now = self.clock.map_or(SystemTime::UNIX_EPOCH, WallClock::now);
+        self.read.set(Some(now));
+        now
+    }
 }
 
 /// A non-negative decimal number: an integer part and up to nine fractional digits.
@@ -481,7 +553,7 @@ impl Observation {
         headers: &HeaderMap,
         retry_after: bool,
         config: &HeaderConfig,
-        wall_now: SystemTime,
+        wall: &Wall<'_>,
         now: Instant,
     ) -> Observation {
         let mut seen = Observation::default();
@@ -491,7 +563,7 @@ impl Observation {
         let count = |name: &HeaderName| headers.get(name).and_then(parse_count);
         let [limit, remaining, reset] =
             first_values(headers, [&config.limit, &config.remaining, &config.reset]);
-        let mut reset = reset.and_then(|v| reset_in(v, config.format, wall_now));
+        let mut reset = reset.and_then(|v| reset_in(v, config.format, wall));
         seen.limit = limit.and_then(parse_count);
         seen.remaining = remaining.and_then(parse_count);
 
@@ -501,7 +573,7 @@ impl Observation {
             reset = reset.or_else(|| {
                 headers
                     .get(&IETF_RESET)
-                    .and_then(|v| reset_in(v, ResetFormat::Auto, wall_now))
+                    .and_then(|v| reset_in(v, ResetFormat::Auto, wall))
             });
         }
         if seen.limit.is_none() || seen.remaining.is_none() || reset.is_none() {
@@ -547,7 +619,7 @@ impl Observation {
         if retry_after {
             let wait = headers
                 .get(RETRY_AFTER)
-                .and_then(|v| parse_retry_after(v, wall_now));
+                .and_then(|v| parse_retry_after(v, wall.now()));
             if let Some(d) = wait.filter(|d| *d > config.max_reset) {
                 seen.capped = Some(seen.capped.map_or(d, |c| c.max(d)));
             }

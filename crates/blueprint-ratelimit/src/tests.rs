@@ -646,3 +646,54 @@ async fn a_server_announced_wait_past_the_cap_holds_calls_no_longer_than_the_cap
         "held {waited:?}, not the 300 s cap"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_answers_of_one_window_read_the_wall_clock_once() {
+    let reads = Arc::new(AtomicUsize::new(0));
+    let wall = {
+        let reads = Arc::clone(&reads);
+        let tokio_wall = clock();
+        move || {
+            reads.fetch_add(1, Ordering::Relaxed);
+            crate::WallClock::now(&tokio_wall)
+        }
+    };
+    let start = Instant::now();
+    let window = Arc::new(AtomicUsize::new(1));
+    let answer = {
+        let window = Arc::clone(&window);
+        move |n: usize| {
+            let w = u64::try_from(window.load(Ordering::Relaxed)).unwrap_or(0);
+            intercom(StatusCode::OK, 1000 - n as u64, EPOCH + 10 * w)
+        }
+    };
+    let api = Api::new();
+    let svc = RateLimitLayer::intercom()
+        .clock(wall)
+        .layer(api.clone().service(answer));
+    let resets = || {
+        let svc = svc.clone();
+        async move {
+            let mut resets = Vec::new();
+            for _ in 0..4 {
+                let response = svc
+                    .clone()
+                    .oneshot(get("http://api.test/a"))
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let limit = response.extensions().get::<RateLimit>().copied();
+                resets.push(limit.and_then(|l| l.reset));
+            }
+            resets
+        }
+    };
+    assert_eq!(resets().await, vec![Some(start + secs(10)); 4]);
+    assert_eq!(reads.load(Ordering::Relaxed), 1);
+
+    // The next window writes another reset: converted once more, and right.
+    tokio::time::advance(secs(10)).await;
+    window.store(2, Ordering::Relaxed);
+    assert_eq!(resets().await, vec![Some(start + secs(20)); 4]);
+    assert_eq!(reads.load(Ordering::Relaxed), 2);
+    assert_eq!(api.calls(), 8);
+}

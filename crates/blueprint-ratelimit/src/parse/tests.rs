@@ -339,7 +339,7 @@ async fn observations_tell_a_past_reset_from_a_missing_one() {
             &headers(pairs),
             false,
             &HeaderConfig::intercom(),
-            wall(),
+            &Wall::fixed(wall()),
             now,
         )
         .reset
