@@ -34,6 +34,17 @@ pub(super) struct ConnState {
     /// record): what tells this process's own writes (a lease, a status) from another's
     /// when the store reports a change.
     pub(super) seen: Option<AccessToken>,
+    /// Another flight's lease, and when this process first saw it (its own clock): what
+    /// lets a lease lapse only once it has been held a whole lease here, whatever the
+    /// holder's wall clock wrote.
+    pub(super) lease_seen: Option<SeenLease>,
+}
+
+/// A lease of another flight, as first seen.
+pub(super) struct SeenLease {
+    pub(super) holder: String,
+    pub(super) until: SystemTime,
+    pub(super) at: tokio::time::Instant,
 }
 
 impl ConnState {

@@ -17,7 +17,7 @@ use blueprint_core::{
 };
 use tokio::time::Instant;
 
-use super::cache::Conn;
+use super::cache::{Conn, SeenLease};
 use super::{Fresh, Inner, later};
 use crate::Secret;
 use crate::provider::{Granted, TokenEndpointError};
@@ -80,9 +80,9 @@ impl Inner {
                 }
                 return self.mark_dead(&key, &current, refused).await;
             }
-            if let Some(lease) = &record.lease {
+            if let Some(lease) = record.lease.as_ref().filter(|l| l.holder != holder) {
                 // Held by another flight (here or in another process) that has not lapsed.
-                if lease.holder != holder && lease.until > now {
+                if !self.lapsed(conn, lease, now) {
                     if usable {
                         // Another process is refreshing; this token is still good meanwhile.
                         let mut fresh = self.fresh(conn.jitter, record);
@@ -118,6 +118,30 @@ impl Inner {
                 Swap::Conflict => {}
             }
         }
+    }
+
+    /// Whether another flight's lease has lapsed: by the wall clock it was written with,
+    /// and by this process's own clock a whole lease after this process first saw it. The
+    /// second keeps a replica whose wall clock runs ahead of the holder's from taking a
+    /// lease that is still held (two refreshes, and with rotating refresh tokens a lost
+    /// connection); it never lets a lease go earlier than its writer said.
+    fn lapsed(&self, conn: &Conn, lease: &Lease, now: std::time::SystemTime) -> bool {
+        let here = Instant::now();
+        let first_seen = {
+            let mut state = conn.lock();
+            match &state.lease_seen {
+                Some(seen) if seen.holder == lease.holder && seen.until == lease.until => seen.at,
+                _ => {
+                    state.lease_seen = Some(SeenLease {
+                        holder: lease.holder.clone(),
+                        until: lease.until,
+                        at: here,
+                    });
+                    here
+                }
+            }
+        };
+        lease.until <= now && here >= later(first_seen, self.config.lease)
     }
 
     /// The token was refused or has expired and cannot be refreshed: the connection needs

@@ -74,7 +74,11 @@ pub fn lease_call_bound(lease: Duration) -> Duration {
 ///   others read the store every poll interval (default 100 ms) until the new token is
 ///   there, and never call the token endpoint meanwhile. A holder that died is replaced
 ///   once its lease lapses; a live one cannot outlive it, since its token-endpoint call is
-///   bounded by [`lease_call_bound`] (¾ of the lease).
+///   bounded by [`lease_call_bound`] (¾ of the lease). A lease lapses for another process
+///   only when both clocks say so: the wall-clock expiry its holder wrote, and this
+///   process's monotonic clock a whole lease (its own setting) after it first saw the
+///   lease. A replica whose wall clock runs ahead therefore never takes a lease early;
+///   one whose clock runs behind takes over late, as late as its clock is behind.
 /// - **What other processes change:** the source follows the store's
 ///   [change feed](TokenStore::changes) (PostgreSQL: `LISTEN`/`NOTIFY`; SQLite: a poll of
 ///   the store's change log every [`SQLITE_CHANGE_POLL`](crate::SQLITE_CHANGE_POLL)) and

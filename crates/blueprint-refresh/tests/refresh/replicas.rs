@@ -252,6 +252,50 @@ async fn a_waiting_replica_takes_the_holders_token_from_the_store_without_callin
     server.verify().await;
 }
 
+/// A replica whose wall clock runs a minute ahead of the holder's reads the holder's lease
+/// as lapsed the moment it sees it: it still waits a whole lease of its own time, and takes
+/// the holder's token from the store instead of refreshing a second time.
+#[tokio::test(start_paused = true)]
+async fn a_replica_whose_clock_runs_ahead_waits_for_a_lease_still_held() {
+    let server = MockServer::start().await;
+    mount_refresh(
+        &server,
+        "rt-1",
+        granted("never", Some("never"), Some(3600)),
+        0,
+    )
+    .await;
+    let holder_clock = TokioClock::new();
+    let now = blueprint_refresh::Clock::now(&holder_clock);
+    let mut record = expired("a-1", "rt-1", now);
+    record.lease = Some(Lease {
+        holder: String::from("another-replica"),
+        until: now + Duration::from_secs(10),
+    });
+    let store: Arc<dyn TokenStore> = memory_with("acme", record).await;
+    let ahead = TokioClock::starting_at(now + Duration::from_secs(60));
+    let here = OAuth2TokenSource::builder_shared(provider(&server), Arc::clone(&store))
+        .integration("test")
+        .http_client(http())
+        .clock(ahead)
+        .lease(Duration::from_secs(10), Duration::from_millis(100))
+        .build();
+    // The holder finishes after 4 s (its lease had 10 s to go) and writes what it got.
+    let holder = Arc::clone(&store);
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        holder
+            .put(&key("acme"), valid("a-2", "rt-2", now))
+            .await
+            .unwrap();
+    });
+    let started = tokio::time::Instant::now();
+    assert_eq!(here.token(&conn()).await.unwrap(), token("a-2"));
+    assert!(started.elapsed() >= Duration::from_secs(4));
+    assert_eq!(token_calls(&server).await, 0);
+    server.verify().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_token_endpoint_call_is_bounded_by_three_quarters_of_the_lease() {
     let server = MockServer::start().await;
