@@ -1,6 +1,5 @@
 //! The service, against in-process doubles of an API, with tokio time paused.
 
-use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -458,75 +457,6 @@ async fn smoothing_spaces_what_is_left_to_the_reset() {
         .map(Duration::from_millis)
         .collect();
     assert_eq!(smooth, spaced);
-}
-
-/// Collects what `tracing` prints.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if let Ok(mut logs) = self.0.lock() {
-            logs.extend_from_slice(buf);
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn text(&self) -> String {
-        self.0
-            .lock()
-            .map(|l| String::from_utf8_lossy(&l).into_owned())
-            .unwrap_or_default()
-    }
-}
-
-#[tokio::test(start_paused = true)]
-async fn holding_and_resuming_are_logged_without_the_token() {
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    // Other tests' threads may have cached their callsites' interest meanwhile: ask again,
-    // now that this thread has a subscriber.
-    tracing::callsite::rebuild_interest_cache();
-
-    let api = Api::new();
-    let svc = RateLimitLayer::intercom()
-        .clock(clock())
-        .layer(api.clone().service(move |n| {
-            if n == 1 {
-                intercom(StatusCode::OK, 0, EPOCH + 4)
-            } else {
-                intercom(StatusCode::OK, 9, EPOCH + 8)
-            }
-        }));
-    for _ in 0..2 {
-        let mut request = on("ws-7", "https://api.example.com/a");
-        request.headers_mut().insert(
-            http::header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer s3cr3t-token"),
-        );
-        svc.clone()
-            .oneshot(request)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    let text = logs.text();
-    assert!(text.contains("holding requests"), "{text}");
-    assert!(text.contains("resuming requests"), "{text}");
-    assert!(text.contains("connection=ws-7"), "{text}");
-    assert!(text.contains("origin=https://api.example.com"), "{text}");
-    assert!(text.contains("wait_ms=4000"), "{text}");
-    assert!(!text.contains("s3cr3t"), "{text}");
 }
 
 #[tokio::test(start_paused = true)]
