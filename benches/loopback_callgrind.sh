@@ -3,8 +3,10 @@
 # the client's own thread under `valgrind --tool=callgrind` (user space only: the kernel's
 # share of a request is not counted). Each client runs twice, with N1 and N2 requests, and
 # the figure is the slope between the two, so start-up and warm-up drop out. Unlike the
-# wall-clock bench, the figure does not move with what else the machine does, so two builds
-# compare exactly.
+# wall-clock bench, the figure hardly moves with what else the machine does (about ±1% run
+# to run: how often a socket is found not ready yet still depends on timing), so two builds
+# compare closely. The last column is the bare client's instructions over each client's,
+# the throughput each would keep if instructions were all a request cost.
 #
 #   bash benches/loopback_callgrind.sh                  # every client
 #   CLIENTS="bare_hyper_util stack_static_token" bash benches/loopback_callgrind.sh
