@@ -446,17 +446,15 @@ fn learn<ResB>(
     if let (Some(store), Some(key)) = (&shared.config.store, key) {
         store.learn(key, &seen, limited, ticket.known.take().as_deref(), now);
     }
-    let entry = match (&ticket.entry, key) {
-        (Some(entry), _) => Some(Arc::clone(entry)),
-        (None, Some(key)) if informed => shared.keys.get_or_insert(key, now),
-        (None, _) => None,
-    };
-    if let Some(entry) = entry {
-        let counted = std::mem::take(&mut ticket.counted);
-        entry.settle(
-            counted,
-            (informed || limited).then_some((&seen, limited)),
-            now,
-        );
+    let seen = (informed || limited).then_some((&seen, limited));
+    match (&ticket.entry, key) {
+        // The ticket's own reference: no other count on the key's shared state.
+        (Some(entry), _) => entry.settle(std::mem::take(&mut ticket.counted), seen, now),
+        (None, Some(key)) if informed => {
+            if let Some(entry) = shared.keys.get_or_insert(key, now) {
+                entry.settle(std::mem::take(&mut ticket.counted), seen, now);
+            }
+        }
+        (None, _) => {}
     }
 }

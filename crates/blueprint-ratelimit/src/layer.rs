@@ -16,7 +16,10 @@ use crate::future::{ResponseFuture, Ticket};
 use crate::memo::ResetMemo;
 use crate::parse::HeaderConfig;
 use crate::shared::{SharedBudgets, SharedStore};
-use crate::state::{Admission, Keys};
+use crate::state::{Admission, Key, Keys};
+
+/// The connection of a request that names none, to look keys up by reference.
+static DEFAULT_CONNECTION: ConnectionId = ConnectionId::DEFAULT;
 
 /// How far apart requests held until a reset are let go by default: each waits a random
 /// extra in `0..=100 ms`.
@@ -329,18 +332,25 @@ where
         if !shared.config.pacing {
             return ResponseFuture::called(self.inner.call(request), shared, None, Ticket::none());
         }
-        let connection = ConnectionId::of(&request);
+        let extensions = request.extensions();
+        let connection = extensions
+            .get::<ConnectionId>()
+            .unwrap_or(&DEFAULT_CONNECTION);
         // The origin resolved at the top of the stack, else worked out from the URI.
-        let key = match Target::of(&request) {
-            Some(target) => shared
-                .keys
-                .key_at(Some(target.origin().clone()), connection),
-            None => shared
-                .keys
-                .key(request.uri(), shared.config.origin.as_ref(), connection),
+        let worked_out;
+        let origin = match Target::of(&request) {
+            Some(target) => Some(target.origin()),
+            None => {
+                worked_out = shared
+                    .keys
+                    .origin(request.uri(), shared.config.origin.as_ref());
+                worked_out.as_ref()
+            }
         };
+        let hash = shared.keys.hash(origin, connection);
         if let Some(store) = &shared.config.store {
             if store.is_available() {
+                let key = Key::new(hash, origin.cloned(), connection.clone());
                 let deadline = Deadline::of(&request).map(Deadline::instant);
                 // As for a held request: the ready service stays here, the request gets a
                 // clone that it polls ready once admitted.
@@ -349,8 +359,11 @@ where
             }
             store.fell_back(&shared.config.events);
         }
-        let Some(entry) = shared.keys.get(&key) else {
-            // A key with no information yet is never held.
+        // The key is looked up by reference: an owned one (two reference counts) is made
+        // only for a request that may need it later.
+        let Some(entry) = shared.keys.get_by(hash, origin, connection) else {
+            // A key with no information yet is never held; its first answer may track it.
+            let key = Key::new(hash, origin.cloned(), connection.clone());
             return ResponseFuture::called(
                 self.inner.call(request),
                 shared,
@@ -368,19 +381,26 @@ where
             &shared.config.events,
         ) {
             Admission::Go => {
+                // A tracked key is settled through the ticket's entry: no key to keep, unless
+                // shared budgets learn from the answer too.
+                let key = shared.config.store.is_some().then(|| entry.key(hash));
                 let future = self.inner.call(request);
-                ResponseFuture::called(future, shared, Some(key), Ticket::counted(entry))
+                ResponseFuture::called(future, shared, key, Ticket::counted(entry))
             }
             Admission::Hold { .. } => {
+                let key = entry.key(hash);
                 // The ready service stays here; the held request gets a clone that it polls
                 // ready once it may go, so a wait never holds the inner service's capacity.
                 let service = self.inner.clone();
                 ResponseFuture::held(request, service, shared, key, entry, deadline)
             }
-            Admission::Refuse { retry_at } => ResponseFuture::failed(
-                RateLimitedError::new(key.connection, key.origin, retry_at, deadline, now),
-                shared,
-            ),
+            Admission::Refuse { retry_at } => {
+                let key = entry.key(hash);
+                ResponseFuture::failed(
+                    RateLimitedError::new(key.connection, key.origin, retry_at, deadline, now),
+                    shared,
+                )
+            }
         }
     }
 }

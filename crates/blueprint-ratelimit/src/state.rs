@@ -80,6 +80,14 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 impl Key {
+    pub(crate) fn new(hash: u64, origin: Option<Origin>, connection: ConnectionId) -> Self {
+        Key {
+            hash,
+            origin,
+            connection,
+        }
+    }
+
     /// The key as the shared budgets name it.
     pub(crate) fn budget_key(&self) -> crate::shared::BudgetKey<'_> {
         crate::shared::BudgetKey::new(self.origin.as_ref(), &self.connection)
@@ -99,23 +107,20 @@ impl Keys {
     }
 
     /// The key of a request for `uri` on `connection`.
+    #[cfg(test)]
     pub(crate) fn key(&self, uri: &Uri, default: Option<&Origin>, connection: ConnectionId) -> Key {
-        self.key_at(self.origin(uri, default), connection)
+        let origin = self.origin(uri, default);
+        Key::new(self.hash(origin.as_ref(), &connection), origin, connection)
     }
 
-    /// The key of `connection` at an origin already known (the request's `Target`).
-    pub(crate) fn key_at(&self, origin: Option<Origin>, connection: ConnectionId) -> Key {
-        let hash = self.hasher.hash_one((&origin, &connection));
-        Key {
-            hash,
-            origin,
-            connection,
-        }
+    /// The hash of the key of `connection` at `origin`.
+    pub(crate) fn hash(&self, origin: Option<&Origin>, connection: &ConnectionId) -> u64 {
+        self.hasher.hash_one((origin, connection))
     }
 
     /// The origin of a request: `default` for a relative URI, else the URI's, taken from a
     /// short list of origins already seen so that the hot path does not allocate.
-    fn origin(&self, uri: &Uri, default: Option<&Origin>) -> Option<Origin> {
+    pub(crate) fn origin(&self, uri: &Uri, default: Option<&Origin>) -> Option<Origin> {
         if uri.scheme().is_none() && uri.authority().is_none() {
             return default.cloned();
         }
@@ -145,13 +150,24 @@ impl Keys {
 
     /// The key's state, if the key has had information.
     pub(crate) fn get(&self, key: &Key) -> Option<Arc<KeyState>> {
+        self.get_by(key.hash, key.origin.as_ref(), &key.connection)
+    }
+
+    /// [`Keys::get`] of the key of `hash` ([`Keys::hash`]), `origin` and `connection`,
+    /// without owning them.
+    pub(crate) fn get_by(
+        &self,
+        hash: u64,
+        origin: Option<&Origin>,
+        connection: &ConnectionId,
+    ) -> Option<Arc<KeyState>> {
         if self.tracked.load(Ordering::Relaxed) == 0 {
             return None;
         }
-        let shard = read(self.shard(key.hash));
+        let shard = read(self.shard(hash));
         shard
-            .get(&key.hash)
-            .filter(|state| state.is(key))
+            .get(&hash)
+            .filter(|state| state.is(origin, connection))
             .map(Arc::clone)
     }
 
@@ -160,7 +176,9 @@ impl Keys {
     pub(crate) fn get_or_insert(&self, key: &Key, now: Instant) -> Option<Arc<KeyState>> {
         let mut shard = write(self.shard(key.hash));
         if let Some(state) = shard.get(&key.hash) {
-            return state.is(key).then(|| Arc::clone(state));
+            return state
+                .is(key.origin.as_ref(), &key.connection)
+                .then(|| Arc::clone(state));
         }
         if shard.len() >= self.per_shard {
             let before = shard.len();
@@ -295,8 +313,13 @@ impl KeyState {
         }
     }
 
-    fn is(&self, key: &Key) -> bool {
-        self.connection == key.connection && self.origin == key.origin
+    fn is(&self, origin: Option<&Origin>, connection: &ConnectionId) -> bool {
+        self.connection == *connection && self.origin.as_ref() == origin
+    }
+
+    /// The key of this state, whose hash is `hash`.
+    pub(crate) fn key(&self, hash: u64) -> Key {
+        Key::new(hash, self.origin.clone(), self.connection.clone())
     }
 
     fn lock(&self) -> MutexGuard<'_, Budget> {
@@ -423,6 +446,9 @@ impl KeyState {
             }
             if let Some((seen, limited)) = seen {
                 budget.observe(seen, limited, now);
+            }
+            if budget.waiters.is_empty() {
+                return;
             }
             std::mem::take(&mut budget.waiters)
         };
