@@ -12,6 +12,10 @@ use tokio::time::Instant;
 /// it so that none of them starts a wait it could not finish in time. Times come from
 /// `tokio::time`, so tests with a paused clock see consistent deadlines.
 ///
+/// A caller sets one as a request extension. Inside the engine's stack the deadline travels
+/// in the call's [`Target`](crate::Target) instead (one extension for the call, not two),
+/// so read it with [`Deadline::of`], which looks in both.
+///
 /// ```
 /// use std::time::Duration;
 /// use blueprint_core::Deadline;
@@ -65,19 +69,35 @@ impl Deadline {
         instant <= self.0
     }
 
-    /// The deadline a request carries, if any.
+    /// The deadline a request carries, if any: its [`Target`](crate::Target)'s, else a
+    /// `Deadline` extension.
     pub fn of<B>(request: &http::Request<B>) -> Option<Deadline> {
-        request.extensions().get::<Deadline>().copied()
+        Self::from_extensions(request.extensions())
     }
 
-    /// The earlier of this deadline and the one already in `extensions`, stored there.
-    /// A layer that sets a deadline uses this so it never extends a caller's tighter one.
+    /// [`Deadline::of`] for a request's extensions.
+    pub fn from_extensions(extensions: &http::Extensions) -> Option<Deadline> {
+        extensions
+            .get::<crate::Target>()
+            .and_then(crate::Target::deadline)
+            .or_else(|| extensions.get::<Deadline>().copied())
+    }
+
+    /// The earlier of this deadline and the one `extensions` already carry, stored there:
+    /// in the call's [`Target`](crate::Target) when there is one (a caller's `Deadline`
+    /// extension is left as it was), else as a `Deadline` extension. A layer that sets a
+    /// deadline uses this so it never extends a caller's tighter one.
     pub fn tighten(self, extensions: &mut http::Extensions) -> Deadline {
-        let tightest = match extensions.get::<Deadline>() {
-            Some(existing) if *existing < self => *existing,
+        let tightest = match Self::from_extensions(extensions) {
+            Some(existing) if existing < self => existing,
             _ => self,
         };
-        extensions.insert(tightest);
+        match extensions.get_mut::<crate::Target>() {
+            Some(target) => target.set_deadline(tightest),
+            None => {
+                extensions.insert(tightest);
+            }
+        }
         tightest
     }
 }
@@ -283,6 +303,46 @@ mod tests {
         assert_eq!(early.tighten(&mut ext), early);
         assert_eq!(late.tighten(&mut ext), early);
         assert_eq!(ext.get::<Deadline>(), Some(&early));
+    }
+
+    /// With a `Target` on the request, the deadline goes into it (no second extension), a
+    /// caller's tighter `Deadline` extension still wins, and `Deadline::of` sees both.
+    #[tokio::test(start_paused = true)]
+    async fn with_a_target_the_deadline_travels_in_it() {
+        let origin =
+            crate::Origin::parse("https://api.example.com").unwrap_or_else(|e| panic!("{e}"));
+        let early = Deadline::after(Duration::from_secs(1));
+        let late = Deadline::after(Duration::from_secs(9));
+
+        let mut request = http::Request::new(());
+        request
+            .extensions_mut()
+            .insert(crate::Target::new(origin.clone()));
+        assert_eq!(Deadline::of(&request), None);
+        assert_eq!(late.tighten(request.extensions_mut()), late);
+        assert_eq!(
+            request.extensions().len(),
+            1,
+            "no Deadline extension beside the Target"
+        );
+        assert_eq!(
+            crate::Target::of(&request).and_then(crate::Target::deadline),
+            Some(late)
+        );
+        assert_eq!(Deadline::of(&request), Some(late));
+        assert_eq!(early.tighten(request.extensions_mut()), early);
+        assert_eq!(late.tighten(request.extensions_mut()), early);
+        assert_eq!(Deadline::of(&request), Some(early));
+        // Equal targets name the same place, whatever their deadlines.
+        assert!(crate::Target::of(&request) == Some(&crate::Target::new(origin.clone())));
+
+        // A caller's tighter deadline, set as an extension, is kept and read.
+        let mut request = http::Request::new(());
+        request.extensions_mut().insert(early);
+        request.extensions_mut().insert(crate::Target::new(origin));
+        assert_eq!(late.tighten(request.extensions_mut()), early);
+        assert_eq!(Deadline::of(&request), Some(early));
+        assert_eq!(request.extensions().get::<Deadline>(), Some(&early));
     }
 
     #[test]

@@ -102,9 +102,13 @@ impl<B> KeptRequest<B> {
         &self.connection
     }
 
-    /// The call's deadline, if it has one.
+    /// The call's deadline, if it has one (its [`Target`]'s, else a `Deadline`
+    /// extension's), as [`Deadline::of`] reads it.
     pub fn deadline(&self) -> Option<Deadline> {
-        self.deadline
+        self.target
+            .as_ref()
+            .and_then(Target::deadline)
+            .or(self.deadline)
     }
 
     /// Where the request goes, if the stack resolved it.

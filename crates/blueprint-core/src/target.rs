@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::Origin;
+use crate::{Deadline, Origin};
 
 /// Where a call goes: its origin and, when the API's description names it, the route
 /// template of its path (`/contacts/{id}`), resolved once by the outermost step of a stack
@@ -27,11 +27,24 @@ use crate::Origin;
 /// assert_eq!(target.route(), Some("/contacts/{id}"));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Clone, PartialEq, Eq)]
+///
+/// It also carries the call's [`Deadline`] once a layer sets one ([`Deadline::tighten`]):
+/// one extension for the whole call instead of one per fact. Two targets are equal when
+/// they name the same place, whatever their deadlines.
+#[derive(Clone)]
 pub struct Target {
     origin: Origin,
     route: Option<Arc<str>>,
+    deadline: Option<Deadline>,
 }
+
+impl PartialEq for Target {
+    fn eq(&self, other: &Self) -> bool {
+        self.origin == other.origin && self.route == other.route
+    }
+}
+
+impl Eq for Target {}
 
 impl Target {
     /// A target at `origin`, with no known route.
@@ -39,6 +52,7 @@ impl Target {
         Target {
             origin,
             route: None,
+            deadline: None,
         }
     }
 
@@ -59,6 +73,16 @@ impl Target {
         self.route.as_deref()
     }
 
+    /// The call's deadline, once a layer set it here ([`Deadline::tighten`]); read a
+    /// request's with [`Deadline::of`], which also sees a caller's `Deadline` extension.
+    pub fn deadline(&self) -> Option<Deadline> {
+        self.deadline
+    }
+
+    pub(crate) fn set_deadline(&mut self, deadline: Deadline) {
+        self.deadline = Some(deadline);
+    }
+
     /// The target a request carries, if any.
     pub fn of<B>(request: &http::Request<B>) -> Option<&Target> {
         request.extensions().get::<Target>()
@@ -70,6 +94,7 @@ impl fmt::Debug for Target {
         f.debug_struct("Target")
             .field("origin", &self.origin)
             .field("route", &self.route)
+            .field("deadline", &self.deadline)
             .finish()
     }
 }

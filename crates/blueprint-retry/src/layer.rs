@@ -381,7 +381,7 @@ where
         let (mut parts, body) = request.into_parts();
         let deadline = match shared.total {
             Some(total) => Some(Deadline::after_from(now, total).tighten(&mut parts.extensions)),
-            None => parts.extensions.get::<Deadline>().copied(),
+            None => Deadline::from_extensions(&parts.extensions),
         };
         let template = Arc::clone(&self.template);
         if deadline.is_some_and(|d| d.instant() <= now) {

@@ -5,8 +5,8 @@
 //! 0. [`SetBaseUrl`] resolves the call's target once: the path joined onto the base URL,
 //!    the [`Target`](blueprint_core::Target) (origin, route template) put in the request;
 //! 1. [`Trace`] opens the call's span, named by the route;
-//! 2. [`Retry`] sets the [`Deadline`](blueprint_core::Deadline), keeps the stack's only
-//!    copy of the request (its body recorded as it streams) and resends by policy, or at
+//! 2. [`Retry`] sets the call's [`Deadline`](blueprint_core::Deadline) in its `Target`
+//!    (one extension for the call), keeps the stack's only copy of the request (its body recorded as it streams) and resends by policy, or at
 //!    once after a token refresh;
 //! 3. [`RateLimiting`] holds the request while the connection's budget at the target's
 //!    origin is spent, and learns from the response's headers;

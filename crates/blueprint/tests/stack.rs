@@ -500,3 +500,41 @@ async fn a_call_held_for_the_rate_limit_gets_its_whole_attempt_timeout_after_the
         "the held call was sent once, in time"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_whose_wait_would_pass_the_call_deadline_is_not_made() {
+    // The server asks for 5 s before a retry; the call has 3 s in all. The stack answers
+    // the 503 at once instead of waiting past its deadline (the deadline travels in the
+    // call's target, where the retry layer reads it back).
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let api_service = service_fn(move |_req: Request<StackBody<Full<Bytes>>>| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let mut response = Response::new(Full::<Bytes>::default());
+            *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            response
+                .headers_mut()
+                .insert("retry-after", "2".parse().unwrap());
+            Ok::<_, BoxError>(response)
+        }
+    });
+    let bp = api("https://api.acme.test").map_retry(|r| {
+        r.deadline = Some(Duration::from_secs(3));
+        r.max_server_wait = Duration::from_secs(60);
+    });
+    let stack = StackBuilder::new(bp, StaticToken::new("t").unwrap())
+        .service(api_service)
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let answer = stack.oneshot(req(Method::GET, "/me")).await.unwrap();
+    assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // One wait of 2 s fits; the second would end past the deadline: two attempts in all,
+    // answered after the first wait, not at the deadline.
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}
