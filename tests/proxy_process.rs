@@ -120,6 +120,34 @@ async fn a_restart_keeps_every_connection_encrypted_at_rest() {
     }
 }
 
+/// A SIGTERM the moment the proxy says it listens (a supervisor stopping it at once) shuts
+/// it down gracefully: it listens for signals before it says so, not only once its accept
+/// loop first runs. Before, such a signal could meet the default action and kill it, its
+/// last log lines unwritten (seen once in CI).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_right_after_listening_is_a_graceful_stop() {
+    let upstream = MockServer::start().await;
+    let dir = TempDir::new("early-term");
+    std::fs::write(dir.path("i.yaml"), yaml(&upstream.uri(), FAST_RETRY, "")).unwrap();
+    for round in 0..20 {
+        let store = dir.path(&format!("store-{round}.db"));
+        let mut proxy = Process::start(&dir.path("i.yaml"), &store, &[]).await;
+        proxy.terminate();
+        let status = proxy.wait().await;
+        assert!(
+            status.success(),
+            "round {round}: {status}; logs:\n{}",
+            proxy.logs()
+        );
+        assert!(
+            proxy.logs().contains("SIGTERM received"),
+            "{}",
+            proxy.logs()
+        );
+        assert!(proxy.logs().contains("store closed"), "{}", proxy.logs());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_slow_call_lets_it_finish_and_refuses_new_ones() {
     let slow = HeldUpstream::start("finally").await;

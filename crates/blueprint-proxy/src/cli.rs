@@ -781,6 +781,9 @@ async fn serve_main(settings: Settings) -> Result<(), Failure> {
             return Err(Failure::Start(e.to_string()));
         }
     };
+    // Signals are listened for before the server says it listens: a SIGTERM that comes
+    // right after shuts it down gracefully.
+    let shutdown = shutdown_signal();
     tracing::info!(
         %address,
         store = %store.describe(),
@@ -797,7 +800,7 @@ async fn serve_main(settings: Settings) -> Result<(), Failure> {
     let served = crate::server::serve_service(
         listener,
         proxy.front(),
-        shutdown_signal(),
+        shutdown,
         settings.grace,
         settings.hardening.limits,
     )

@@ -481,30 +481,51 @@ impl http_body::Body for Tracked {
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
+///
+/// Called inside a tokio runtime, it starts listening for the signals at once, before the
+/// future is first polled: a signal that comes as soon as the server says it listens (a
+/// supervisor stopping it right away) shuts it down gracefully instead of killing it with
+/// the default action. Called outside a runtime, it starts listening when first polled.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let in_runtime = tokio::runtime::Handle::try_current().is_ok();
+        let listen = |kind: SignalKind| in_runtime.then(|| signal(kind));
+        let (terminate, interrupt) = (
+            listen(SignalKind::terminate()),
+            listen(SignalKind::interrupt()),
+        );
+        async move {
+            let terminate = terminate.unwrap_or_else(|| signal(SignalKind::terminate()));
+            let interrupt = interrupt.unwrap_or_else(|| signal(SignalKind::interrupt()));
+            let wait = |signal: std::io::Result<tokio::signal::unix::Signal>,
+                        name: &'static str| async move {
+                match signal {
+                    Ok(mut signal) => {
+                        signal.recv().await;
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "cannot listen for {name}");
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            tokio::select! {
+                () = wait(interrupt, "SIGINT") => tracing::info!("SIGINT received"),
+                () = wait(terminate, "SIGTERM") => tracing::info!("SIGTERM received"),
             }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        async {
+            if let Err(error) = tokio::signal::ctrl_c().await {
+                tracing::error!(%error, "cannot listen for Ctrl-C");
                 std::future::pending::<()>().await;
             }
+            tracing::info!("Ctrl-C received");
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => tracing::info!("SIGINT received"),
-        () = terminate => tracing::info!("SIGTERM received"),
     }
 }
 
