@@ -467,7 +467,51 @@ pub fn binary() -> PathBuf {
          (`cargo test --workspace` does)",
         binary.display()
     );
+    static CHECKED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    CHECKED.get_or_init(|| assert_not_stale(&binary));
     binary
+}
+
+/// Fails when a source of the crates is newer than the binary: `cargo test --test <file>`
+/// of this package does not rebuild another package's binary, and a stale one would test
+/// the code as it was.
+fn assert_not_stale(binary: &std::path::Path) {
+    /// The newest `.rs` or `.toml` file under `dir`.
+    fn newest(dir: &std::path::Path, found: &mut Option<(std::time::SystemTime, PathBuf)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                newest(&path, found);
+            } else if path.extension().is_some_and(|e| e == "rs" || e == "toml") {
+                let modified = entry.metadata().and_then(|m| m.modified());
+                if let Ok(modified) = modified {
+                    if found.as_ref().is_none_or(|(at, _)| modified > *at) {
+                        *found = Some((modified, path));
+                    }
+                }
+            }
+        }
+    }
+    let built = std::fs::metadata(binary)
+        .and_then(|m| m.modified())
+        .expect("the binary's time");
+    let mut found = None;
+    newest(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crates"),
+        &mut found,
+    );
+    if let Some((modified, source)) = found {
+        assert!(
+            modified <= built,
+            "{} is older than {}: rebuild it with `cargo build -p blueprint-proxy --features otlp` \
+             (`cargo test --workspace` does)",
+            binary.display(),
+            source.display()
+        );
+    }
 }
 
 /// The real binary, running.
