@@ -84,10 +84,14 @@ impl ConnectionId {
 
     /// The connection named in these extensions, or the default one.
     pub fn from_extensions(extensions: &http::Extensions) -> ConnectionId {
-        extensions
-            .get::<ConnectionId>()
-            .cloned()
-            .unwrap_or(Self::DEFAULT)
+        Self::in_extensions(extensions).clone()
+    }
+
+    /// [`ConnectionId::from_extensions`] by reference, for a layer that only compares or
+    /// hashes the id: no clone, no reference count.
+    pub fn in_extensions(extensions: &http::Extensions) -> &ConnectionId {
+        static DEFAULT: ConnectionId = ConnectionId::DEFAULT;
+        extensions.get::<ConnectionId>().unwrap_or(&DEFAULT)
     }
 }
 

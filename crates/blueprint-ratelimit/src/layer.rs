@@ -18,9 +18,6 @@ use crate::parse::HeaderConfig;
 use crate::shared::{SharedBudgets, SharedStore};
 use crate::state::{Admission, Key, Keys};
 
-/// The connection of a request that names none, to look keys up by reference.
-static DEFAULT_CONNECTION: ConnectionId = ConnectionId::DEFAULT;
-
 /// How far apart requests held until a reset are let go by default: each waits a random
 /// extra in `0..=100 ms`.
 pub const DEFAULT_SPREAD: Duration = Duration::from_millis(100);
@@ -332,10 +329,7 @@ where
         if !shared.config.pacing {
             return ResponseFuture::called(self.inner.call(request), shared, None, Ticket::none());
         }
-        let extensions = request.extensions();
-        let connection = extensions
-            .get::<ConnectionId>()
-            .unwrap_or(&DEFAULT_CONNECTION);
+        let connection = ConnectionId::in_extensions(request.extensions());
         // The origin resolved at the top of the stack, else worked out from the URI.
         let worked_out;
         let origin = match Target::of(&request) {

@@ -215,8 +215,9 @@ async fn a_lease_of_a_dead_holder_is_taken_over_once_it_lapses() {
     server.verify().await;
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_waiting_replica_takes_the_holders_token_from_the_store_without_calling() {
+/// A token endpoint that must not be called, and a store whose `acme` token has expired
+/// while "another-replica" holds its lease for `left` more; the holder's wall-clock time.
+async fn leased_by_another(left: Duration) -> (MockServer, Arc<dyn TokenStore>, SystemTime) {
     let server = MockServer::start().await;
     mount_refresh(
         &server,
@@ -225,28 +226,36 @@ async fn a_waiting_replica_takes_the_holders_token_from_the_store_without_callin
         0,
     )
     .await;
-    let clock = TokioClock::new();
-    let now = blueprint_refresh::Clock::now(&clock);
+    let now = blueprint_refresh::Clock::now(&TokioClock::new());
     let mut record = expired("a-1", "rt-1", now);
     record.lease = Some(Lease {
         holder: String::from("another-replica"),
-        until: now + Duration::from_secs(60),
+        until: now + left,
     });
-    let store: Arc<dyn TokenStore> = memory_with("acme", record).await;
-    let here = OAuth2TokenSource::builder_shared(provider(&server), Arc::clone(&store))
-        .integration("test")
-        .http_client(http())
-        .clock(clock)
-        .build();
-    // The holder finishes after 3 s and writes what it got.
-    let holder = Arc::clone(&store);
+    (server, memory_with("acme", record).await, now)
+}
+
+/// The holder finishes `after` from now and writes what it got.
+fn holder_finishes(store: &Arc<dyn TokenStore>, after: Duration, now: SystemTime) {
+    let holder = Arc::clone(store);
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::time::sleep(after).await;
         holder
             .put(&key("acme"), valid("a-2", "rt-2", now))
             .await
             .unwrap();
     });
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_replica_takes_the_holders_token_from_the_store_without_calling() {
+    let (server, store, now) = leased_by_another(Duration::from_secs(60)).await;
+    let here = OAuth2TokenSource::builder_shared(provider(&server), Arc::clone(&store))
+        .integration("test")
+        .http_client(http())
+        .clock(TokioClock::starting_at(now))
+        .build();
+    holder_finishes(&store, Duration::from_secs(3), now);
     assert_eq!(here.token(&conn()).await.unwrap(), token("a-2"));
     assert_eq!(token_calls(&server).await, 0);
     server.verify().await;
@@ -257,38 +266,15 @@ async fn a_waiting_replica_takes_the_holders_token_from_the_store_without_callin
 /// the holder's token from the store instead of refreshing a second time.
 #[tokio::test(start_paused = true)]
 async fn a_replica_whose_clock_runs_ahead_waits_for_a_lease_still_held() {
-    let server = MockServer::start().await;
-    mount_refresh(
-        &server,
-        "rt-1",
-        granted("never", Some("never"), Some(3600)),
-        0,
-    )
-    .await;
-    let holder_clock = TokioClock::new();
-    let now = blueprint_refresh::Clock::now(&holder_clock);
-    let mut record = expired("a-1", "rt-1", now);
-    record.lease = Some(Lease {
-        holder: String::from("another-replica"),
-        until: now + Duration::from_secs(10),
-    });
-    let store: Arc<dyn TokenStore> = memory_with("acme", record).await;
-    let ahead = TokioClock::starting_at(now + Duration::from_secs(60));
+    let (server, store, now) = leased_by_another(Duration::from_secs(10)).await;
     let here = OAuth2TokenSource::builder_shared(provider(&server), Arc::clone(&store))
         .integration("test")
         .http_client(http())
-        .clock(ahead)
+        .clock(TokioClock::starting_at(now + Duration::from_secs(60)))
         .lease(Duration::from_secs(10), Duration::from_millis(100))
         .build();
-    // The holder finishes after 4 s (its lease had 10 s to go) and writes what it got.
-    let holder = Arc::clone(&store);
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        holder
-            .put(&key("acme"), valid("a-2", "rt-2", now))
-            .await
-            .unwrap();
-    });
+    // The holder finishes after 4 s (its lease had 10 s to go).
+    holder_finishes(&store, Duration::from_secs(4), now);
     let started = tokio::time::Instant::now();
     assert_eq!(here.token(&conn()).await.unwrap(), token("a-2"));
     assert!(started.elapsed() >= Duration::from_secs(4));
