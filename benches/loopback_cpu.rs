@@ -9,7 +9,9 @@
 //! `/proc/thread-self/schedstat` (nanoseconds on CPU), so the figure is the client's own
 //! cost whatever else the machine does. Rounds are interleaved (bare, stacks, bare, …) and
 //! the median of the rounds is reported, with each stack's ratio to the bare client of the
-//! same run.
+//! same run; a second table pairs each client with the bare client of its own round and
+//! gives the median, lowest and highest of those ratios, so that a noisy machine shows as a
+//! wide range instead of a single figure that happens to be lucky or not.
 //!
 //! Clients:
 //! - `bare_hyper_util`: hyper-util's legacy client, absolute URIs;
@@ -130,6 +132,43 @@ fn main() {
             100.0 * m.per_sec / same.per_sec,
             m.cpu_us - same.cpu_us,
         );
+    }
+
+    // The same figures paired by round: each client against the bare client of its own
+    // round (the rounds interleave, so a round's clients ran close together in time). On a
+    // noisy machine the medians of the columns above can each come from a different
+    // round; the range below says how far one round's ratio strays from another's.
+    println!();
+    println!(
+        "| client, paired by round | throughput vs bare: median (lowest, highest) | \
+         CPU vs bare: median (lowest, highest) |"
+    );
+    println!("|---|---|---|");
+    for ((name, _), own) in clients.iter().zip(&samples).skip(1) {
+        let throughput = spread(
+            own.iter()
+                .zip(&samples[0])
+                .map(|(s, b)| 100.0 * s.per_sec / b.per_sec),
+        );
+        let cpu = spread(
+            own.iter()
+                .zip(&samples[0])
+                .map(|(s, b)| s.cpu_us - b.cpu_us),
+        );
+        println!(
+            "| {name} | {:.1}% ({:.1}%, {:.1}%) | {:+.2} µs ({:+.2}, {:+.2}) |",
+            throughput.0, throughput.1, throughput.2, cpu.0, cpu.1, cpu.2,
+        );
+    }
+}
+
+/// The median, lowest and highest of `values`.
+fn spread(values: impl Iterator<Item = f64>) -> (f64, f64, f64) {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    match (values.first(), values.last()) {
+        (Some(&low), Some(&high)) => (values[values.len() / 2], low, high),
+        _ => (f64::NAN, f64::NAN, f64::NAN),
     }
 }
 
