@@ -7,6 +7,9 @@
 #   bash benches/proxy.sh                # 5 rounds of 10 s
 #   ROUNDS=3 SECONDS_PER_ROUND=5 bash benches/proxy.sh
 #   LOG=off bash benches/proxy.sh        # the proxy's access log off (RUST_LOG=warn)
+#   PROXY_BIN_B=/path/to/other/blueprint-proxy bash benches/proxy.sh
+#                                        # a second build beside the first, in the same
+#                                        # rounds (row `proxy_b`): an A/B of two builds
 #
 # Needs nginx and wrk (Debian packages `nginx-light`, `wrk`) and a release build
 # (`cargo build --release -p blueprint-proxy`; this script builds it if missing).
@@ -44,7 +47,7 @@ cleanup() {
 trap cleanup EXIT
 
 . benches/proxy_setup.sh
-UP=$(free_port); NG=$(free_port); PX=$(free_port)
+UP=$(free_port); NG=$(free_port); PX=$(free_port); PXB=$(free_port)
 
 # --- the upstream: nginx answering like Intercom ---------------------------------------
 start_upstream "$work" "$UP" 0
@@ -83,6 +86,19 @@ BLUEPRINT_SECRET_KEY="$KEY" RUST_LOG="$rust_log" taskset -c 1 "$PROXY_BIN" \
 pids+=($!)
 PROXY_PID=$!
 connect_proxy "$PX" "$KEY" 50
+WHO="direct nginx proxy"
+PROXY_B_PID=""
+if [ -n "${PROXY_BIN_B:-}" ]; then
+    mkdir -p "$work/b"
+    write_integrations "$work/b" "$UP"
+    BLUEPRINT_SECRET_KEY="$KEY" RUST_LOG="$rust_log" taskset -c 1 "$PROXY_BIN_B" \
+        --config "$work/b/integrations.yaml" --store "sqlite://$work/b/store.db" \
+        --listen "127.0.0.1:$PXB" --worker-threads 1 >"$work/b/px.out" 2>"$work/b/px.log" &
+    pids+=($!)
+    PROXY_B_PID=$!
+    connect_proxy "$PXB" "$KEY" 50
+    WHO="direct nginx proxy proxy_b"
+fi
 
 ng_worker() { pgrep -P "$(cat "$work/ng.pid")" | head -1; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -123,11 +139,17 @@ run() {
 results="$work/results"
 : >"$results"
 for round in $(seq 1 "$ROUNDS"); do
-    for who in direct nginx proxy; do
+    order=$WHO
+    # Two builds take turns going first, so that neither always runs after nginx.
+    [ -n "$PROXY_B_PID" ] && [ $((round % 2)) = 0 ] && order="direct nginx proxy_b proxy"
+    for who in $order; do
         case $who in
             direct) line=$(run "http://127.0.0.1:$UP/me" "") ;;
             nginx) line=$(run "http://127.0.0.1:$NG/me" "$(ng_worker)") ;;
             proxy) line=$(run "http://127.0.0.1:$PX/proxy/me" "$PROXY_PID" \
+                -H "Authorization: Bearer $KEY" -H 'Provider-Config-Key: intercom' \
+                -H 'Connection-Id: acme') ;;
+            proxy_b) line=$(run "http://127.0.0.1:$PXB/proxy/me" "$PROXY_B_PID" \
                 -H "Authorization: Bearer $KEY" -H 'Provider-Config-Key: intercom' \
                 -H 'Connection-Id: acme') ;;
         esac
@@ -142,7 +164,7 @@ echo
 echo "| what | req/s | p50 | p99 | CPU µs/request (proxy process) | of which in the kernel |"
 echo "|---|---|---|---|---|---|"
 median() { sort -n | awk '{ v[NR]=$1 } END { print v[int((NR+1)/2)] }'; }
-for who in direct nginx proxy; do
+for who in $WHO; do
     col() { awk -v who="$who" -v c="$1" '$1 == who { print $c }' "$results"; }
     rps=$(col 2 | median)
     p50=$(col 3 | median)
