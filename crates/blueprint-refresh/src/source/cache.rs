@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use blueprint_core::{AccessToken, ConnectionId, TokenError};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::flight::Flight;
@@ -19,6 +20,10 @@ pub(super) struct Conn {
     /// When the connection was last asked for (a tick of [`Connections`]), for eviction.
     last_used: AtomicU64,
     state: Mutex<ConnState>,
+    /// Woken when the store's change feed reports a change of this connection's record (or
+    /// a resync): a flight waiting for another process's refresh reads the store at once
+    /// instead of at its next poll.
+    store_changed: Notify,
 }
 
 #[derive(Default)]
@@ -80,6 +85,18 @@ impl Conn {
     pub(super) fn lock(&self) -> MutexGuard<'_, ConnState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Wakes the flights waiting for a change of the record (see [`Conn::store_change`]).
+    pub(super) fn wake_on_change(&self) {
+        self.store_changed.notify_waiters();
+    }
+
+    /// A wait for the next reported change of the record. Enable it (`Notified::enable`)
+    /// before reading the store, so that a change reported between the read and the wait
+    /// still ends the wait.
+    pub(super) fn store_change(&self) -> tokio::sync::futures::Notified<'_> {
+        self.store_changed.notified()
+    }
 }
 
 /// The connections a source has met, at most `max` of them. When full, the least recently
@@ -137,6 +154,7 @@ impl Connections {
             jitter: jitter(),
             last_used: AtomicU64::new(self.tick()),
             state: Mutex::default(),
+            store_changed: Notify::new(),
         });
         map.insert(connection.clone(), Arc::clone(&conn));
         conn
@@ -162,6 +180,7 @@ impl Connections {
         let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
         for conn in map.values() {
             conn.lock().changed();
+            conn.wake_on_change();
         }
     }
 

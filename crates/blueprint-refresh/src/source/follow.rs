@@ -52,6 +52,8 @@ impl Inner {
         let Some(conn) = self.connections.peek(key.connection()) else {
             return;
         };
+        // A flight waiting for another process's refresh reads the store again now.
+        conn.wake_on_change();
         {
             let mut state = conn.lock();
             if state.flight.is_some() {

@@ -44,6 +44,11 @@ impl Inner {
         let holder = self.flight_holder();
         let mut waited = false;
         loop {
+            // Enabled before the store is read: a change the feed reports from here on
+            // ends the wait below, even one reported before the wait begins.
+            let changed = conn.store_change();
+            let mut changed = std::pin::pin!(changed);
+            changed.as_mut().enable();
             let Some(current) = self
                 .store
                 .get(&key)
@@ -96,7 +101,10 @@ impl Inner {
                         )
                         .with_retry_after(self.config.cooldown));
                     }
-                    tokio::time::sleep(self.config.lease_poll).await;
+                    // The holder's write ends the wait as soon as the store's change feed
+                    // reports it; the poll covers a store without a feed, or a lost
+                    // notification.
+                    let _ = tokio::time::timeout(self.config.lease_poll, changed).await;
                     waited = true;
                     continue;
                 }

@@ -42,7 +42,8 @@ pub const DEFAULT_STORE_RETRY: Duration = Duration::from_secs(1);
 /// of a refresh is bounded by [`lease_call_bound`] of it, so that a live holder finishes
 /// (and writes) before its lease lapses.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
-/// How often a source waiting for another process's refresh reads the store.
+/// How often a source waiting for another process's refresh reads the store (it also reads
+/// it as soon as the store's change feed reports a write of the record).
 pub const DEFAULT_LEASE_POLL: Duration = Duration::from_millis(100);
 /// The most connections a source holds in memory, by default.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
@@ -71,8 +72,11 @@ pub fn lease_call_bound(lease: Duration) -> Duration {
 ///   (replicas), the refresher first takes a *lease* on the record by compare-and-swap on
 ///   its version (the version is the fencing token; the lease names a holder id drawn per
 ///   flight and lapses after [`OAuth2TokenSourceBuilder::lease`], default 60 s). The
-///   others read the store every poll interval (default 100 ms) until the new token is
-///   there, and never call the token endpoint meanwhile. A holder that died is replaced
+///   others wait until the new token is there, and never call the token endpoint
+///   meanwhile: they read the store again when its [change feed](crate::TokenStore::changes)
+///   reports the holder's write (when the source
+///   [follows changes](OAuth2TokenSourceBuilder::follow_changes)), and every poll interval
+///   (default 100 ms) regardless. A holder that died is replaced
 ///   once its lease lapses; a live one cannot outlive it, since its token-endpoint call is
 ///   bounded by [`lease_call_bound`] (¾ of the lease). A lease lapses for another process
 ///   only when both clocks say so: the wall-clock expiry its holder wrote, and this
@@ -232,7 +236,8 @@ impl OAuth2TokenSourceBuilder {
     }
 
     /// How long a refresh lease lasts if its holder dies (default [`DEFAULT_LEASE`]) and
-    /// how often waiters read the store (default [`DEFAULT_LEASE_POLL`]).
+    /// how often waiters read the store (default [`DEFAULT_LEASE_POLL`]; a source that
+    /// follows the store's changes also reads it as soon as the feed reports a write).
     ///
     /// The token-endpoint call of a refresh is bounded by [`lease_call_bound`] of `lease`
     /// (¾), or by the client's own timeout if that is shorter, so that a live holder

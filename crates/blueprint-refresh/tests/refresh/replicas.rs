@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 use blueprint_core::{ConnectionId, TokenErrorKind, TokenSource};
 use blueprint_refresh::{
     Change, ChangeBroadcast, ChangeFeed, HttpClient, Lease, MemoryStore, OAuth2TokenSource,
-    StoreError, StoreFuture, StoreKey, StoredToken, Swap, TokenRecord, TokenStatus, TokenStore,
-    TokioClock,
+    PostgresOptions, StoreError, StoreFuture, StoreKey, StoredToken, Swap, TokenRecord,
+    TokenStatus, TokenStore, TokioClock,
 };
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer};
@@ -280,6 +280,89 @@ async fn a_replica_whose_clock_runs_ahead_waits_for_a_lease_still_held() {
     assert!(started.elapsed() >= Duration::from_secs(4));
     assert_eq!(token_calls(&server).await, 0);
     server.verify().await;
+}
+
+/// A replica waiting for another's refresh reads the store when the change feed reports
+/// the holder's write, not at its next poll: with a 10 s poll and the holder finishing
+/// after 3 s, the new token is there at 3 s (paused time: exactly), not at 10 s.
+#[tokio::test(start_paused = true)]
+async fn a_waiting_replica_wakes_on_the_holders_write_not_at_its_next_poll() {
+    let (server, store, now) = leased_by_another(Duration::from_secs(60)).await;
+    let here = OAuth2TokenSource::builder_shared(provider(&server), Arc::clone(&store))
+        .integration("test")
+        .http_client(http())
+        .clock(TokioClock::starting_at(now))
+        .lease(Duration::from_secs(60), Duration::from_secs(10))
+        .build();
+    assert!(here.follows_changes());
+    holder_finishes(&store, Duration::from_secs(3), now);
+    let started = tokio::time::Instant::now();
+    assert_eq!(here.token(&conn()).await.unwrap(), token("a-2"));
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(3) && waited < Duration::from_secs(4),
+        "the waiting replica took the holder's token after {waited:?}"
+    );
+    assert_eq!(token_calls(&server).await, 0);
+    server.verify().await;
+}
+
+/// The same on PostgreSQL, where the feed is `LISTEN`/`NOTIFY`: the holder's write wakes
+/// the waiting replica long before its 10 s poll. Real time (the store is a real server):
+/// the holder writes after 300 ms, and the token must be there within 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_waiting_replica_wakes_on_the_holders_notify() {
+    let url = std::env::var("BLUEPRINT_TEST_POSTGRES")
+        .unwrap_or_else(|_| String::from("postgres://postgres@127.0.0.1:5432/test"));
+    let schema = format!("bp_wake_{}", std::process::id());
+    let store = PostgresOptions::from_url(&url)
+        .unwrap()
+        .schema(schema.as_str())
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("this test needs PostgreSQL at {url}: {e}"));
+    let store: Arc<dyn TokenStore> = Arc::new(store);
+    let server = MockServer::start().await;
+    mount_refresh(
+        &server,
+        "rt-1",
+        granted("never", Some("never"), Some(3600)),
+        0,
+    )
+    .await;
+    let now = SystemTime::now();
+    let mut record = expired("a-1", "rt-1", now);
+    record.lease = Some(Lease {
+        holder: String::from("another-replica"),
+        until: now + Duration::from_secs(60),
+    });
+    store.put(&key("acme"), record).await.unwrap();
+    let here = OAuth2TokenSource::builder_shared(provider(&server), Arc::clone(&store))
+        .integration("test")
+        .http_client(http())
+        .lease(Duration::from_secs(60), Duration::from_secs(10))
+        .build();
+    assert!(here.follows_changes());
+    let holder = Arc::clone(&store);
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        holder
+            .put(&key("acme"), valid("a-2", "rt-2", SystemTime::now()))
+            .await
+            .unwrap();
+    });
+    let started = tokio::time::Instant::now();
+    assert_eq!(here.token(&conn()).await.unwrap(), token("a-2"));
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(5),
+        "the waiting replica took the holder's token after {waited:?}"
+    );
+    assert_eq!(token_calls(&server).await, 0);
+    let admin = sqlx::PgPool::connect(&url).await.unwrap();
+    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .execute(&admin)
+        .await;
 }
 
 #[tokio::test(start_paused = true)]
