@@ -77,26 +77,28 @@ taskset -c 1 nginx -c "$work/ng.conf" -p "$work" -g 'daemon on;'
 
 # --- blueprint-proxy -------------------------------------------------------------------
 KEY=$(new_key)
-write_integrations "$work" "$UP"
 rust_log=info
 [ "$LOG" = off ] && rust_log=warn
-BLUEPRINT_SECRET_KEY="$KEY" RUST_LOG="$rust_log" taskset -c 1 "$PROXY_BIN" \
-    --config "$work/integrations.yaml" --store "sqlite://$work/store.db" \
-    --listen "127.0.0.1:$PX" --worker-threads 1 >"$work/px.out" 2>"$work/px.log" &
-pids+=($!)
-PROXY_PID=$!
-connect_proxy "$PX" "$KEY" 50
+# start_proxy BIN DIR PORT: one worker, pinned to CPU 1, its store and logs in DIR, the
+# connection imported; its pid in STARTED.
+start_proxy() {
+    local bin=$1 dir=$2 port=$3
+    mkdir -p "$dir"
+    write_integrations "$dir" "$UP"
+    BLUEPRINT_SECRET_KEY="$KEY" RUST_LOG="$rust_log" taskset -c 1 "$bin" \
+        --config "$dir/integrations.yaml" --store "sqlite://$dir/store.db" \
+        --listen "127.0.0.1:$port" --worker-threads 1 >"$dir/px.out" 2>"$dir/px.log" &
+    STARTED=$!
+    pids+=("$STARTED")
+    connect_proxy "$port" "$KEY" 50
+}
+start_proxy "$PROXY_BIN" "$work" "$PX"
+PROXY_PID=$STARTED
 WHO="direct nginx proxy"
 PROXY_B_PID=""
 if [ -n "${PROXY_BIN_B:-}" ]; then
-    mkdir -p "$work/b"
-    write_integrations "$work/b" "$UP"
-    BLUEPRINT_SECRET_KEY="$KEY" RUST_LOG="$rust_log" taskset -c 1 "$PROXY_BIN_B" \
-        --config "$work/b/integrations.yaml" --store "sqlite://$work/b/store.db" \
-        --listen "127.0.0.1:$PXB" --worker-threads 1 >"$work/b/px.out" 2>"$work/b/px.log" &
-    pids+=($!)
-    PROXY_B_PID=$!
-    connect_proxy "$PXB" "$KEY" 50
+    start_proxy "$PROXY_BIN_B" "$work/b" "$PXB"
+    PROXY_B_PID=$STARTED
     WHO="direct nginx proxy proxy_b"
 fi
 

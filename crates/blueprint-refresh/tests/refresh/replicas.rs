@@ -215,9 +215,8 @@ async fn a_lease_of_a_dead_holder_is_taken_over_once_it_lapses() {
     server.verify().await;
 }
 
-/// A token endpoint that must not be called, and a store whose `acme` token has expired
-/// while "another-replica" holds its lease for `left` more; the holder's wall-clock time.
-async fn leased_by_another(left: Duration) -> (MockServer, Arc<dyn TokenStore>, SystemTime) {
+/// A token endpoint that must not be called (`token_calls` counts what it got).
+async fn endpoint_never_called() -> MockServer {
     let server = MockServer::start().await;
     mount_refresh(
         &server,
@@ -226,13 +225,30 @@ async fn leased_by_another(left: Duration) -> (MockServer, Arc<dyn TokenStore>, 
         0,
     )
     .await;
-    let now = blueprint_refresh::Clock::now(&TokioClock::new());
+    server
+}
+
+/// An `acme` record whose token expired at `now` while "another-replica" holds its lease
+/// for `left` more.
+fn leased_record(now: SystemTime, left: Duration) -> TokenRecord {
     let mut record = expired("a-1", "rt-1", now);
     record.lease = Some(Lease {
         holder: String::from("another-replica"),
         until: now + left,
     });
-    (server, memory_with("acme", record).await, now)
+    record
+}
+
+/// A token endpoint that must not be called, and a store whose `acme` token has expired
+/// while "another-replica" holds its lease for `left` more; the holder's wall-clock time.
+async fn leased_by_another(left: Duration) -> (MockServer, Arc<dyn TokenStore>, SystemTime) {
+    let server = endpoint_never_called().await;
+    let now = blueprint_refresh::Clock::now(&TokioClock::new());
+    (
+        server,
+        memory_with("acme", leased_record(now, left)).await,
+        now,
+    )
 }
 
 /// The holder finishes `after` from now and writes what it got.
@@ -322,20 +338,8 @@ async fn on_postgres_a_waiting_replica_wakes_on_the_holders_notify() {
         .await
         .unwrap_or_else(|e| panic!("this test needs PostgreSQL at {url}: {e}"));
     let store: Arc<dyn TokenStore> = Arc::new(store);
-    let server = MockServer::start().await;
-    mount_refresh(
-        &server,
-        "rt-1",
-        granted("never", Some("never"), Some(3600)),
-        0,
-    )
-    .await;
-    let now = SystemTime::now();
-    let mut record = expired("a-1", "rt-1", now);
-    record.lease = Some(Lease {
-        holder: String::from("another-replica"),
-        until: now + Duration::from_secs(60),
-    });
+    let server = endpoint_never_called().await;
+    let record = leased_record(SystemTime::now(), Duration::from_secs(60));
     store.put(&key("acme"), record).await.unwrap();
     let here = OAuth2TokenSource::builder_shared(provider(&server), Arc::clone(&store))
         .integration("test")
