@@ -93,7 +93,14 @@ struct Tape {
 
 #[derive(Debug, Default)]
 struct Recorded {
-    chunks: Vec<Bytes>,
+    // The body's first chunk, kept by reference; once a second one comes, the body so far
+    // is copied into `joined` and the rest follows it there. A streamed body's chunks are
+    // often slices of a larger buffer (hyper's read buffer, several KiB): kept by
+    // reference, each chunk would hold its whole buffer, and a body sent a byte at a time
+    // would hold thousands of them within a cap that counts bytes. Copied, the tape holds
+    // at most its first chunk's buffer and the bytes it counts.
+    first: Bytes,
+    joined: BytesMut,
     len: usize,
     trailers: Option<HeaderMap>,
     cap: usize,
@@ -153,17 +160,43 @@ impl Recorded {
         match self.len.checked_add(data.len()) {
             Some(len) if len <= self.cap => {
                 self.len = len;
-                if !data.is_empty() {
-                    self.chunks.push(data.clone());
-                }
+                self.keep(data);
             }
             _ => self.lose(),
         }
     }
 
+    fn keep(&mut self, data: &Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        if self.first.is_empty() && self.joined.is_empty() {
+            self.first = data.clone();
+            return;
+        }
+        if self.joined.is_empty() {
+            let first = std::mem::take(&mut self.first);
+            self.joined.reserve(self.len);
+            self.joined.extend_from_slice(&first);
+        }
+        self.joined.extend_from_slice(data);
+    }
+
+    /// The body was sent to its end: replayable, unless it was lost on the way.
+    fn complete(&mut self) {
+        if self.progress != Progress::Sending {
+            return;
+        }
+        self.progress = Progress::Complete;
+        if !self.joined.is_empty() {
+            self.first = std::mem::take(&mut self.joined).freeze();
+        }
+    }
+
     fn lose(&mut self) {
         self.progress = Progress::Lost;
-        self.chunks = Vec::new();
+        self.first = Bytes::new();
+        self.joined = BytesMut::new();
         self.trailers = None;
     }
 }
@@ -328,19 +361,8 @@ impl Replay {
                 if recorded.progress != Progress::Complete {
                     return None;
                 }
-                let data = match recorded.chunks.as_slice() {
-                    [] => Bytes::new(),
-                    [one] => one.clone(),
-                    many => {
-                        let mut all = BytesMut::with_capacity(recorded.len);
-                        for chunk in many {
-                            all.extend_from_slice(chunk);
-                        }
-                        all.freeze()
-                    }
-                };
                 Some(ReplayBody::kept(
-                    data,
+                    recorded.first.clone(),
                     recorded.trailers.clone().map(Box::new),
                 ))
             }
@@ -456,7 +478,7 @@ where
             } => {
                 if let Some(first) = first.take() {
                     if body.is_end_stream() {
-                        tape.lock().progress = Progress::Complete;
+                        tape.lock().complete();
                     }
                     return Poll::Ready(Some(Ok(Frame::data(first))));
                 }
@@ -464,9 +486,7 @@ where
                 let mut recorded = tape.lock();
                 let frame = match frame {
                     None => {
-                        if recorded.progress == Progress::Sending {
-                            recorded.progress = Progress::Complete;
-                        }
+                        recorded.complete();
                         return Poll::Ready(None);
                     }
                     Some(Err(error)) => {
@@ -493,8 +513,8 @@ where
                         frame.map_data(|mut d| d.copy_to_bytes(d.remaining()))
                     }
                 };
-                if body.is_end_stream() && recorded.progress == Progress::Sending {
-                    recorded.progress = Progress::Complete;
+                if body.is_end_stream() {
+                    recorded.complete();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -635,6 +655,52 @@ mod tests {
             );
             assert_eq!(again.to_bytes(), "abcdef");
         }
+    }
+
+    /// A streamed body whose chunks are one-byte slices of larger buffers, as hyper hands
+    /// out slices of its read buffer.
+    struct Slices(Vec<Bytes>);
+
+    impl Body for Slices {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            if self.0.is_empty() {
+                return Poll::Ready(None);
+            }
+            Poll::Ready(Some(Ok(Frame::data(self.0.remove(0)))))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_recorded_body_holds_its_bytes_not_the_buffers_its_chunks_were_cut_from() {
+        // 1,000 chunks of one byte, each a slice of its own 8 KiB buffer: kept by reference,
+        // the tape would hold 8 MiB for a 1,000-byte body.
+        let buffers: Vec<Bytes> = (0..1000u32)
+            .map(|i| Bytes::from(vec![u8::try_from(i % 251).unwrap(); 8192]))
+            .collect();
+        let body = ReplayBody::new(
+            Slices(buffers.iter().map(|b| b.slice(0..1)).collect()),
+            64 * 1024,
+        );
+        let keeper = body.replayer().unwrap();
+        let sent = body.collect().await.unwrap().to_bytes();
+        assert_eq!(sent.len(), 1000);
+        // Only the first chunk is kept by reference; every other buffer is free again.
+        let held: Vec<usize> = (0..buffers.len())
+            .filter(|&i| !buffers[i].is_unique())
+            .collect();
+        assert!(
+            held.len() <= 1,
+            "the tape holds {} buffers (the first: {:?})",
+            held.len(),
+            &held[..held.len().min(5)]
+        );
+        let again = keeper.replay::<Slices>().unwrap();
+        assert_eq!(again.collect().await.unwrap().to_bytes(), sent);
     }
 
     #[tokio::test]
