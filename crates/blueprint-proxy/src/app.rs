@@ -220,7 +220,8 @@ impl ProxyBuilder {
 
     /// How long the proxy waits for the next piece of a caller's request body before
     /// answering 408 `request_timeout` (default 30 s). Time spent while the provider is
-    /// not reading does not count.
+    /// not reading does not count. One too long to add to the clock (`Duration::MAX`)
+    /// means never.
     #[must_use]
     pub fn request_body_timeout(mut self, idle: Duration) -> Self {
         self.body_idle_timeout = idle;

@@ -135,7 +135,9 @@ where
             return Poll::Ready(None);
         }
         if !*this.armed {
-            this.timer.as_mut().reset(Instant::now() + *this.idle);
+            // A timeout too long to add to the clock (`Duration::MAX`) means "never".
+            let deadline = blueprint_core::instant_after(Instant::now(), *this.idle);
+            this.timer.as_mut().reset(deadline);
             *this.armed = true;
         }
         match this.inner.poll_frame(cx) {
@@ -237,6 +239,19 @@ mod tests {
         assert!(matches!(error, CallerBodyError::Idle(_)), "{error}");
         assert_eq!(error.to_api().status(), 408);
         assert!(body.frame().await.is_none(), "a failed body ends");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_too_long_for_the_clock_never_fails_the_body() {
+        let mut body = std::pin::pin!(CallerBody::new(Stalls(false), Duration::MAX));
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "first");
+        // Polled again, it arms its timer: `Duration::MAX` from now, which must not panic.
+        let waited = tokio::time::timeout(Duration::from_secs(3600), body.frame()).await;
+        assert!(
+            waited.is_err(),
+            "the body failed within an hour: {waited:?}"
+        );
     }
 
     #[tokio::test]

@@ -34,6 +34,10 @@ pub const REDIS_URL_VAR: &str = "BLUEPRINT_REDIS_URL";
 /// `--otlp-endpoint`), as the OpenTelemetry specification names it.
 pub const OTLP_ENDPOINT_VAR: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
+/// The most seconds a timeout flag takes: one day. Longer ones mean nothing more, and some
+/// cannot be added to the clock.
+const MAX_SECS: u64 = 86_400;
+
 const ENVIRONMENT: &str = "\
 Environment:
   BLUEPRINT_SECRET_KEY      Required to serve. Callers send it as `Authorization: Bearer <key>`
@@ -160,20 +164,23 @@ pub struct ServeArgs {
     /// The log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// On SIGINT or SIGTERM, how long calls in flight may take to finish.
-    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    /// On SIGINT or SIGTERM, how long calls in flight may take to finish (0 to 86400).
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=MAX_SECS))]
     pub shutdown_grace: u64,
     /// How long a client has to send a request's head (line and headers), counted from
-    /// when its connection opens or its previous answer ends; then the connection is closed.
-    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    /// when its connection opens or its previous answer ends; then the connection is closed
+    /// (1 to 86400).
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=MAX_SECS))]
     pub header_read_timeout: u64,
     /// How long a connection may stay open with no call in flight; then it is closed (an
-    /// idle connection lives at most the smaller of this and --header-read-timeout).
-    #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    /// idle connection lives at most the smaller of this and --header-read-timeout; 1 to
+    /// 86400).
+    #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=MAX_SECS))]
     pub keep_alive_timeout: u64,
     /// How long the proxy waits for the next piece of a request body before answering
-    /// 408 `request_timeout` (time while the provider is not reading does not count).
-    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    /// 408 `request_timeout` (time while the provider is not reading does not count; 1 to
+    /// 86400).
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=MAX_SECS))]
     pub request_body_timeout: u64,
     /// The most client connections served at once; beyond it, new connections are closed
     /// at once. Keep it well under the file-descriptor limit (`ulimit -n`): each proxied

@@ -39,6 +39,10 @@ pub const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// file descriptors, since each proxied call also holds one towards the provider.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 
+/// The longest header-read timeout [`Limits::header_read_timeout`] takes: one day. hyper
+/// adds the timeout to the clock unchecked, so a longer one (`Duration::MAX`) would panic.
+const MAX_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(86_400);
+
 /// How long the accept loop waits after running out of file descriptors (or another
 /// error that is not one connection's), before accepting again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -76,13 +80,15 @@ impl Limits {
     /// connection opens or the previous answer ends; then the connection is closed.
     /// (hyper counts the wait for the next request on a kept-alive connection here too, so
     /// an idle connection lives at most the smaller of this and the keep-alive timeout.)
+    /// At most one day: a longer timeout is taken as one day.
     #[must_use]
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
-        self.header_read = timeout;
+        self.header_read = timeout.min(MAX_HEADER_READ_TIMEOUT);
         self
     }
 
-    /// How long a connection may stay open with no call in flight; then it is closed.
+    /// How long a connection may stay open with no call in flight; then it is closed. One
+    /// too long to add to the clock (`Duration::MAX`) means never.
     #[must_use]
     pub fn keep_alive_timeout(mut self, timeout: Duration) -> Self {
         self.keep_alive = timeout;
@@ -554,6 +560,44 @@ mod tests {
         drop(call);
         idle.await.unwrap();
         assert_eq!(ended.elapsed(), timeout);
+    }
+
+    /// hyper adds the header-read timeout to the clock unchecked: without the bound, the
+    /// connection's task panics and the client gets no answer.
+    #[tokio::test]
+    async fn a_header_read_timeout_too_long_for_the_clock_is_taken_as_a_day() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+        let limits = Limits::default().header_read_timeout(Duration::MAX);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let router = Router::new().route("/", axum::routing::get(|| async { "served" }));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        let server = tokio::spawn(serve_with(
+            listener,
+            router,
+            shutdown,
+            Duration::from_secs(5),
+            limits,
+        ));
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("served"),
+            "{answer:?}"
+        );
+        assert_eq!(limits.header_read, MAX_HEADER_READ_TIMEOUT);
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
     }
 
     #[tokio::test(start_paused = true)]

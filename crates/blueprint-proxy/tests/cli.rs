@@ -141,3 +141,30 @@ fn serving_needs_a_usable_secret_key() {
     assert!(text(&bad_encryption.stderr).contains("BLUEPRINT_ENCRYPTION_KEY is not a usable key"));
     let _ = std::fs::remove_file(path);
 }
+
+/// A timeout too long for the clock is refused by the command line, naming the flag and
+/// the range, before anything starts (it used to reach `Instant + Duration` and panic).
+#[test]
+fn timeouts_longer_than_a_day_are_refused_with_the_range() {
+    for (flag, range) in [
+        ("--request-body-timeout", "1..=86400"),
+        ("--header-read-timeout", "1..=86400"),
+        ("--keep-alive-timeout", "1..=86400"),
+        ("--shutdown-grace", "0..=86400"),
+    ] {
+        for value in ["86401", "18446744073709551615"] {
+            let output = run(
+                &["--config", "i.yaml", flag, value],
+                &[("BLUEPRINT_SECRET_KEY", "a-long-enough-secret-key")],
+            );
+            let stderr = text(&output.stderr);
+            assert_eq!(output.status.code(), Some(2), "{flag} {value}: {stderr}");
+            assert!(
+                stderr.contains(&format!("invalid value '{value}' for '{flag} <SECS>'"))
+                    && stderr.contains(&format!("{value} is not in {range}")),
+                "{flag} {value}: {stderr}"
+            );
+            assert!(!stderr.contains("panicked"), "{flag} {value}: {stderr}");
+        }
+    }
+}
