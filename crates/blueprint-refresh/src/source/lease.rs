@@ -18,6 +18,7 @@ use blueprint_core::{
 use tokio::time::Instant;
 
 use super::cache::{Conn, SeenLease};
+use super::unstored::Held;
 use super::{Fresh, Inner, later};
 use crate::Secret;
 use crate::provider::{Granted, TokenEndpointError};
@@ -296,7 +297,9 @@ impl Inner {
         };
         tracing::error!(connection = %key, %error, "could not store refreshed credentials; using them and retrying the write in the background");
         if let Ok(handle) = Handle::try_current() {
+            let held = self.unstored.hold(key);
             handle.spawn(retry_write(
+                held,
                 Arc::clone(&self.store),
                 key.clone(),
                 expected,
@@ -375,6 +378,8 @@ async fn write_over(
 /// time (at most [`WRITE_RETRY_MAX`](super::WRITE_RETRY_MAX) apart), until the
 /// credentials are stored or superseded, for at most an hour.
 async fn retry_write(
+    // Counts the write as unstored until it ends, however it ends.
+    held: Held,
     store: Arc<dyn TokenStore>,
     key: StoreKey,
     mut expected: u64,
@@ -385,7 +390,7 @@ async fn retry_write(
     let give_up = later(Instant::now(), WRITE_RETRY_FOR);
     let mut wait = first_wait.max(Duration::from_millis(10));
     loop {
-        tokio::time::sleep(wait).await;
+        held.pause(wait).await;
         match write_over(&*store, &key, expected, &record, &used).await {
             Written::Stored => {
                 tracing::info!(connection = %key, "stored the refreshed credentials after the store came back");

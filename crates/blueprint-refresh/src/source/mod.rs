@@ -10,6 +10,7 @@ mod cache;
 mod flight;
 mod follow;
 mod lease;
+mod unstored;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -98,7 +99,9 @@ pub fn lease_call_bound(lease: Duration) -> Duration {
 ///   handed out. If that write fails because the store is away, the token is served
 ///   anyway and the write is retried in the background (with backoff, up to
 ///   [`WRITE_RETRY_MAX`] apart) until it lands or newer credentials are stored, for up to
-///   an hour.
+///   an hour. A process about to stop calls
+///   [`flush_unstored`](OAuth2TokenSource::flush_unstored) to try those writes at once and
+///   wait for them (`blueprint-proxy` does, within its shutdown grace).
 ///
 ///   **If the process dies between the token endpoint's answer and the write** (or while
 ///   the background retry still waits for the store), the rotated refresh token dies with
@@ -135,6 +138,7 @@ struct Inner {
     connections: Connections,
     events: EventSink,
     follower: OnceLock<Option<follow::Follower>>,
+    unstored: Arc<unstored::Unstored>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -307,6 +311,7 @@ impl OAuth2TokenSourceBuilder {
             connections: Connections::new(self.config.max_connections),
             events: self.events,
             follower: OnceLock::new(),
+            unstored: Arc::default(),
         });
         inner.follow_changes();
         OAuth2TokenSource { inner }
@@ -418,6 +423,21 @@ impl OAuth2TokenSource {
     /// or before the source met a runtime.
     pub fn follows_changes(&self) -> bool {
         self.inner.follower.get().is_some_and(Option::is_some)
+    }
+
+    /// How many connections have refreshed credentials that the store failed to take and
+    /// that a background write still retries (see [`flush_unstored`](Self::flush_unstored)).
+    pub fn unstored(&self) -> usize {
+        self.inner.unstored.len()
+    }
+
+    /// Tries every background write of refreshed credentials now (and again every 100 ms),
+    /// and waits up to `within` for all of them to land. For a process about to stop: its
+    /// runtime would drop those writes, and a rotated refresh token that only this process
+    /// holds would be lost with them. Returns the connections still not stored, each also
+    /// logged at ERROR; empty when there were none or all landed.
+    pub async fn flush_unstored(&self, within: Duration) -> Vec<StoreKey> {
+        self.inner.unstored.flush(within).await
     }
 
     /// How many connections this source holds in memory (at most

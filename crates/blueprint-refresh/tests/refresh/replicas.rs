@@ -484,6 +484,76 @@ async fn refreshed_credentials_the_store_failed_to_take_are_written_in_the_backg
     server.verify().await;
 }
 
+/// A source over `store` whose refresh of "acme" (expired, rt-1 → rt-2) the store fails to
+/// take `fails` times after the lease, and whose background write waits 10 minutes.
+async fn unstored_after_refresh(
+    server: &MockServer,
+    store: &Arc<Driven>,
+    fails: usize,
+) -> OAuth2TokenSource {
+    mount_refresh(server, "rt-1", granted("a-2", Some("rt-2"), Some(3600)), 1).await;
+    let clock = TokioClock::new();
+    let now = blueprint_refresh::Clock::now(&clock);
+    store
+        .put(&key("acme"), expired("a-1", "rt-1", now))
+        .await
+        .unwrap();
+    store.cas_pass.store(1, Ordering::SeqCst);
+    store.cas_fail.store(fails, Ordering::SeqCst);
+    let here = OAuth2TokenSource::builder_shared(provider(server), Arc::clone(store) as _)
+        .integration("test")
+        .http_client(http())
+        .clock(clock)
+        .store_retry(Duration::from_secs(600))
+        .build();
+    assert_eq!(here.unstored(), 0);
+    assert_eq!(here.token(&conn()).await.unwrap(), token("a-2"));
+    assert_eq!(here.unstored(), 1, "the failed write is not counted");
+    here
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flush_writes_what_the_background_holds_now_not_at_its_next_try() {
+    let server = MockServer::start().await;
+    let store = Arc::new(Driven::new(false));
+    // The write after the refresh fails, and so does the first try of the flush.
+    let here = unstored_after_refresh(&server, &store, 2).await;
+    let started = tokio::time::Instant::now();
+    let left = here.flush_unstored(Duration::from_secs(5)).await;
+    let took = started.elapsed();
+    assert!(left.is_empty(), "still not stored: {left:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "the flush waited {took:?} (tokio time), not just its retries 100 ms apart"
+    );
+    assert_eq!(here.unstored(), 0);
+    let stored = store.inner.get(&key("acme")).await.unwrap().unwrap().record;
+    assert_eq!(stored.refresh_token.unwrap().expose(), "rt-2");
+    assert_eq!(stored.access_token, token("a-2"));
+    assert_eq!(token_calls(&server).await, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flush_that_the_store_does_not_answer_names_what_is_left_when_it_gives_up() {
+    let server = MockServer::start().await;
+    let store = Arc::new(Driven::new(false));
+    let here = unstored_after_refresh(&server, &store, usize::MAX).await;
+    let started = tokio::time::Instant::now();
+    let left = here.flush_unstored(Duration::from_secs(2)).await;
+    let took = started.elapsed();
+    assert_eq!(left, vec![key("acme")]);
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(3),
+        "the flush gave up after {took:?}"
+    );
+    // It kept trying meanwhile, and the write goes on in the background.
+    assert!(
+        store.cas_fail.load(Ordering::SeqCst) < usize::MAX - 10,
+        "the flush did not try the write again"
+    );
+    assert_eq!(here.unstored(), 1);
+}
+
 #[tokio::test]
 async fn a_store_that_is_down_is_the_typed_source_of_the_token_error() {
     let server = MockServer::start().await;
