@@ -53,7 +53,10 @@ pub(crate) async fn callback(
     // The state must be the current authorization of a live connect session, which it
     // uses up; each flow then checks it again (known, unexpired, unused).
     let Some(index) = state.sessions().finish(callback_state) else {
-        tracing::warn!("authorization callback with a state no live connect session issued");
+        // At DEBUG: the route needs no key, so anyone can call it with any state, and a
+        // line per call at WARN would let them flood the logs (as `auth` does for refused
+        // keys). Never the state itself.
+        tracing::debug!("authorization callback with a state no live connect session issued");
         return page(None, Err(&CallbackError::UnknownState));
     };
     let connector = &state.connectors()[index];
@@ -155,7 +158,85 @@ fn escape(text: &str) -> std::borrow::Cow<'_, str> {
 
 #[cfg(test)]
 mod tests {
+    use std::io;
+    use std::sync::{Arc, Mutex};
+
+    use tower::ServiceExt as _;
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::fmt::MakeWriter;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
     use super::*;
+
+    /// Log lines, written by the subscriber under test.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Lines {
+        type Writer = Lines;
+        fn make_writer(&'a self) -> Lines {
+            self.clone()
+        }
+    }
+
+    // One thread (the default test runtime): the subscriber set for it sees every event.
+    #[tokio::test]
+    async fn callbacks_with_an_unknown_state_log_nothing_at_info_or_above() {
+        let yaml = "integrations:\n  intercom:\n    extends_blueprint: intercom\n    \
+                    oauth_client_id: app\n    oauth_client_secret: s\n";
+        let registry = crate::registry().unwrap();
+        let integrations =
+            blueprint::Integrations::parse(yaml, "test.yaml", &registry, |_| None).unwrap();
+        let key = crate::SecretKey::new("a-key-of-16-chars-or-more").unwrap();
+        let proxy = crate::Proxy::builder(integrations, key).build().unwrap();
+        let lines = Lines::default();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(lines.clone())
+                .with_ansi(false)
+                .with_filter(tracing_subscriber::filter::LevelFilter::TRACE),
+        );
+        let _guard = tracing::subscriber::set_default(subscriber);
+        for i in 0..100 {
+            let request = http::Request::get(format!("/oauth/callback?code=c&state=unknown-{i}"))
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let response = proxy.router().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        }
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let loud: Vec<&str> = text
+            .lines()
+            .filter(|line| {
+                [" INFO ", " WARN ", " ERROR "]
+                    .iter()
+                    .any(|l| line.contains(l))
+            })
+            .collect();
+        assert!(
+            loud.is_empty(),
+            "{} lines at INFO or above:\n{}",
+            loud.len(),
+            loud.join("\n")
+        );
+        // The capture works: the line is there, at DEBUG, once per call, without the state.
+        let debug = text
+            .lines()
+            .filter(|line| line.contains(" DEBUG ") && line.contains("no live connect session"))
+            .count();
+        assert_eq!(debug, 100, "{text}");
+        assert!(!text.contains("unknown-1"), "{text}");
+    }
 
     #[test]
     fn escapes_html() {
