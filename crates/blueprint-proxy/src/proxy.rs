@@ -298,8 +298,10 @@ fn target(uri: &Uri, path: &str) -> Option<Uri> {
 }
 
 /// Headers named by a message's `Connection` header, hop-by-hop too: only those that are
-/// not hop-by-hop anyway and that the message holds, for the rest would be skipped or
-/// removed for nothing. So the usual `keep-alive` and `close` cost no allocation.
+/// not hop-by-hop anyway and that the message holds, each once, for the rest would be
+/// skipped or removed for nothing. So the list is never longer than the message's own
+/// headers, however many names the `Connection` header lists, and the usual `keep-alive`
+/// and `close` cost no allocation.
 fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
     let values = headers.get_all(header::CONNECTION);
     // The usual cases, decided without looking at the list: no `Connection` header, or
@@ -315,24 +317,29 @@ fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
     // On bytes: a value `to_str` takes is visible ASCII, spaces and tabs, which `trim`
     // and `trim_ascii` trim alike.
     let matters = |token: &[u8]| {
-        let token = token.trim_ascii();
         !HOP_BY_HOP
             .iter()
             .any(|name| name.as_str().as_bytes().eq_ignore_ascii_case(token))
             && std::str::from_utf8(token).is_ok_and(|token| headers.contains_key(token))
     };
-    let any = values
+    let mut named: Vec<HeaderName> = Vec::new();
+    let tokens = values
         .iter()
-        .any(|v| v.to_str().is_ok() && v.as_bytes().split(|b| *b == b',').any(matters));
-    if !any {
-        return Vec::new();
+        .filter(|v| v.to_str().is_ok())
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii);
+    for token in tokens {
+        if !matters(token) {
+            continue;
+        }
+        // A name the map holds parses; the list holds each once.
+        if let Ok(name) = HeaderName::from_bytes(token) {
+            if !named.contains(&name) {
+                named.push(name);
+            }
+        }
     }
-    values
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
-        .collect()
+    named
 }
 
 /// The provider's answer, streamed: status and headers as received, less hop-by-hop ones,
@@ -571,7 +578,7 @@ mod tests {
         );
         assert_eq!(
             named(&[("connection", "keep-alive, X-Hop"), ("x-hop", "1")]),
-            ["keep-alive", "x-hop"]
+            ["x-hop"]
         );
         assert_eq!(named(&[("connection", "x-hop"), ("x-hop", "1")]), ["x-hop"]);
         // Two `Connection` headers: each is read.
@@ -581,11 +588,36 @@ mod tests {
                 ("connection", "x-hop"),
                 ("x-hop", "1")
             ]),
-            ["keep-alive", "x-hop"]
+            ["x-hop"]
+        );
+        // Named twice, listed once.
+        assert_eq!(
+            named(&[("connection", "x-hop, X-HOP ,x-hop"), ("x-hop", "1")]),
+            ["x-hop"]
         );
         // `close` names a field only when the message has one by that name.
         assert!(named(&[("connection", "close")]).is_empty());
         assert_eq!(named(&[("connection", "close"), ("close", "1")]), ["close"]);
+    }
+
+    /// The list is bounded by the message's own headers, not by the caller's
+    /// `Connection` header: 10,000 names, one of them held, give that one.
+    #[test]
+    fn a_connection_header_of_ten_thousand_names_gives_only_the_one_held() {
+        let mut list = (0..10_000)
+            .map(|i| format!("x-absent-{i}"))
+            .collect::<Vec<_>>();
+        list[5_000] = String::from("X-Held");
+        list.push(String::from("keep-alive"));
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, list.join(", ").parse().unwrap());
+        headers.insert("x-held", http::HeaderValue::from_static("1"));
+        headers.insert("x-other", http::HeaderValue::from_static("2"));
+        assert_eq!(connection_named(&headers), ["x-held"]);
+        // Named again and again, it is still one name.
+        let again = vec!["x-held"; 10_000].join(",");
+        headers.insert(header::CONNECTION, again.parse().unwrap());
+        assert_eq!(connection_named(&headers), ["x-held"]);
     }
 
     #[test]
