@@ -28,7 +28,7 @@ use crate::error::ApiError;
 use crate::metrics::{IntegrationMetrics, Metrics};
 use crate::sessions::Sessions;
 use crate::stacks::ConnectionStacks;
-use crate::{body, connections, oauth, page, proxy, sessions};
+use crate::{body, connections, oauth, page, proxy, ready, sessions};
 
 /// The HTTP client every integration's stack sends through.
 pub(crate) type Client = HttpsClient<StackBody<Body>>;
@@ -165,6 +165,7 @@ impl Proxy {
                     .layer(json_body),
             )
             .route("/healthz", get(healthz))
+            .route("/readyz", get(ready::readyz))
             .route("/", get(page::index))
             .route("/assets/page.js", get(page::script))
             .route("/assets/page.css", get(page::style))
@@ -189,6 +190,14 @@ impl Proxy {
     /// The token store.
     pub fn store(&self) -> &Arc<dyn TokenStore> {
         &self.state.0.store
+    }
+
+    /// Says that the process is shutting down: from now on `GET /readyz` answers 503
+    /// `not_ready`, so that a load balancer stops sending calls here. Nothing else changes;
+    /// stopping the server is the caller's (the binary calls this on its first SIGINT or
+    /// SIGTERM, as it stops accepting connections).
+    pub fn begin_shutdown(&self) {
+        self.state.0.readiness.begin_shutdown();
     }
 }
 
@@ -315,6 +324,7 @@ impl ProxyBuilder {
                 metrics,
                 public_url,
                 sessions: Sessions::default(),
+                readiness: ready::Readiness::default(),
                 forward_host_headers: self.forward_host_headers,
                 body_idle_timeout: self.body_idle_timeout,
             })),
@@ -397,6 +407,7 @@ struct Shared {
     metrics: Arc<Metrics>,
     public_url: String,
     sessions: Sessions,
+    readiness: ready::Readiness,
     forward_host_headers: bool,
     body_idle_timeout: Duration,
 }
@@ -578,6 +589,11 @@ impl ProxyState {
         &self.0.sessions
     }
 
+    /// Whether the proxy is shutting down, and whether its store answers.
+    pub(crate) fn readiness(&self) -> &ready::Readiness {
+        &self.0.readiness
+    }
+
     /// How long a caller's body may stall between frames.
     pub(crate) fn body_idle_timeout(&self) -> Duration {
         self.0.body_idle_timeout
@@ -614,7 +630,7 @@ async fn not_found() -> ApiError {
         StatusCode::NOT_FOUND,
         "not_found",
         "no such route; the routes are /proxy/{path}, /connect/sessions, /connect, \
-         /oauth/callback, /connections, /integrations, /healthz, /metrics and the \
+         /oauth/callback, /connections, /integrations, /healthz, /readyz, /metrics and the \
          connections page at /",
     )
 }

@@ -79,7 +79,10 @@ Routes:
   PUT    /connections/{name}/{id}   import {\"access_token\", \"refresh_token\"?, \"expires_at\"?}
   GET    /connections           list connections and their status, without secrets
   DELETE /connections/{name}/{id}
-  GET    /healthz               liveness, no key needed
+  GET    /healthz               liveness: `ok` while the process serves, no key needed
+  GET    /readyz                readiness, no key needed: `ready` while the token store answers;
+                                503 not_ready while it fails or does not answer within 2 s, and
+                                once shutdown has begun
   GET    /metrics               Prometheus text format
 
 Connection ids are 1 to 256 characters of [A-Za-z0-9._:@-], everywhere (headers, paths,
@@ -789,8 +792,15 @@ async fn serve_main(settings: Settings) -> Result<(), Failure> {
         }
     };
     // Signals are listened for before the server says it listens: a SIGTERM that comes
-    // right after shuts it down gracefully.
-    let shutdown = shutdown_signal();
+    // right after shuts it down gracefully. On the signal, `/readyz` says not ready.
+    let signal = shutdown_signal();
+    let shutdown = {
+        let proxy = proxy.clone();
+        async move {
+            signal.await;
+            proxy.begin_shutdown();
+        }
+    };
     tracing::info!(
         %address,
         store = %store.describe(),

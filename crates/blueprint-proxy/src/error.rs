@@ -36,6 +36,7 @@ const STORE_RETRY_AFTER: Duration = blueprint_refresh::DEFAULT_STORE_RETRY;
 /// | `rate_limited` | 429 | the connection's rate limit is spent past the call's deadline; nothing was sent (`Retry-After` says when) |
 /// | `store_error`, `internal_error` | 500 | the token store failed in a way that needs an operator (a wrong encryption key, corrupt credentials) |
 /// | `too_many_sessions` | 503 | the number of live connect sessions is at its bound; `Retry-After` says when one expires |
+/// | `not_ready` | 503 | `GET /readyz` only: shutdown has begun, or the token store fails or does not answer within 2 s |
 /// | `upstream_unreachable`, `upstream_error` | 502 | no answer from the provider |
 /// | `token_unavailable` | 503 | no token for now (the token endpoint is failing) |
 /// | `store_unavailable` | 503 | the token store cannot be reached or failed for now (PostgreSQL down, SQLite busy); `Retry-After` says when to try again, and calls succeed again once it is back, with no restart |

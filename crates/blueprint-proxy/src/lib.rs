@@ -22,11 +22,13 @@
 //! | `DELETE /connections/{integration}/{id}` | forgets a connection |
 //! | `GET /integrations` | the integrations of the configuration: `{"integrations": [{"name", "oauth_app"}]}` (`oauth_app`: connect sessions work) |
 //! | `GET /` | the connections page (HTML, its script and style under `/assets/`): lists, connects, imports and deletes connections from a browser; see below |
-//! | `GET /healthz` | liveness |
+//! | `GET /healthz` | liveness: `ok` while the process serves |
+//! | `GET /readyz` | readiness: `ready` while the token store answers (asked at most once a second, within 2 s); 503 `not_ready` while it fails or does not answer, and once shutdown has begun ([`Proxy::begin_shutdown`]) |
 //! | `GET /metrics` | OpenMetrics text (Prometheus scrapes it): every metric is in the table of [`Metrics`] |
 //!
-//! Every route but `/healthz`, `/connect`, `/oauth/callback` and the page needs `Authorization: Bearer
-//! <BLUEPRINT_SECRET_KEY>`, compared in constant time. Every answer the proxy writes itself
+//! Every route but `/healthz`, `/readyz`, `/connect`, `/oauth/callback`, the retired
+//! `/oauth/connect/{integration}` and the page (`/`, `/assets/page.js`, `/assets/page.css`)
+//! needs `Authorization: Bearer <BLUEPRINT_SECRET_KEY>`, compared in constant time. Every answer the proxy writes itself
 //! (axum's rejections included) is JSON `{"error":{"code":"…","message":"…"}}` ([`ApiError`]
 //! lists the codes); only the pages a person sees after `/connect` and `/oauth/callback`
 //! are HTML.
@@ -131,6 +133,7 @@ mod otlp;
 mod page;
 mod params;
 mod proxy;
+mod ready;
 mod server;
 mod sessions;
 mod stacks;

@@ -29,7 +29,7 @@ use blueprint_metrics::{CallDurations, ClientMetrics, EventMetrics, Registry};
 const STATUSES: usize = 500;
 
 /// The error codes the proxy answers with (see [`ApiError`](crate::ApiError)).
-pub(crate) const ERROR_CODES: [&str; 29] = [
+pub(crate) const ERROR_CODES: [&str; 30] = [
     "missing_header",
     "invalid_header",
     "invalid_path",
@@ -56,6 +56,7 @@ pub(crate) const ERROR_CODES: [&str; 29] = [
     "gone",
     "body_too_large",
     "too_many_sessions",
+    "not_ready",
     "invalid_session",
     "invalid_connection_param",
     "missing_connection_param",
