@@ -19,7 +19,8 @@ use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-use crate::{Limits, Metrics, Proxy, SecretKey, check, registry, shutdown_signal};
+use crate::server::{Drained, stop_signals};
+use crate::{Limits, Metrics, Proxy, SecretKey, check, registry};
 
 /// The environment variable with the key that encrypts stored credentials.
 pub const ENCRYPTION_KEY_VAR: &str = "BLUEPRINT_ENCRYPTION_KEY";
@@ -30,6 +31,9 @@ pub const STORE_VAR: &str = "BLUEPRINT_STORE";
 /// The environment variable with the Redis that replicas share rate-limit budgets in
 /// (like `--redis`).
 pub const REDIS_URL_VAR: &str = "BLUEPRINT_REDIS_URL";
+/// The exit status of a serving process that cut calls off as it stopped: the grace period
+/// (`--shutdown-grace`) ran out, or a second SIGINT or SIGTERM stopped it at once.
+pub const EXIT_CALLS_CUT_OFF: u8 = 3;
 /// The environment variable of the OpenTelemetry collector's base URL (like
 /// `--otlp-endpoint`), as the OpenTelemetry specification names it.
 pub const OTLP_ENDPOINT_VAR: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
@@ -86,7 +90,12 @@ Routes:
   GET    /metrics               Prometheus text format
 
 Connection ids are 1 to 256 characters of [A-Za-z0-9._:@-], everywhere (headers, paths,
-filters, sessions). Every answer the proxy writes itself is JSON {\"error\": {\"code\", \"message\"}}.";
+filters, sessions). Every answer the proxy writes itself is JSON {\"error\": {\"code\", \"message\"}}.
+
+Stopping: on SIGINT or SIGTERM the proxy stops accepting connections and waits up to
+--shutdown-grace seconds for the calls in flight; a second SIGINT or SIGTERM stops it at once.
+Exit status: 0 stopped with every call finished; 1 could not start, or the server failed;
+2 a bad command line; 3 stopped and cut calls off (the grace period ran out, or a second signal).";
 
 /// `blueprint-proxy`: holds OAuth connections and forwards calls to any endpoint of the
 /// integrations' APIs through the Blueprint stack (token refresh, rate-limit pacing, safe
@@ -167,7 +176,8 @@ pub struct ServeArgs {
     /// The log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// On SIGINT or SIGTERM, how long calls in flight may take to finish (0 to 86400).
+    /// On SIGINT or SIGTERM, how long calls in flight may take to finish (0 to 86400); a
+    /// second signal stops at once. Calls cut off make the exit status 3.
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=MAX_SECS))]
     pub shutdown_grace: u64,
     /// How long a client has to send a request's head (line and headers), counted from
@@ -695,7 +705,8 @@ fn run_serve(args: ServeArgs) -> ExitCode {
     // While the runtime still runs: the exporter's last requests are made on it.
     telemetry.shutdown();
     match served {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Drained::Finished) => ExitCode::SUCCESS,
+        Ok(Drained::GraceOver | Drained::StoppedAtOnce) => ExitCode::from(EXIT_CALLS_CUT_OFF),
         // Before serving, nothing was logged: the one line says it all.
         Err(Failure::Start(e) | Failure::Run(e)) => fail(&e),
     }
@@ -746,7 +757,7 @@ struct Settings {
     refresh_lease: Duration,
 }
 
-async fn serve_main(settings: Settings) -> Result<(), Failure> {
+async fn serve_main(settings: Settings) -> Result<Drained, Failure> {
     let encrypted = settings.encryption.is_some();
     let store = Store::open(&settings.store, settings.encryption)
         .await
@@ -792,15 +803,17 @@ async fn serve_main(settings: Settings) -> Result<(), Failure> {
         }
     };
     // Signals are listened for before the server says it listens: a SIGTERM that comes
-    // right after shuts it down gracefully. On the signal, `/readyz` says not ready.
-    let signal = shutdown_signal();
+    // right after shuts it down gracefully. On the first, `/readyz` says not ready; a
+    // second stops at once.
+    let signals = stop_signals();
     let shutdown = {
-        let proxy = proxy.clone();
+        let (proxy, first) = (proxy.clone(), signals.first());
         async move {
-            signal.await;
+            first.await;
             proxy.begin_shutdown();
         }
     };
+    let stop_now = signals.second();
     tracing::info!(
         %address,
         store = %store.describe(),
@@ -818,6 +831,7 @@ async fn serve_main(settings: Settings) -> Result<(), Failure> {
         listener,
         proxy.front(),
         shutdown,
+        stop_now,
         settings.grace,
         settings.hardening.limits,
     )

@@ -1,5 +1,6 @@
 //! Serving, hardened against slow and numerous clients, with a graceful shutdown: stop
-//! accepting, let calls in flight finish within a grace period.
+//! accepting, let calls in flight finish within a grace period. The binary also stops at
+//! once on a second SIGINT or SIGTERM during that period ([`stop_signals`]).
 //!
 //! Each connection is served by hyper's HTTP/1 connection with a header-read timeout;
 //! the proxy adds a keep-alive idle timeout and a cap on concurrent connections. The
@@ -140,18 +141,34 @@ pub async fn serve_with(
     grace: Duration,
     limits: Limits,
 ) -> io::Result<()> {
-    serve_service(listener, router, shutdown, grace, limits).await
+    let never = std::future::pending();
+    serve_service(listener, router, shutdown, never, grace, limits).await?;
+    Ok(())
+}
+
+/// How the calls in flight at shutdown ended: what [`serve_service`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Drained {
+    /// Every one finished within the grace period.
+    Finished,
+    /// The grace period ran out: those still running are cut off.
+    GraceOver,
+    /// `stop_now` completed first (a second signal): those still running are cut off.
+    StoppedAtOnce,
 }
 
 /// [`serve_with`] for any service that answers as a router does: the binary serves the
-/// proxy's [`Front`](crate::edge::Front).
+/// proxy's [`Front`](crate::edge::Front). When `stop_now` completes during the grace
+/// period (the binary's second signal), it stops waiting at once; it says how the calls in
+/// flight ended.
 pub(crate) async fn serve_service<S>(
     listener: TcpListener,
     service: S,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    stop_now: impl Future<Output = ()> + Send,
     grace: Duration,
     limits: Limits,
-) -> io::Result<()>
+) -> io::Result<Drained>
 where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -206,18 +223,29 @@ where
         "shutting down: stopped accepting connections; waiting for calls in flight"
     );
     let all = u32::try_from(max).unwrap_or(u32::MAX);
-    if tokio::time::timeout(grace, permits.acquire_many(all))
-        .await
-        .is_ok()
-    {
-        tracing::info!("all calls finished");
-    } else {
-        tracing::warn!(
-            grace_secs = grace.as_secs(),
-            "grace period over: cutting off the calls still in flight"
-        );
-    }
-    Ok(())
+    let drained = tokio::select! {
+        biased;
+        finished = tokio::time::timeout(grace, permits.acquire_many(all)) => {
+            if finished.is_ok() {
+                tracing::info!("all calls finished");
+                Drained::Finished
+            } else {
+                tracing::warn!(
+                    grace_secs = grace.as_secs(),
+                    "grace period over: cutting off the calls still in flight"
+                );
+                Drained::GraceOver
+            }
+        }
+        () = stop_now => {
+            tracing::warn!(
+                open_connections = max.saturating_sub(permits.available_permits()),
+                "signalled again: stopping at once, cutting off the calls still in flight"
+            );
+            Drained::StoppedAtOnce
+        }
+    };
+    Ok(drained)
 }
 
 /// Errors of one connection that came and went before it was accepted.
@@ -486,7 +514,89 @@ impl http_body::Body for Tracked {
     }
 }
 
-/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+/// SIGINT and SIGTERM (Ctrl-C where there are no signals), counted from when
+/// [`stop_signals`] was called: the binary's first signal starts a graceful shutdown, the
+/// second stops it at once.
+pub(crate) struct StopSignals {
+    received: watch::Receiver<u32>,
+}
+
+impl StopSignals {
+    /// Completes on the first signal.
+    pub(crate) fn first(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.nth(1)
+    }
+
+    /// Completes on the second signal.
+    pub(crate) fn second(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.nth(2)
+    }
+
+    fn nth(&self, n: u32) -> impl Future<Output = ()> + Send + 'static {
+        let mut received = self.received.clone();
+        async move {
+            if received.wait_for(|count| *count >= n).await.is_err() {
+                // No signal can come any more (none could be listened for): never.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// Listens for SIGINT and SIGTERM from now on (so that a signal right after is not met by
+/// the default action), logging each one; must be called inside a tokio runtime.
+pub(crate) fn stop_signals() -> StopSignals {
+    let (count, received) = watch::channel(0u32);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{Signal, SignalKind, signal};
+        let listen = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(signal) => Some(signal),
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for {name}");
+                None
+            }
+        };
+        /// The next `slot` receives; never, without one.
+        async fn next(slot: &mut Option<Signal>) {
+            if let Some(signal) = slot {
+                if signal.recv().await.is_some() {
+                    return;
+                }
+                // The runtime is shutting down: nothing more can come.
+                *slot = None;
+            }
+            std::future::pending::<()>().await;
+        }
+        let mut interrupt = listen(SignalKind::interrupt(), "SIGINT");
+        let mut terminate = listen(SignalKind::terminate(), "SIGTERM");
+        tokio::spawn(async move {
+            loop {
+                let name = tokio::select! {
+                    () = next(&mut interrupt) => "SIGINT",
+                    () = next(&mut terminate) => "SIGTERM",
+                };
+                tracing::info!("{name} received");
+                count.send_modify(|n| *n += 1);
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        loop {
+            if let Err(error) = tokio::signal::ctrl_c().await {
+                tracing::error!(%error, "cannot listen for Ctrl-C");
+                return;
+            }
+            tracing::info!("Ctrl-C received");
+            count.send_modify(|n| *n += 1);
+        }
+    });
+    StopSignals { received }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM. (The binary listens with more: a second
+/// signal during the grace period stops it at once.)
 ///
 /// Called inside a tokio runtime, it starts listening for the signals at once, before the
 /// future is first polled: a signal that comes as soon as the server says it listens (a

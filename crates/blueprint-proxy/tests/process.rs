@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 const BIN: &str = env!("CARGO_BIN_EXE_blueprint-proxy");
 const KEY: &str = "process-test-key-0123456789";
@@ -37,6 +37,63 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An upstream that holds every request until it is released, then answers `finally`.
+struct Held {
+    addr: SocketAddr,
+    arrived: Arc<Notify>,
+    release: watch::Sender<bool>,
+}
+
+impl Held {
+    async fn start() -> Held {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let arrived = Arc::new(Notify::new());
+        let (release, released) = watch::channel(false);
+        let notify = Arc::clone(&arrived);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let arrived = Arc::clone(&notify);
+                let mut released = released.clone();
+                tokio::spawn(async move {
+                    let mut reader = BufReader::new(stream);
+                    loop {
+                        let mut line = String::new();
+                        match reader.read_line(&mut line).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) if line == "\r\n" => break,
+                            Ok(_) => {}
+                        }
+                    }
+                    arrived.notify_one();
+                    if released.wait_for(|r| *r).await.is_err() {
+                        return;
+                    }
+                    let answer =
+                        "HTTP/1.1 200 OK\r\ncontent-length: 7\r\nconnection: close\r\n\r\nfinally";
+                    let _ = reader.get_mut().write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        Held {
+            addr,
+            arrived,
+            release,
+        }
+    }
+
+    /// Waits until a request has arrived.
+    async fn arrived(&self) {
+        tokio::time::timeout(Duration::from_secs(10), self.arrived.notified())
+            .await
+            .expect("the call reached the upstream within 10 s");
+    }
+
+    fn release(&self) {
+        let _ = self.release.send(true);
     }
 }
 
@@ -126,6 +183,20 @@ impl Proxy {
             .clone()
     }
 
+    /// Waits (10 s at most) until the logs hold `text`.
+    async fn wait_for_log(&mut self, text: &str) {
+        let wait = async {
+            while !self.logs().contains(text) {
+                if self.log_lines.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .unwrap_or_else(|_| panic!("no log line with {text:?}; logs:\n{}", self.logs()));
+    }
+
     /// Sends SIGTERM.
     fn terminate(&self) {
         let pid = self.child.id().expect("running");
@@ -153,6 +224,22 @@ impl Proxy {
         })
         .await;
         status
+    }
+
+    /// Imports a token for connection `acme` of `intercom`.
+    async fn import(&self) {
+        let (status, body) = send(
+            self.addr,
+            "PUT",
+            "/connections/intercom/acme",
+            &[
+                ("authorization", &format!("Bearer {KEY}")),
+                ("content-type", "application/json"),
+            ],
+            r#"{"access_token": "tok"}"#,
+        )
+        .await;
+        assert!(matches!(status, 200 | 201), "{status} {body}");
     }
 }
 
@@ -195,9 +282,9 @@ async fn send(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_answers_ready_without_the_key_while_the_store_answers() {
+    let upstream = Held::start().await;
     let dir = TempDir::new("readyz");
-    let nowhere = "127.0.0.1:9".parse().expect("an address");
-    let mut proxy = Proxy::start(&dir, nowhere, &[]).await;
+    let mut proxy = Proxy::start(&dir, upstream.addr, &[]).await;
     let (status, body) = send(proxy.addr, "GET", "/readyz", &[], "").await;
     assert_eq!(
         (status, body.as_str()),
@@ -209,4 +296,79 @@ async fn readyz_answers_ready_without_the_key_while_the_store_answers() {
     assert_eq!((status, body.as_str()), (200, "ok\n"));
     proxy.terminate();
     assert!(proxy.exit_within(Duration::from_secs(15)).await.success());
+}
+
+/// Starts the binary with `args`, imports a token, and has one call wait at the held
+/// upstream; the call's answer comes from the task returned.
+async fn with_a_call_in_flight(
+    dir: &TempDir,
+    upstream: &Held,
+    args: &[&str],
+) -> (Proxy, tokio::task::JoinHandle<(u16, String)>) {
+    let proxy = Proxy::start(dir, upstream.addr, args).await;
+    proxy.import().await;
+    let addr = proxy.addr;
+    let call = tokio::spawn(async move {
+        let bearer = format!("Bearer {KEY}");
+        let headers = [
+            ("authorization", bearer.as_str()),
+            ("provider-config-key", "intercom"),
+            ("connection-id", "acme"),
+        ];
+        send(addr, "GET", "/proxy/slow", &headers, "").await
+    });
+    upstream.arrived().await;
+    (proxy, call)
+}
+
+/// A second SIGTERM while a call keeps the drain waiting stops the process at once (not
+/// at the end of its 60 s grace period), says so, and exits with status 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_during_the_drain_stops_at_once_with_status_3() {
+    let upstream = Held::start().await;
+    let dir = TempDir::new("second-term");
+    let (mut proxy, call) =
+        with_a_call_in_flight(&dir, &upstream, &["--shutdown-grace", "60"]).await;
+    proxy.terminate();
+    proxy.wait_for_log("shutting down").await;
+    // Draining: the call keeps it waiting.
+    let early = tokio::time::timeout(Duration::from_millis(300), proxy.child.wait()).await;
+    assert!(early.is_err(), "exited with a call in flight: {early:?}");
+
+    proxy.terminate();
+    let status = proxy.exit_within(Duration::from_secs(10)).await;
+    let logs = proxy.logs();
+    assert_eq!(status.code(), Some(3), "{status}; logs:\n{logs}");
+    assert!(
+        logs.contains("signalled again: stopping at once, cutting off the calls still in flight"),
+        "{logs}"
+    );
+    assert!(!logs.contains("all calls finished"), "{logs}");
+    assert!(logs.contains("store closed"), "{logs}");
+    // The call was cut off, unanswered.
+    let (status, body) = call.await.expect("the call's task");
+    assert_eq!(status, 0, "the call was answered: {body}");
+    upstream.release();
+}
+
+/// Calls still in flight when the grace period runs out are cut off, and the exit status
+/// says so: 3, not 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_cut_off_when_the_grace_period_runs_out_make_the_exit_status_3() {
+    let upstream = Held::start().await;
+    let dir = TempDir::new("grace-over");
+    let (mut proxy, call) =
+        with_a_call_in_flight(&dir, &upstream, &["--shutdown-grace", "1"]).await;
+    proxy.terminate();
+    let status = proxy.exit_within(Duration::from_secs(15)).await;
+    let logs = proxy.logs();
+    assert_eq!(status.code(), Some(3), "{status}; logs:\n{logs}");
+    assert!(
+        logs.contains("grace period over: cutting off the calls still in flight"),
+        "{logs}"
+    );
+    assert!(logs.contains("store closed"), "{logs}");
+    let (status, body) = call.await.expect("the call's task");
+    assert_eq!(status, 0, "the call was answered: {body}");
+    upstream.release();
 }
