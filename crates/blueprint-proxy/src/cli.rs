@@ -44,8 +44,10 @@ const MAX_SECS: u64 = 86_400;
 
 const ENVIRONMENT: &str = "\
 Environment:
-  BLUEPRINT_SECRET_KEY      Required to serve. Callers send it as `Authorization: Bearer <key>`
-                            (all routes but /healthz, /connect and /oauth/callback). At least 16 characters,
+  BLUEPRINT_SECRET_KEY      Required to serve. Callers send it as `Authorization: Bearer <key>` to every
+                            route but /healthz, /readyz, /connect, /oauth/callback, the retired
+                            /oauth/connect/{name} and the connections page (/, /assets/page.js,
+                            /assets/page.css). At least 16 characters,
                             e.g. `export BLUEPRINT_SECRET_KEY=$(openssl rand -hex 32)`.
   BLUEPRINT_ENCRYPTION_KEY  Optional. 32 bytes in base64 (`openssl rand -base64 32`): stored
                             access and refresh tokens are encrypted with AES-256-GCM. Keep it:
@@ -71,26 +73,31 @@ Environment:
                             not given (default: one per CPU core; 1 to 1024).
   ${VAR}                    Any variable integrations.yaml names, such as INTERCOM_CLIENT_SECRET.
 
-Routes:
-  ANY    /proxy/{path}          forward to the integration (headers Provider-Config-Key, Connection-Id);
-                                TRACE and CONNECT are refused
-  POST   /connect/sessions      {\"integration\", \"connection_id\", \"expires_in\"?} -> 201 {\"token\", \"url\",
-                                \"expires_at\"}: send the person to `url` to authorize the connection
-                                (expires_in: 60 to 86400 seconds, default 1800; used up by its callback)
-  GET    /connect?session=TOKEN the session's `url`: redirects to the provider, no key needed
-  GET    /oauth/callback        where the provider sends them back
+Routes (\"key\": needs BLUEPRINT_SECRET_KEY):
+  ANY    /proxy/{path}          key; forward to the integration (headers Provider-Config-Key,
+                                Connection-Id); TRACE, TRACK and CONNECT are refused
+  POST   /connect/sessions      key; {\"integration\", \"connection_id\", \"expires_in\"?, \"params\"?} -> 201
+                                {\"token\", \"url\", \"expires_at\"}: send the person to `url` to authorize
+                                the connection (expires_in: 60 to 86400 seconds, default 1800; used up
+                                by its callback)
+  GET    /connect?session=TOKEN the session's `url`: redirects to the provider
+  GET    /oauth/callback        where the provider sends them back: stores the credentials
   ANY    /oauth/connect/{name}  retired: 410, use POST /connect/sessions
-  PUT    /connections/{name}/{id}   import {\"access_token\", \"refresh_token\"?, \"expires_at\"?}
-  GET    /connections           list connections and their status, without secrets
-  DELETE /connections/{name}/{id}
-  GET    /healthz               liveness: `ok` while the process serves, no key needed
-  GET    /readyz                readiness, no key needed: `ready` while the token store answers;
-                                503 not_ready while it fails or does not answer within 2 s, and
-                                once shutdown has begun
-  GET    /metrics               Prometheus text format
+  PUT    /connections/{name}/{id}   key; import {\"access_token\", \"refresh_token\"?, \"expires_at\"?, \"params\"?}
+  GET    /connections           key; connections and their status, without secrets
+                                (?integration=NAME, ?connection_id=ID)
+  DELETE /connections/{name}/{id}   key; forget a connection
+  GET    /integrations          key; the integrations and whether each has an OAuth app
+  GET    /                      the connections page for people, with /assets/page.js and
+                                /assets/page.css (the page asks for the key itself)
+  GET    /healthz               liveness: `ok` while the process serves
+  GET    /readyz                readiness: `ready` while the token store answers; 503 not_ready while
+                                it fails or does not answer within 2 s, and once shutdown has begun
+  GET    /metrics               key; OpenMetrics text format (Prometheus scrapes it)
 
 Connection ids are 1 to 256 characters of [A-Za-z0-9._:@-], everywhere (headers, paths,
-filters, sessions). Every answer the proxy writes itself is JSON {\"error\": {\"code\", \"message\"}}.
+filters, sessions). Every error the proxy answers itself is JSON {\"error\": {\"code\", \"message\"}},
+but for the HTML pages a person sees at /connect and /oauth/callback.
 
 Stopping: on SIGINT or SIGTERM the proxy stops accepting connections and waits up to
 --shutdown-grace seconds for the calls in flight; a second SIGINT or SIGTERM stops it at once.
@@ -1010,6 +1017,119 @@ mod tests {
         let plain =
             Registry::new().with(blueprint::Blueprint::new("p", "v1", "https://p.test").unwrap());
         assert!(catalog_table(&plain).contains("token import only"));
+    }
+
+    /// The routes of `--help`, as `(method, path, needs the key)`: each line of its list
+    /// that starts with a method, the paths of the connections page's assets added.
+    fn help_routes() -> Vec<(String, String, bool)> {
+        let list = ENVIRONMENT
+            .split_once("\nRoutes")
+            .and_then(|(_, rest)| rest.split_once("\n\n"))
+            .map(|(list, _)| list)
+            .unwrap();
+        let mut routes = Vec::new();
+        for line in list.lines() {
+            let mut words = line.split_whitespace();
+            let (Some(method), Some(path)) = (words.next(), words.next()) else {
+                continue;
+            };
+            if !["ANY", "GET", "POST", "PUT", "DELETE"].contains(&method) {
+                continue;
+            }
+            let keyed = words.next() == Some("key;");
+            routes.push((method.to_owned(), path.to_owned(), keyed));
+            if path == "/" {
+                for asset in ["/assets/page.js", "/assets/page.css"] {
+                    assert!(line.contains(asset) || list.contains(asset), "{asset}");
+                    routes.push((method.to_owned(), asset.to_owned(), keyed));
+                }
+            }
+        }
+        routes
+    }
+
+    /// What `--help` says of each route is what the router does: those it marks `key`
+    /// answer 401 without the key, the others do not; the secret key's paragraph names
+    /// exactly the others; `/metrics` is in the format its answer says.
+    #[tokio::test]
+    async fn the_help_says_which_routes_need_the_key_as_the_router_does() {
+        use tower::ServiceExt as _;
+
+        let routes = help_routes();
+        let paths: Vec<&str> = routes.iter().map(|(_, path, _)| path.as_str()).collect();
+        for path in [
+            "/proxy/{path}",
+            "/connect/sessions",
+            "/connect?session=TOKEN",
+            "/oauth/callback",
+            "/oauth/connect/{name}",
+            "/connections/{name}/{id}",
+            "/connections",
+            "/integrations",
+            "/",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+        ] {
+            assert!(
+                paths.contains(&path),
+                "--help does not list {path}: {paths:?}"
+            );
+        }
+        let yaml = "integrations:\n  intercom:\n    extends_blueprint: intercom\n";
+        let integrations =
+            Integrations::parse(yaml, "test.yaml", &registry().unwrap(), |_| None).unwrap();
+        let proxy = Proxy::builder(
+            integrations,
+            SecretKey::new("a-key-of-16-chars-or-more").unwrap(),
+        )
+        .build()
+        .unwrap();
+        for (method, path, keyed) in &routes {
+            let method = if method == "ANY" { "GET" } else { method };
+            let target = path
+                .replace("{path}", "me")
+                .replace("{name}", "intercom")
+                .replace("{id}", "acme")
+                .replace("TOKEN", "not-a-session");
+            let request = http::Request::builder()
+                .method(method)
+                .uri(&target)
+                .header("provider-config-key", "intercom")
+                .header("connection-id", "acme")
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from("{}"))
+                .unwrap();
+            let status = proxy.router().oneshot(request).await.unwrap().status();
+            assert_eq!(
+                status == http::StatusCode::UNAUTHORIZED,
+                *keyed,
+                "{method} {target}: {status}, but --help says it needs the key: {keyed}"
+            );
+        }
+        let paragraph = ENVIRONMENT
+            .split_once("BLUEPRINT_SECRET_KEY      ")
+            .and_then(|(_, rest)| rest.split_once("At least 16"))
+            .map(|(paragraph, _)| paragraph)
+            .unwrap();
+        let named: Vec<&str> = paragraph
+            .split(|c: char| c.is_whitespace() || matches!(c, ',' | '(' | ')'))
+            .filter(|word| word.starts_with('/'))
+            .collect();
+        let mut unkeyed: Vec<&str> = routes
+            .iter()
+            .filter(|(_, _, keyed)| !keyed)
+            .map(|(_, path, _)| path.split('?').next().unwrap())
+            .collect();
+        let mut named_sorted = named.clone();
+        named_sorted.sort_unstable();
+        unkeyed.sort_unstable();
+        assert_eq!(named_sorted, unkeyed, "{paragraph}");
+        assert!(Metrics::CONTENT_TYPE.contains("openmetrics"));
+        assert!(
+            ENVIRONMENT.contains("/metrics               key; OpenMetrics text format"),
+            "{ENVIRONMENT}"
+        );
     }
 
     #[test]

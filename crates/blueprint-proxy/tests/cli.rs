@@ -56,6 +56,10 @@ fn help_documents_every_flag_and_variable() {
         "RUST_LOG",
         "/proxy/",
         "/metrics",
+        "/integrations",
+        "/readyz",
+        "OpenMetrics",
+        "Exit status",
     ] {
         assert!(
             help.contains(word),
