@@ -493,3 +493,93 @@ async fn help_documents_the_store_url_and_its_variable() {
         "--help shows the store's password:\n{help}"
     );
 }
+
+/// Answers the refresh grant with new credentials (`a-2`, `rt-2`) two seconds after it
+/// arrives, and says when it arrived.
+struct SlowRefresh(tokio::sync::mpsc::UnboundedSender<()>);
+
+impl wiremock::Respond for SlowRefresh {
+    fn respond(&self, _: &wiremock::Request) -> ResponseTemplate {
+        let _ = self.0.send(());
+        ResponseTemplate::new(200)
+            .set_body_json(json!({
+                "access_token": "a-2",
+                "refresh_token": "rt-2",
+                "token_type": "bearer",
+                "expires_in": 3600,
+            }))
+            .set_delay(Duration::from_secs(2))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_writes_refreshed_credentials_the_store_missed_before_the_process_exits() {
+    let upstream = upstream(&["a-2"]).await;
+    let (arrived, mut refreshing) = tokio::sync::mpsc::unbounded_channel();
+    Mock::given(method("POST"))
+        .and(path("/auth/eagle/token"))
+        .respond_with(SlowRefresh(arrived))
+        .expect(1)
+        .mount(&upstream)
+        .await;
+    let server = PrivatePostgres::start("proxy-flush");
+    let dir = TempDir::new("flush");
+    // A deadline long enough for the refresh and the failed write (the store's pool may
+    // take a few seconds to say that the server is gone).
+    let patient = "{ max_attempts: 1, deadline_ms: 30000, attempt_timeout_ms: 3000 }";
+    std::fs::write(dir.path("i.yaml"), yaml(&upstream.uri(), patient, "")).unwrap();
+    let mut proxy =
+        Process::start_with(&dir.path("i.yaml"), &server.url(), "127.0.0.1:0", &[]).await;
+    let imported = proxy
+        .import(
+            "intercom",
+            "acme",
+            json!({
+                "access_token": "a-1",
+                "refresh_token": "rt-1",
+                "expires_at": "2020-01-01T00:00:00Z",
+            }),
+        )
+        .await;
+    assert_eq!(imported.status, 201, "{}", imported.text());
+
+    // The call refreshes the expired token; PostgreSQL goes away while the token endpoint
+    // answers, so the rotated credentials cannot be written.
+    let target = proxy.target;
+    let call = tokio::spawn(async move {
+        target
+            .send(target.proxy(Method::GET, "/me", "intercom", "acme"))
+            .await
+    });
+    tokio::time::timeout(Duration::from_secs(10), refreshing.recv())
+        .await
+        .expect("the proxy never called the token endpoint");
+    server.stop();
+    let reply = call.await.unwrap();
+    assert_eq!((reply.status, reply.text()), (200, "me:a-2".to_owned()));
+    proxy
+        .wait_for_log("could not store refreshed credentials")
+        .await;
+    // The write is retried 1 s after it failed (against the server still down), then 2 s
+    // later. PostgreSQL comes back between the two, and the proxy is told to stop: it
+    // writes what it holds before it exits, instead of at a try it would not live to make.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.start_again();
+    proxy.terminate();
+    let status = proxy.wait().await;
+    assert!(status.success(), "{status:?}\n{}", proxy.logs());
+    let pool = sqlx::PgPool::connect(&server.url()).await.unwrap();
+    let stored: (String, Option<String>) =
+        sqlx::query_as("SELECT access_token, refresh_token FROM blueprint_tokens")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    assert_eq!(
+        stored,
+        ("a-2".to_owned(), Some("rt-2".to_owned())),
+        "the rotated refresh token was lost; logs:\n{}",
+        proxy.logs()
+    );
+    upstream.verify().await;
+}

@@ -18,7 +18,7 @@ use blueprint::{
 use blueprint_ratelimit::SharedBudgets;
 use blueprint_refresh::{
     AuthorizationFlow, DEFAULT_LEASE, DEFAULT_LEASE_POLL, HttpClient, MemoryStore,
-    OAuth2TokenSource, Provider, ProviderConfig, ProviderConfigError, Secret, TokenStore,
+    OAuth2TokenSource, Provider, ProviderConfig, ProviderConfigError, Secret, StoreKey, TokenStore,
 };
 use blueprint_trace::{Level, TraceLayer};
 use http::StatusCode;
@@ -198,6 +198,30 @@ impl Proxy {
     /// SIGTERM, as it stops accepting connections).
     pub fn begin_shutdown(&self) {
         self.state.0.readiness.begin_shutdown();
+    }
+
+    /// Writes now what the token sources hold and the store failed to take: refreshed
+    /// credentials whose write is retried in the background
+    /// ([`OAuth2TokenSource::flush_unstored`], for every integration at once), waiting up
+    /// to `within`. For a program about to stop: its runtime would drop those writes, and
+    /// a rotated refresh token that only this process holds with them. Returns the
+    /// connections still not stored, each also logged at ERROR; at once when there are
+    /// none. The binary calls it once its calls have drained, before it closes the store.
+    pub async fn flush_unstored(&self, within: Duration) -> Vec<StoreKey> {
+        let mut flushes = tokio::task::JoinSet::new();
+        for connector in self.state.connectors() {
+            if connector.source.unstored() > 0 {
+                let source = connector.source.clone();
+                flushes.spawn(async move { source.flush_unstored(within).await });
+            }
+        }
+        let mut left = Vec::new();
+        while let Some(flushed) = flushes.join_next().await {
+            if let Ok(keys) = flushed {
+                left.extend(keys);
+            }
+        }
+        left
     }
 }
 

@@ -34,6 +34,11 @@ pub const REDIS_URL_VAR: &str = "BLUEPRINT_REDIS_URL";
 /// The exit status of a serving process that cut calls off as it stopped: the grace period
 /// (`--shutdown-grace`) ran out, or a second SIGINT or SIGTERM stopped it at once.
 pub const EXIT_CALLS_CUT_OFF: u8 = 3;
+
+/// On a stop, how long the binary waits for the store to take refreshed credentials it
+/// failed to take before (see [`Proxy::flush_unstored`]): 10 seconds, after the calls in
+/// flight have drained. Only a stop that finds such credentials waits.
+pub const FLUSH_ON_STOP: Duration = Duration::from_secs(10);
 /// The environment variable of the OpenTelemetry collector's base URL (like
 /// `--otlp-endpoint`), as the OpenTelemetry specification names it.
 pub const OTLP_ENDPOINT_VAR: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
@@ -843,6 +848,21 @@ async fn serve_main(settings: Settings) -> Result<Drained, Failure> {
         settings.hardening.limits,
     )
     .await;
+    // Refreshed credentials the store missed (it was away) are written before the store
+    // closes and the runtime drops their background writes, with the rotated refresh
+    // tokens only this process holds. A stop at once (a second signal) tries them once
+    // and does not wait.
+    let wait = match served {
+        Ok(Drained::StoppedAtOnce) => Duration::ZERO,
+        _ => FLUSH_ON_STOP,
+    };
+    let unstored = proxy.flush_unstored(wait).await;
+    if !unstored.is_empty() {
+        tracing::error!(
+            connections = unstored.len(),
+            "stopping with refreshed credentials the store did not take: those connections may need to be authorized again"
+        );
+    }
     store.close().await;
     tracing::info!("store closed");
     served.map_err(|e| Failure::Run(format!("the server failed: {e}")))
