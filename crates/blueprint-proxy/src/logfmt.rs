@@ -190,7 +190,7 @@ impl Visit for Fields<'_, '_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::io;
     use std::sync::{Arc, Mutex};
 
@@ -199,8 +199,9 @@ mod tests {
 
     use super::*;
 
+    /// Log lines, written by the subscriber under test (other modules' tests use it too).
     #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
+    pub(crate) struct Lines(pub(crate) Arc<Mutex<Vec<u8>>>);
 
     impl io::Write for Lines {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {

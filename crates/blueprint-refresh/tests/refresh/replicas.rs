@@ -439,27 +439,44 @@ async fn on_a_401_the_store_is_read_before_refreshing() {
     server.verify().await;
 }
 
-#[tokio::test(start_paused = true)]
-async fn refreshed_credentials_the_store_failed_to_take_are_written_in_the_background() {
-    let server = MockServer::start().await;
-    mount_refresh(&server, "rt-1", granted("a-2", Some("rt-2"), Some(3600)), 1).await;
-    let store = Arc::new(Driven::new(false));
+/// A source over `store` that has just refreshed "acme" (expired, rt-1 → rt-2) and served
+/// the new token, the store failing to take it: its next `fails` writes after the lease
+/// fail, the background write first tried again `store_retry` after the failure.
+async fn unstored_after_refresh(
+    server: &MockServer,
+    store: &Arc<Driven>,
+    fails: usize,
+    store_retry: Duration,
+) -> OAuth2TokenSource {
+    mount_refresh(server, "rt-1", granted("a-2", Some("rt-2"), Some(3600)), 1).await;
     let clock = TokioClock::new();
     let now = blueprint_refresh::Clock::now(&clock);
     store
         .put(&key("acme"), expired("a-1", "rt-1", now))
         .await
         .unwrap();
-    // The lease is taken; then the store fails the next three writes.
     store.cas_pass.store(1, Ordering::SeqCst);
-    store.cas_fail.store(3, Ordering::SeqCst);
-    let here = OAuth2TokenSource::builder_shared(provider(&server), Arc::clone(&store) as _)
+    store.cas_fail.store(fails, Ordering::SeqCst);
+    let here = OAuth2TokenSource::builder_shared(provider(server), Arc::clone(store) as _)
         .integration("test")
         .http_client(http())
         .clock(clock)
+        .store_retry(store_retry)
         .build();
-    // The new token is served although the store did not take it.
+    assert_eq!(here.unstored(), 0);
     assert_eq!(here.token(&conn()).await.unwrap(), token("a-2"));
+    assert_eq!(here.unstored(), 1, "the failed write is not counted");
+    here
+}
+
+#[tokio::test(start_paused = true)]
+async fn refreshed_credentials_the_store_failed_to_take_are_written_in_the_background() {
+    let server = MockServer::start().await;
+    let store = Arc::new(Driven::new(false));
+    // The lease is taken; then the store fails the next three writes, retried a second
+    // after the first failure.
+    let here = unstored_after_refresh(&server, &store, 3, Duration::from_secs(1)).await;
+    // The new token was served, and the store still holds the old credentials.
     let stored = store.inner.get(&key("acme")).await.unwrap().unwrap().record;
     assert_eq!(stored.refresh_token.unwrap().expose(), "rt-1");
     // The write is retried in the background until the store takes it.
@@ -480,36 +497,9 @@ async fn refreshed_credentials_the_store_failed_to_take_are_written_in_the_backg
         waited += Duration::from_millis(500);
     }
     assert_eq!(store.cas_fail.load(Ordering::SeqCst), 0);
+    assert_eq!(here.unstored(), 0, "a write that landed is still counted");
     assert_eq!(token_calls(&server).await, 1);
     server.verify().await;
-}
-
-/// A source over `store` whose refresh of "acme" (expired, rt-1 → rt-2) the store fails to
-/// take `fails` times after the lease, and whose background write waits 10 minutes.
-async fn unstored_after_refresh(
-    server: &MockServer,
-    store: &Arc<Driven>,
-    fails: usize,
-) -> OAuth2TokenSource {
-    mount_refresh(server, "rt-1", granted("a-2", Some("rt-2"), Some(3600)), 1).await;
-    let clock = TokioClock::new();
-    let now = blueprint_refresh::Clock::now(&clock);
-    store
-        .put(&key("acme"), expired("a-1", "rt-1", now))
-        .await
-        .unwrap();
-    store.cas_pass.store(1, Ordering::SeqCst);
-    store.cas_fail.store(fails, Ordering::SeqCst);
-    let here = OAuth2TokenSource::builder_shared(provider(server), Arc::clone(store) as _)
-        .integration("test")
-        .http_client(http())
-        .clock(clock)
-        .store_retry(Duration::from_secs(600))
-        .build();
-    assert_eq!(here.unstored(), 0);
-    assert_eq!(here.token(&conn()).await.unwrap(), token("a-2"));
-    assert_eq!(here.unstored(), 1, "the failed write is not counted");
-    here
 }
 
 #[tokio::test(start_paused = true)]
@@ -517,7 +507,7 @@ async fn a_flush_writes_what_the_background_holds_now_not_at_its_next_try() {
     let server = MockServer::start().await;
     let store = Arc::new(Driven::new(false));
     // The write after the refresh fails, and so does the first try of the flush.
-    let here = unstored_after_refresh(&server, &store, 2).await;
+    let here = unstored_after_refresh(&server, &store, 2, Duration::from_secs(600)).await;
     let started = tokio::time::Instant::now();
     let left = here.flush_unstored(Duration::from_secs(5)).await;
     let took = started.elapsed();
@@ -537,7 +527,7 @@ async fn a_flush_writes_what_the_background_holds_now_not_at_its_next_try() {
 async fn a_flush_that_the_store_does_not_answer_names_what_is_left_when_it_gives_up() {
     let server = MockServer::start().await;
     let store = Arc::new(Driven::new(false));
-    let here = unstored_after_refresh(&server, &store, usize::MAX).await;
+    let here = unstored_after_refresh(&server, &store, usize::MAX, Duration::from_secs(600)).await;
     let started = tokio::time::Instant::now();
     let left = here.flush_unstored(Duration::from_secs(2)).await;
     let took = started.elapsed();
