@@ -195,7 +195,8 @@ impl Proxy {
     /// Says that the process is shutting down: from now on `GET /readyz` answers 503
     /// `not_ready`, so that a load balancer stops sending calls here. Nothing else changes;
     /// stopping the server is the caller's (the binary calls this on its first SIGINT or
-    /// SIGTERM, as it stops accepting connections).
+    /// SIGTERM, then serves on for `--drain-delay`, [`Limits::drain_delay`](crate::Limits::drain_delay),
+    /// before it stops accepting connections).
     pub fn begin_shutdown(&self) {
         self.state.0.readiness.begin_shutdown();
     }

@@ -32,7 +32,8 @@ pub const STORE_VAR: &str = "BLUEPRINT_STORE";
 /// (like `--redis`).
 pub const REDIS_URL_VAR: &str = "BLUEPRINT_REDIS_URL";
 /// The exit status of a serving process that cut calls off as it stopped: the grace period
-/// (`--shutdown-grace`) ran out, or a second SIGINT or SIGTERM stopped it at once.
+/// (`--shutdown-grace`) ran out, or a second SIGINT or SIGTERM stopped it at once while
+/// calls were in flight.
 pub const EXIT_CALLS_CUT_OFF: u8 = 3;
 
 /// On a stop, how long the binary waits for the store to take refreshed credentials it
@@ -104,10 +105,12 @@ Connection ids are 1 to 256 characters of [A-Za-z0-9._:@-], everywhere (headers,
 filters, sessions). Every error the proxy answers itself is JSON {\"error\": {\"code\", \"message\"}},
 but for the HTML pages a person sees at /connect and /oauth/callback.
 
-Stopping: on SIGINT or SIGTERM the proxy stops accepting connections and waits up to
---shutdown-grace seconds for the calls in flight; a second SIGINT or SIGTERM stops it at once.
+Stopping: on SIGINT or SIGTERM /readyz answers 503 not_ready; the proxy serves on as usual for
+--drain-delay seconds (default 0), then stops accepting connections and waits up to
+--shutdown-grace seconds for the calls in flight. A second SIGINT or SIGTERM stops it at once.
 Exit status: 0 stopped with every call finished; 1 could not start, or the server failed;
-2 a bad command line; 3 stopped and cut calls off (the grace period ran out, or a second signal).";
+2 a bad command line; 3 stopped and cut calls off (the grace period ran out, or a second signal
+came while calls were in flight).";
 
 /// `blueprint-proxy`: holds OAuth connections and forwards calls to any endpoint of the
 /// integrations' APIs through the Blueprint stack (token refresh, rate-limit pacing, safe
@@ -188,10 +191,18 @@ pub struct ServeArgs {
     /// The log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// On SIGINT or SIGTERM, how long calls in flight may take to finish (0 to 86400); a
-    /// second signal stops at once. Calls cut off make the exit status 3.
+    /// On SIGINT or SIGTERM, how long calls in flight may take to finish once the proxy
+    /// stops accepting connections (0 to 86400); a second signal stops at once. Calls cut
+    /// off make the exit status 3.
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=MAX_SECS))]
     pub shutdown_grace: u64,
+    /// On SIGINT or SIGTERM, how long the proxy goes on accepting connections and serving
+    /// calls as usual while /readyz answers 503, so that a load balancer sees the 503 before
+    /// the listening socket closes (0 to 86400; default 0: it stops accepting at once). Set
+    /// it a little above the readiness probe's period times its failure threshold;
+    /// --shutdown-grace counts from its end, and a second signal during it stops at once.
+    #[arg(long, value_name = "SECS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=MAX_SECS))]
+    pub drain_delay: u64,
     /// How long a client has to send a request's head (line and headers), counted from
     /// when its connection opens or its previous answer ends; then the connection is closed
     /// (1 to 86400).
@@ -315,7 +326,8 @@ impl From<&ServeArgs> for Hardening {
             limits: Limits::default()
                 .header_read_timeout(Duration::from_secs(args.header_read_timeout))
                 .keep_alive_timeout(Duration::from_secs(args.keep_alive_timeout))
-                .max_connections(usize::try_from(args.max_connections).unwrap_or(usize::MAX)),
+                .max_connections(usize::try_from(args.max_connections).unwrap_or(usize::MAX))
+                .drain_delay(Duration::from_secs(args.drain_delay)),
             request_body_timeout: Duration::from_secs(args.request_body_timeout),
             forward_host_headers: args.forward_host_headers,
         }
@@ -717,8 +729,10 @@ fn run_serve(args: ServeArgs) -> ExitCode {
     // While the runtime still runs: the exporter's last requests are made on it.
     telemetry.shutdown();
     match served {
-        Ok(Drained::Finished) => ExitCode::SUCCESS,
-        Ok(Drained::GraceOver | Drained::StoppedAtOnce) => ExitCode::from(EXIT_CALLS_CUT_OFF),
+        Ok(Drained::Finished | Drained::StoppedAtOnce { cut_off: 0 }) => ExitCode::SUCCESS,
+        Ok(Drained::GraceOver | Drained::StoppedAtOnce { .. }) => {
+            ExitCode::from(EXIT_CALLS_CUT_OFF)
+        }
         // Before serving, nothing was logged: the one line says it all.
         Err(Failure::Start(e) | Failure::Run(e)) => fail(&e),
     }
@@ -815,8 +829,8 @@ async fn serve_main(settings: Settings) -> Result<Drained, Failure> {
         }
     };
     // Signals are listened for before the server says it listens: a SIGTERM that comes
-    // right after shuts it down gracefully. On the first, `/readyz` says not ready; a
-    // second stops at once.
+    // right after shuts it down gracefully. On the first, `/readyz` says not ready (for
+    // the drain delay, while the server serves on); a second stops at once.
     let signals = stop_signals();
     let shutdown = {
         let (proxy, first) = (proxy.clone(), signals.first());
@@ -853,7 +867,7 @@ async fn serve_main(settings: Settings) -> Result<Drained, Failure> {
     // tokens only this process holds. A stop at once (a second signal) tries them once
     // and does not wait.
     let wait = match served {
-        Ok(Drained::StoppedAtOnce) => Duration::ZERO,
+        Ok(Drained::StoppedAtOnce { .. }) => Duration::ZERO,
         _ => FLUSH_ON_STOP,
     };
     let unstored = proxy.flush_unstored(wait).await;

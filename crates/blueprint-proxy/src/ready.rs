@@ -96,7 +96,7 @@ impl Readiness {
 pub(crate) async fn readyz(State(state): State<ProxyState>) -> Response {
     let readiness = state.readiness();
     if readiness.is_shutting_down() {
-        return not_ready("the proxy is shutting down: it takes no new calls").into_response();
+        return not_ready("the proxy is shutting down: send new calls elsewhere").into_response();
     }
     if !readiness.store_answers(&**state.store()).await {
         return not_ready(

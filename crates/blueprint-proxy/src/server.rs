@@ -1,6 +1,7 @@
-//! Serving, hardened against slow and numerous clients, with a graceful shutdown: stop
-//! accepting, let calls in flight finish within a grace period. The binary also stops at
-//! once on a second SIGINT or SIGTERM during that period ([`stop_signals`]).
+//! Serving, hardened against slow and numerous clients, with a graceful shutdown: serve on
+//! for a drain delay if one is set, then stop accepting and let calls in flight finish
+//! within a grace period. The binary also stops at once on a second SIGINT or SIGTERM
+//! during the delay or that period ([`stop_signals`]).
 //!
 //! Each connection is served by hyper's HTTP/1 connection with a header-read timeout;
 //! the proxy adds a keep-alive idle timeout and a cap on concurrent connections. The
@@ -44,6 +45,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 /// adds the timeout to the clock unchecked, so a longer one (`Duration::MAX`) would panic.
 const MAX_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(86_400);
 
+/// The longest drain delay [`Limits::drain_delay`] takes: one day.
+const MAX_DRAIN_DELAY: Duration = Duration::from_secs(86_400);
+
 /// How long the accept loop waits after running out of file descriptors (or another
 /// error that is not one connection's), before accepting again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -56,14 +60,17 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 ///
 /// let limits = Limits::default()
 ///     .header_read_timeout(Duration::from_secs(5))
-///     .max_connections(256);
+///     .max_connections(256)
+///     .drain_delay(Duration::from_secs(12));
 /// assert_eq!(limits.get_max_connections(), 256);
+/// assert_eq!(limits.get_drain_delay(), Duration::from_secs(12));
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     header_read: Duration,
     keep_alive: Duration,
     max_connections: usize,
+    drain_delay: Duration,
 }
 
 impl Default for Limits {
@@ -72,6 +79,7 @@ impl Default for Limits {
             header_read: DEFAULT_HEADER_READ_TIMEOUT,
             keep_alive: DEFAULT_KEEP_ALIVE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            drain_delay: Duration::ZERO,
         }
     }
 }
@@ -108,6 +116,24 @@ impl Limits {
     pub fn get_max_connections(&self) -> usize {
         self.max_connections
     }
+
+    /// How long the server goes on accepting connections and serving calls once its
+    /// `shutdown` future has completed, before it stops accepting and the grace period
+    /// starts (default 0: it stops accepting at once). A program that calls
+    /// [`Proxy::begin_shutdown`](crate::Proxy::begin_shutdown) in that future has
+    /// `GET /readyz` answer 503 for this long while everything else is served as usual, so
+    /// that a load balancer probing it stops sending calls before the listening socket
+    /// closes. At most one day: a longer delay is taken as one day.
+    #[must_use]
+    pub fn drain_delay(mut self, delay: Duration) -> Self {
+        self.drain_delay = delay.min(MAX_DRAIN_DELAY);
+        self
+    }
+
+    /// The drain delay.
+    pub fn get_drain_delay(&self) -> Duration {
+        self.drain_delay
+    }
 }
 
 /// Serves `router` on `listener` with the default [`Limits`] until `shutdown` completes;
@@ -125,10 +151,11 @@ pub async fn serve(
     serve_with(listener, router, shutdown, grace, Limits::default()).await
 }
 
-/// Serves `router` on `listener` within `limits` until `shutdown` completes; then closes
-/// the listening socket (new connections are refused), closes idle connections, and waits
-/// up to `grace` for the calls in flight (their response bodies included) to finish. Calls
-/// still running after that are cut off.
+/// Serves `router` on `listener` within `limits` until `shutdown` completes, and then for
+/// the drain delay ([`Limits::drain_delay`], none by default); then closes the listening
+/// socket (new connections are refused), closes idle connections, and waits up to `grace`
+/// for the calls in flight (their response bodies included) to finish. Calls still running
+/// after that are cut off.
 ///
 /// # Errors
 ///
@@ -153,14 +180,18 @@ pub(crate) enum Drained {
     Finished,
     /// The grace period ran out: those still running are cut off.
     GraceOver,
-    /// `stop_now` completed first (a second signal): those still running are cut off.
-    StoppedAtOnce,
+    /// `stop_now` completed first (a second signal), during the drain delay or the grace
+    /// period: the `cut_off` calls still running are cut off (0: none was).
+    StoppedAtOnce {
+        /// Calls in flight when it stopped.
+        cut_off: usize,
+    },
 }
 
 /// [`serve_with`] for any service that answers as a router does: the binary serves the
-/// proxy's [`Front`](crate::edge::Front). When `stop_now` completes during the grace
-/// period (the binary's second signal), it stops waiting at once; it says how the calls in
-/// flight ended.
+/// proxy's [`Front`](crate::edge::Front). When `stop_now` completes during the drain delay
+/// or the grace period (the binary's second signal), it stops at once; it says how the
+/// calls in flight ended.
 pub(crate) async fn serve_service<S>(
     listener: TcpListener,
     service: S,
@@ -176,6 +207,7 @@ where
     listener.local_addr()?;
     let max = limits.max_connections;
     let permits = Arc::new(Semaphore::new(max));
+    let calls = Arc::new(AtomicUsize::new(0));
     let (stop, stopping) = watch::channel(false);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -183,9 +215,34 @@ where
         .keep_alive(true);
     let mut accept = AcceptLoop::new(max);
     tokio::pin!(shutdown);
+    tokio::pin!(stop_now);
+    // Armed when `shutdown` completes, if there is a drain delay: until it fires, the
+    // server accepts and serves as before.
+    let drain = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(drain);
+    let mut draining = false;
+    let mut stopped_at_once = false;
     loop {
         let accepted = tokio::select! {
-            () = &mut shutdown => break,
+            () = &mut shutdown, if !draining => {
+                if limits.drain_delay.is_zero() {
+                    break;
+                }
+                tracing::info!(
+                    drain_delay_secs = limits.drain_delay.as_secs(),
+                    "draining: still accepting connections and serving calls for the drain \
+                     delay (--drain-delay), then stopping"
+                );
+                drain.as_mut().reset(Instant::now() + limits.drain_delay);
+                draining = true;
+                continue;
+            }
+            () = &mut drain, if draining => break,
+            () = &mut stop_now, if draining => {
+                tracing::warn!("signalled again during the drain delay");
+                stopped_at_once = true;
+                break;
+            }
             accepted = listener.accept() => accepted,
         };
         match accepted {
@@ -200,8 +257,11 @@ where
                     stream,
                     service.clone(),
                     http.clone(),
-                    limits.keep_alive,
-                    stopping.clone(),
+                    Served {
+                        keep_alive: limits.keep_alive,
+                        stopping: stopping.clone(),
+                        calls: Arc::clone(&calls),
+                    },
                     permit,
                 ));
             }
@@ -218,6 +278,26 @@ where
     // Close the listening socket first, then wind the connections down.
     drop(listener);
     let _ = stop.send(true);
+    let stop_at_once = || {
+        let cut_off = calls.load(Ordering::Acquire);
+        let open_connections = max.saturating_sub(permits.available_permits());
+        if cut_off > 0 {
+            tracing::warn!(
+                calls_in_flight = cut_off,
+                open_connections,
+                "signalled again: stopping at once, cutting off the calls still in flight"
+            );
+        } else {
+            tracing::info!(
+                open_connections,
+                "signalled again: stopping at once; no call was in flight"
+            );
+        }
+        Drained::StoppedAtOnce { cut_off }
+    };
+    if stopped_at_once {
+        return Ok(stop_at_once());
+    }
     tracing::info!(
         grace_secs = grace.as_secs(),
         "shutting down: stopped accepting connections; waiting for calls in flight"
@@ -237,13 +317,7 @@ where
                 Drained::GraceOver
             }
         }
-        () = stop_now => {
-            tracing::warn!(
-                open_connections = max.saturating_sub(permits.available_permits()),
-                "signalled again: stopping at once, cutting off the calls still in flight"
-            );
-            Drained::StoppedAtOnce
-        }
+        () = &mut stop_now => stop_at_once(),
     };
     Ok(drained)
 }
@@ -361,20 +435,34 @@ fn refuse(stream: TcpStream) {
     drop(stream);
 }
 
+/// What each connection shares with the server.
+struct Served {
+    /// How long the connection may stay open with no call in flight.
+    keep_alive: Duration,
+    /// Becomes `true` when the server stops accepting.
+    stopping: watch::Receiver<bool>,
+    /// Calls in flight on all the server's connections.
+    calls: Arc<AtomicUsize>,
+}
+
 /// Serves one connection until it closes, is idle for `keep_alive`, or the server stops.
 async fn connection<S>(
     stream: TcpStream,
     router: S,
     http: hyper::server::conn::http1::Builder,
-    keep_alive: Duration,
-    mut stopping: watch::Receiver<bool>,
+    served: Served,
     permit: OwnedSemaphorePermit,
 ) where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     let _permit = permit;
-    let activity = Arc::new(Activity::new());
+    let Served {
+        keep_alive,
+        mut stopping,
+        calls: server_calls,
+    } = served;
+    let activity = Arc::new(Activity::new(server_calls));
     let calls = Arc::clone(&activity);
     let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
         let call = Call::begin(&calls);
@@ -414,21 +502,25 @@ async fn connection<S>(
 
 /// Calls in flight on a connection, and since when it has had none: two atomics, so that a
 /// call costs two additions and a clock read, and wakes nothing. The idle timer reads them
-/// when it fires, and sleeps again while the connection is busy or was used since.
+/// when it fires, and sleeps again while the connection is busy or was used since. Each
+/// call is also counted in the server's `calls`, which a stop at once reads.
 #[derive(Debug)]
 struct Activity {
     in_flight: AtomicUsize,
     /// When the last call ended, in nanoseconds since `base`.
     last: AtomicU64,
     base: Instant,
+    /// Calls in flight on all the server's connections.
+    server: Arc<AtomicUsize>,
 }
 
 impl Activity {
-    fn new() -> Self {
+    fn new(server: Arc<AtomicUsize>) -> Self {
         Activity {
             in_flight: AtomicUsize::new(0),
             last: AtomicU64::new(0),
             base: Instant::now(),
+            server,
         }
     }
 
@@ -469,6 +561,7 @@ struct Call(Arc<Activity>);
 impl Call {
     fn begin(activity: &Arc<Activity>) -> Call {
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        activity.server.fetch_add(1, Ordering::AcqRel);
         Call(Arc::clone(activity))
     }
 }
@@ -482,6 +575,7 @@ impl Drop for Call {
         // when the last one ended.
         activity.last.fetch_max(nanos, Ordering::AcqRel);
         activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+        activity.server.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -596,7 +690,7 @@ pub(crate) fn stop_signals() -> StopSignals {
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM. (The binary listens with more: a second
-/// signal during the grace period stops it at once.)
+/// signal during the drain delay or the grace period stops it at once.)
 ///
 /// Called inside a tokio runtime, it starts listening for the signals at once, before the
 /// future is first polled: a signal that comes as soon as the server says it listens (a
@@ -652,7 +746,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_connection_is_idle_a_timeout_after_its_last_call_ends() {
         let timeout = Duration::from_secs(5);
-        let activity = Arc::new(Activity::new());
+        let activity = Arc::new(Activity::new(Arc::default()));
         let opened = Instant::now();
         // Nothing ever sent: idle a timeout after opening.
         idle_for(&activity, timeout).await;
@@ -712,7 +806,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_timeout_too_long_for_the_clock_never_ends_the_connection() {
-        let activity = Arc::new(Activity::new());
+        let activity = Arc::new(Activity::new(Arc::default()));
         let idle = idle_for(&activity, Duration::MAX);
         let waited = tokio::time::timeout(Duration::from_secs(3600), idle).await;
         assert!(waited.is_err(), "still open after an hour");

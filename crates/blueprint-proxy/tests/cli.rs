@@ -43,6 +43,7 @@ fn help_documents_every_flag_and_variable() {
         "--store",
         "--log-format",
         "--shutdown-grace",
+        "--drain-delay",
         "--header-read-timeout",
         "--keep-alive-timeout",
         "--request-body-timeout",
@@ -155,6 +156,7 @@ fn timeouts_longer_than_a_day_are_refused_with_the_range() {
         ("--header-read-timeout", "1..=86400"),
         ("--keep-alive-timeout", "1..=86400"),
         ("--shutdown-grace", "0..=86400"),
+        ("--drain-delay", "0..=86400"),
     ] {
         for value in ["86401", "18446744073709551615"] {
             let output = run(

@@ -372,3 +372,121 @@ async fn calls_cut_off_when_the_grace_period_runs_out_make_the_exit_status_3() {
     assert_eq!(status, 0, "the call was answered: {body}");
     upstream.release();
 }
+
+/// `GET /proxy/slow` for connection `acme`, on a connection of its own: the status and body.
+fn proxied_call(addr: SocketAddr) -> tokio::task::JoinHandle<(u16, String)> {
+    tokio::spawn(async move {
+        let bearer = format!("Bearer {KEY}");
+        let headers = [
+            ("authorization", bearer.as_str()),
+            ("provider-config-key", "intercom"),
+            ("connection-id", "acme"),
+        ];
+        send(addr, "GET", "/proxy/slow", &headers, "").await
+    })
+}
+
+/// With `--drain-delay 2`, after SIGTERM the proxy accepts new connections and serves them
+/// for 2 s, `/readyz` answering 503 `not_ready` and a proxied call going through as usual;
+/// then it stops accepting (the port refuses connections) and drains as without a delay,
+/// the grace period counted from then, and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_drain_delay_it_serves_on_with_readyz_503_then_stops_accepting() {
+    let upstream = Held::start().await;
+    let dir = TempDir::new("drain-delay");
+    let mut proxy = Proxy::start(
+        &dir,
+        upstream.addr,
+        &["--drain-delay", "2", "--shutdown-grace", "10"],
+    )
+    .await;
+    proxy.import().await;
+    let signalled = tokio::time::Instant::now();
+    proxy.terminate();
+    proxy.wait_for_log("draining").await;
+
+    // New connections are still accepted: `/readyz` says not ready, `/healthz` ok.
+    let (status, body) = send(proxy.addr, "GET", "/readyz", &[], "").await;
+    assert_eq!(status, 503, "{body}; logs:\n{}", proxy.logs());
+    assert!(body.contains(r#""code":"not_ready""#), "{body}");
+    assert!(body.contains("shutting down"), "{body}");
+    let (status, body) = send(proxy.addr, "GET", "/healthz", &[], "").await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    // A call on a new connection reaches the provider, and is held there across the end
+    // of the delay.
+    let call = proxied_call(proxy.addr);
+    upstream.arrived().await;
+    assert!(
+        !proxy.logs().contains("stopped accepting"),
+        "stopped accepting before the delay ended:\n{}",
+        proxy.logs()
+    );
+
+    proxy.wait_for_log("shutting down: stopped accepting").await;
+    let waited = signalled.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "stopped accepting {waited:?} after SIGTERM, before the 2 s delay ended"
+    );
+    let refused = TcpStream::connect(proxy.addr).await;
+    assert!(
+        refused.is_err(),
+        "a connection was accepted after the drain delay"
+    );
+    // The drain waits for the call in flight, which is then answered.
+    let early = tokio::time::timeout(Duration::from_millis(300), proxy.child.wait()).await;
+    assert!(early.is_err(), "exited with a call in flight: {early:?}");
+    upstream.release();
+    let (status, body) = call.await.expect("the call's task");
+    assert_eq!((status, body.as_str()), (200, "finally"));
+    let status = proxy.exit_within(Duration::from_secs(15)).await;
+    let logs = proxy.logs();
+    assert_eq!(status.code(), Some(0), "{status}; logs:\n{logs}");
+    assert!(logs.contains("all calls finished"), "{logs}");
+    assert!(logs.contains("store closed"), "{logs}");
+}
+
+/// A second SIGTERM during a 60 s drain delay stops the process at once: with no call in
+/// flight it exits 0, with one it cuts it off and exits 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_during_the_drain_delay_stops_at_once() {
+    let upstream = Held::start().await;
+
+    let dir = TempDir::new("drain-delay-idle");
+    let mut proxy = Proxy::start(&dir, upstream.addr, &["--drain-delay", "60"]).await;
+    proxy.terminate();
+    proxy.wait_for_log("draining").await;
+    proxy.terminate();
+    let status = proxy.exit_within(Duration::from_secs(10)).await;
+    let logs = proxy.logs();
+    assert_eq!(status.code(), Some(0), "{status}; logs:\n{logs}");
+    assert!(
+        logs.contains("signalled again during the drain delay"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("signalled again: stopping at once; no call was in flight"),
+        "{logs}"
+    );
+    assert!(logs.contains("store closed"), "{logs}");
+
+    let dir = TempDir::new("drain-delay-busy");
+    let mut proxy = Proxy::start(&dir, upstream.addr, &["--drain-delay", "60"]).await;
+    proxy.import().await;
+    proxy.terminate();
+    proxy.wait_for_log("draining").await;
+    let call = proxied_call(proxy.addr);
+    upstream.arrived().await;
+    proxy.terminate();
+    let status = proxy.exit_within(Duration::from_secs(10)).await;
+    let logs = proxy.logs();
+    assert_eq!(status.code(), Some(3), "{status}; logs:\n{logs}");
+    assert!(
+        logs.contains("signalled again: stopping at once, cutting off the calls still in flight"),
+        "{logs}"
+    );
+    assert!(!logs.contains("shutting down: stopped accepting"), "{logs}");
+    let (status, body) = call.await.expect("the call's task");
+    assert_eq!(status, 0, "the call was answered: {body}");
+    upstream.release();
+}
