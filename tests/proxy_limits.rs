@@ -1,6 +1,6 @@
 //! The real `blueprint-proxy` binary against hostile clients: half-open requests, more
-//! connections than it serves, too few file descriptors, idle kept-alive connections.
-//! Every wait is bounded.
+//! connections than it serves, too few file descriptors, idle kept-alive connections,
+//! request bodies over `--max-request-body`. Every wait is bounded.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -17,6 +17,8 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const HALF_OPEN: &[u8] = b"GET /healthz HTTP/1.1\r\n";
 
@@ -318,4 +320,278 @@ async fn an_idle_kept_alive_connection_is_closed_but_a_slow_call_is_not() {
         .expect("the slow call answers")
         .unwrap();
     assert_eq!((reply.status, reply.text().as_str()), (200, "finally"));
+}
+
+/// An upstream that answers every `POST` 200 with the length of the body it received.
+async fn counting_upstream() -> MockServer {
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(|request: &wiremock::Request| {
+            ResponseTemplate::new(200).set_body_string(request.body.len().to_string())
+        })
+        .mount(&upstream)
+        .await;
+    upstream
+}
+
+/// The binary in front of `upstream` with `args`, a token imported for `intercom`/`acme`.
+async fn start_before(upstream: &MockServer, name: &str, args: &[&str]) -> (Process, TempDir) {
+    let dir = TempDir::new(name);
+    std::fs::write(dir.path("i.yaml"), yaml(&upstream.uri(), FAST_RETRY, "")).unwrap();
+    let store = format!("sqlite://{}", dir.path("store.db").display());
+    let proxy =
+        Process::start_full(&dir.path("i.yaml"), &store, "127.0.0.1:0", &[], args, None).await;
+    let imported = proxy
+        .import("intercom", "acme", json!({ "access_token": "tok" }))
+        .await;
+    assert_eq!(imported.status, 201, "{}", imported.text());
+    (proxy, dir)
+}
+
+/// The head of `POST /proxy/upload` for `intercom`/`acme`, with `framing` (a
+/// `content-length` or `transfer-encoding` line), ending with the blank line.
+fn upload_head(target: &Target, framing: &str) -> Vec<u8> {
+    format!(
+        "POST /proxy/upload HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\n\
+         provider-config-key: intercom\r\nconnection-id: acme\r\nconnection: close\r\n\
+         {framing}\r\n\r\n",
+        target.addr,
+        proxy_support::KEY
+    )
+    .into_bytes()
+}
+
+/// `body` in chunked encoding, in chunks of `size` bytes, with the last chunk.
+fn chunked(body: &[u8], size: usize) -> Vec<u8> {
+    let mut encoded = Vec::new();
+    for chunk in body.chunks(size) {
+        encoded.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        encoded.extend_from_slice(chunk);
+        encoded.extend_from_slice(b"\r\n");
+    }
+    encoded.extend_from_slice(b"0\r\n\r\n");
+    encoded
+}
+
+/// Sends `request` as it is on a connection of its own and reads the answer until the
+/// proxy closes the connection (10 s at most): the status (0 if none came) and the answer.
+async fn exchange(target: &Target, request: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(target.addr).await.expect("connect");
+    // The proxy may answer and close before it has read everything.
+    let _ = stream.write_all(request).await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buffer = [0u8; 4096];
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "the proxy neither answered nor closed within 10 s"
+    );
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    (status, answer)
+}
+
+/// The proxy's JSON error of an answer: its code and message.
+fn error_of(answer: &str) -> (String, String) {
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    let json: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {answer}"));
+    let text = |field: &str| json["error"][field].as_str().unwrap_or_default().to_owned();
+    (text("code"), text("message"))
+}
+
+/// `len` bytes that are not text: every value a byte has, in turn.
+fn binary_body(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 256) as u8).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_over_max_request_body_are_refused_413_and_those_under_it_forwarded_as_sent() {
+    let upstream = counting_upstream().await;
+    let (proxy, _dir) = start_before(&upstream, "max-body", &["--max-request-body", "1000"]).await;
+
+    // A Content-Length over the cap: 413 before anything is sent, the body unread (here
+    // it is never sent at all).
+    for length in [1001, 10 * 1024 * 1024] {
+        let head = upload_head(&proxy, &format!("content-length: {length}"));
+        let (status, answer) = exchange(&proxy, &head).await;
+        assert_eq!(status, 413, "content-length {length}: {answer}");
+        let (code, message) = error_of(&answer);
+        assert_eq!(code, "body_too_large", "{answer}");
+        assert!(
+            message.contains("1000 bytes, --max-request-body")
+                && message.contains("nothing was sent"),
+            "{message}"
+        );
+    }
+    assert!(
+        upstream.received_requests().await.unwrap().is_empty(),
+        "a body over the cap reached the provider"
+    );
+
+    // A chunked body that passes the cap as it streams: the call is cut off, 413.
+    let mut over = upload_head(&proxy, "transfer-encoding: chunked");
+    over.extend(chunked(&binary_body(1200), 400));
+    let (status, answer) = exchange(&proxy, &over).await;
+    assert_eq!(status, 413, "{answer}");
+    let (code, message) = error_of(&answer);
+    assert_eq!(code, "body_too_large", "{answer}");
+    assert!(message.contains("cut off"), "{message}");
+    assert!(
+        upstream.received_requests().await.unwrap().is_empty(),
+        "the provider took a whole request from a body cut at the cap"
+    );
+
+    // At the cap, chunked or with a Content-Length: forwarded byte for byte.
+    let body = binary_body(1000);
+    let mut at_cap = upload_head(&proxy, "transfer-encoding: chunked");
+    at_cap.extend(chunked(&body, 300));
+    let (status, answer) = exchange(&proxy, &at_cap).await;
+    assert_eq!(status, 200, "{answer}");
+    let mut sized = upload_head(&proxy, "content-length: 1000");
+    sized.extend_from_slice(&body);
+    let (status, answer) = exchange(&proxy, &sized).await;
+    assert_eq!(status, 200, "{answer}");
+    let received = upstream.received_requests().await.unwrap();
+    assert_eq!(received.len(), 2, "{received:?}");
+    for request in &received {
+        assert!(request.body == body, "the body was not forwarded as sent");
+    }
+    let metrics = proxy.metrics().await;
+    assert!(
+        metrics.contains(r#"code="body_too_large"} 3"#),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("errors"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_max_request_body_a_large_body_is_forwarded() {
+    let upstream = counting_upstream().await;
+    let (proxy, _dir) = start_before(&upstream, "no-max-body", &[]).await;
+    let body = binary_body(8 * 1024 * 1024);
+    let reply = proxy
+        .send_body(
+            proxy.proxy(Method::POST, "/upload", "intercom", "acme"),
+            body.clone(),
+        )
+        .await;
+    assert_eq!((reply.status, reply.text()), (200, body.len().to_string()));
+    let received = upstream.received_requests().await.unwrap();
+    assert_eq!(received.len(), 1);
+    assert!(
+        received[0].body == body,
+        "the body was not forwarded as sent"
+    );
+}
+
+/// An upstream that, as soon as a request's head has come, starts a chunked answer (`200`,
+/// one chunk `early`) and then reads the rest of the request without ever ending it.
+async fn early_answering_upstream() -> std::net::SocketAddr {
+    use tokio::io::AsyncBufReadExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut reader = tokio::io::BufReader::new(stream);
+                loop {
+                    let mut line = String::new();
+                    match reader.read_line(&mut line).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) if line == "\r\n" => break,
+                        Ok(_) => {}
+                    }
+                }
+                let answer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nearly\r\n";
+                if reader.get_mut().write_all(answer).await.is_err() {
+                    return;
+                }
+                let mut sink = [0u8; 4096];
+                while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    addr
+}
+
+/// When the provider's answer has started before the body passes the cap, there is no 413
+/// to send: the caller gets the start of the answer, and then the proxy closes the
+/// connection with the answer unfinished (its chunked body never ends).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_passing_the_cap_after_the_answer_started_ends_the_connection() {
+    let upstream = early_answering_upstream().await;
+    let dir = TempDir::new("max-body-early");
+    let config = yaml(&format!("http://{upstream}"), FAST_RETRY, "");
+    std::fs::write(dir.path("i.yaml"), config).unwrap();
+    let store = format!("sqlite://{}", dir.path("store.db").display());
+    let args = ["--max-request-body", "1000"];
+    let proxy =
+        Process::start_full(&dir.path("i.yaml"), &store, "127.0.0.1:0", &[], &args, None).await;
+    proxy
+        .import("intercom", "acme", json!({ "access_token": "tok" }))
+        .await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut request = upload_head(&proxy, "transfer-encoding: chunked");
+    request.extend_from_slice(b"258\r\n");
+    request.extend_from_slice(&[b'x'; 600]);
+    request.extend_from_slice(b"\r\n");
+    stream.write_all(&request).await.unwrap();
+    // The answer starts while the body is under the cap.
+    let mut answer = Vec::new();
+    let started = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buffer = [0u8; 4096];
+        while !answer.ends_with(b"early\r\n") {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    assert!(started.is_ok(), "the answer did not start: {text:?}");
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    // 600 more bytes pass the cap: the connection ends, the answer unfinished.
+    let mut rest = b"258\r\n".to_vec();
+    rest.extend_from_slice(&[b'x'; 600]);
+    rest.extend_from_slice(b"\r\n0\r\n\r\n");
+    let _ = stream.write_all(&rest).await;
+    let mut after = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buffer = [0u8; 4096];
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => after.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the connection stayed open after the body passed the cap"
+    );
+    let after = String::from_utf8_lossy(&after).into_owned();
+    assert!(
+        !after.contains("0\r\n\r\n"),
+        "the answer was finished: {after:?}"
+    );
+    assert!(!after.contains("HTTP/1.1 413"), "{after:?}");
 }

@@ -61,6 +61,7 @@ pub struct ProxyBuilder {
     metrics: Option<Arc<Metrics>>,
     forward_host_headers: bool,
     body_idle_timeout: Duration,
+    max_request_body: Option<u64>,
     shared_budgets: Option<Arc<dyn SharedBudgets>>,
     refresh_lease: Duration,
 }
@@ -73,6 +74,7 @@ impl fmt::Debug for ProxyBuilder {
             .field("public_url", &self.public_url)
             .field("forward_host_headers", &self.forward_host_headers)
             .field("body_idle_timeout", &self.body_idle_timeout)
+            .field("max_request_body", &self.max_request_body)
             .field("refresh_lease", &self.refresh_lease)
             .field(
                 "shared_budgets",
@@ -141,6 +143,7 @@ impl Proxy {
             metrics: None,
             forward_host_headers: false,
             body_idle_timeout: body::DEFAULT_BODY_IDLE_TIMEOUT,
+            max_request_body: None,
             shared_budgets: None,
             refresh_lease: DEFAULT_LEASE,
         }
@@ -262,6 +265,19 @@ impl ProxyBuilder {
         self
     }
 
+    /// The most bytes a `/proxy` call's request body may have (the binary's
+    /// `--max-request-body`; default: no cap, bodies of any size are streamed through). A
+    /// call whose `Content-Length` is larger is answered 413 `body_too_large` before
+    /// anything is sent; a body without one (chunked) that grows past it is cut there, the
+    /// call to the provider fails, and the caller gets 413 unless the provider's answer has
+    /// started. Nothing more is buffered for it: the body is only counted. The JSON routes
+    /// keep their own cap of 64 KiB.
+    #[must_use]
+    pub fn max_request_body(mut self, max: u64) -> Self {
+        self.max_request_body = Some(max);
+        self
+    }
+
     /// Shares every integration's rate-limit budgets with the other replicas that use the
     /// same `budgets` (the binary's `--redis`: `blueprint_ratelimit::RedisBudgets`), so
     /// that together they spend each connection's budget once. Default: each process paces
@@ -352,6 +368,7 @@ impl ProxyBuilder {
                 readiness: ready::Readiness::default(),
                 forward_host_headers: self.forward_host_headers,
                 body_idle_timeout: self.body_idle_timeout,
+                max_request_body: self.max_request_body,
             })),
         })
     }
@@ -435,6 +452,7 @@ struct Shared {
     readiness: ready::Readiness,
     forward_host_headers: bool,
     body_idle_timeout: Duration,
+    max_request_body: Option<u64>,
 }
 
 /// One integration, ready to call: its stack, its token source (over the shared store),
@@ -622,6 +640,11 @@ impl ProxyState {
     /// How long a caller's body may stall between frames.
     pub(crate) fn body_idle_timeout(&self) -> Duration {
         self.0.body_idle_timeout
+    }
+
+    /// The most bytes a `/proxy` call's request body may have, if there is a cap.
+    pub(crate) fn max_request_body(&self) -> Option<u64> {
+        self.0.max_request_body
     }
 
     /// Whether `Forwarded` and `X-Forwarded-Host` are forwarded.

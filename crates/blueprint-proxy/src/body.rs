@@ -1,6 +1,7 @@
-//! The caller's request body, watched: an idle timeout between its frames, and its errors
-//! marked as the caller's, so that a slow-drip upload is answered 408 and a malformed
-//! chunked body 400, never 502 as if the provider had failed.
+//! The caller's request body, watched: an idle timeout between its frames, a cap on its
+//! size for `/proxy` calls if one is set, and its errors marked as the caller's, so that a
+//! slow-drip upload is answered 408, a malformed chunked body 400 and one past the cap 413,
+//! never 502 as if the provider had failed.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -27,6 +28,9 @@ pub(crate) enum CallerBodyError {
     /// The body could not be read: malformed chunked encoding, a connection closed
     /// mid-body, a length that does not match.
     Read(axum::BoxError),
+    /// The body passed this many bytes, the most the proxy takes
+    /// ([`ProxyBuilder::max_request_body`](crate::ProxyBuilder::max_request_body)).
+    TooLarge(u64),
 }
 
 impl fmt::Display for CallerBodyError {
@@ -38,6 +42,12 @@ impl fmt::Display for CallerBodyError {
                 after.as_secs_f64()
             ),
             CallerBodyError::Read(e) => write!(f, "the request body could not be read: {e}"),
+            CallerBodyError::TooLarge(max) => {
+                write!(
+                    f,
+                    "the request body passed {max} bytes, the most it may have"
+                )
+            }
         }
     }
 }
@@ -45,14 +55,15 @@ impl fmt::Display for CallerBodyError {
 impl StdError for CallerBodyError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
-            CallerBodyError::Idle(_) => None,
+            CallerBodyError::Idle(_) | CallerBodyError::TooLarge(_) => None,
             CallerBodyError::Read(e) => Some(&**e),
         }
     }
 }
 
 impl CallerBodyError {
-    /// The proxy's answer: 408 `request_timeout` or 400 `invalid_body`.
+    /// The proxy's answer: 408 `request_timeout`, 400 `invalid_body` or 413
+    /// `body_too_large`.
     pub(crate) fn to_api(&self) -> ApiError {
         match self {
             CallerBodyError::Idle(after) => ApiError::new(
@@ -71,8 +82,24 @@ impl CallerBodyError {
                     crate::error::printable(&e.to_string())
                 ),
             ),
+            CallerBodyError::TooLarge(max) => too_large(
+                *max,
+                "the call to the provider was cut off when it passed that",
+            ),
         }
     }
+}
+
+/// 413 `body_too_large` for a `/proxy` call whose body is larger than `max` bytes; `then`
+/// says what became of the call.
+pub(crate) fn too_large(max: u64, then: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!(
+            "the body is larger than this route takes ({max} bytes, --max-request-body); {then}"
+        ),
+    )
 }
 
 /// The caller's fault in an error's source chain, if it is one.
@@ -90,7 +117,9 @@ pub(crate) fn caller_fault(error: &(dyn StdError + 'static)) -> Option<ApiError>
 pin_project_lite::pin_project! {
     /// A request body that fails with [`CallerBodyError`]: when a frame is awaited for
     /// longer than `idle` (time spent while nobody asks for the next frame, such as a
-    /// provider applying backpressure, does not count), or when the body cannot be read.
+    /// provider applying backpressure, does not count), when the body cannot be read, or
+    /// when a frame would take it past `max` bytes (that frame is not passed on). It only
+    /// counts: nothing is kept.
     pub(crate) struct CallerBody<B> {
         #[pin]
         inner: B,
@@ -99,6 +128,9 @@ pin_project_lite::pin_project! {
         timer: Sleep,
         armed: bool,
         failed: bool,
+        // The most bytes the body may have (`u64::MAX`: no cap), and those passed on.
+        max: u64,
+        read: u64,
     }
 }
 
@@ -110,7 +142,15 @@ impl<B> CallerBody<B> {
             timer: tokio::time::sleep_until(far_future()),
             armed: false,
             failed: false,
+            max: u64::MAX,
+            read: 0,
         }
+    }
+
+    /// Fails the body once it would pass `max` bytes.
+    pub(crate) fn max(mut self, max: u64) -> Self {
+        self.max = max;
+        self
     }
 }
 
@@ -141,14 +181,26 @@ where
             *this.armed = true;
         }
         match this.inner.poll_frame(cx) {
-            Poll::Ready(frame) => {
+            Poll::Ready(Some(Ok(frame))) => {
                 *this.armed = false;
-                Poll::Ready(frame.map(|frame| {
-                    frame.map_err(|e| {
+                if let Some(data) = frame.data_ref() {
+                    let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
+                    *this.read = this.read.saturating_add(len);
+                    if *this.read > *this.max {
                         *this.failed = true;
-                        CallerBodyError::Read(e.into())
-                    })
-                }))
+                        return Poll::Ready(Some(Err(CallerBodyError::TooLarge(*this.max))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                *this.armed = false;
+                *this.failed = true;
+                Poll::Ready(Some(Err(CallerBodyError::Read(e.into()))))
+            }
+            Poll::Ready(None) => {
+                *this.armed = false;
+                Poll::Ready(None)
             }
             Poll::Pending => {
                 ready!(this.timer.poll(cx));
@@ -192,14 +244,24 @@ pub(crate) fn rejection(rejection: &axum::extract::rejection::BytesRejection) ->
 /// The largest body the JSON routes (`/connections`, `/connect/sessions`) take: 64 KiB.
 pub(crate) const MAX_JSON_BODY: usize = 64 * 1024;
 
-/// Wraps a request's body in a [`CallerBody`].
-pub(crate) fn watch(request: axum::extract::Request, idle: Duration) -> axum::extract::Request {
+/// Wraps a request's body in a [`CallerBody`], capped at `max` bytes if given.
+pub(crate) fn watch(
+    request: axum::extract::Request,
+    idle: Duration,
+    max: Option<u64>,
+) -> axum::extract::Request {
     // A body already at its end (a `GET`, a `Content-Length: 0`) can neither stall nor fail
     // to read: it is left as it is, without a timer and a box per call.
     if request.body().is_end_stream() {
         return request;
     }
-    request.map(|body| Body::new(CallerBody::new(body, idle)))
+    request.map(|body| {
+        let body = CallerBody::new(body, idle);
+        Body::new(match max {
+            Some(max) => body.max(max),
+            None => body,
+        })
+    })
 }
 
 #[cfg(test)]
@@ -252,6 +314,54 @@ mod tests {
             waited.is_err(),
             "the body failed within an hour: {waited:?}"
         );
+    }
+
+    /// A body of `frames` frames of `size` bytes each (`a`s, then `b`s, …), ready at once.
+    struct Frames(std::collections::VecDeque<Bytes>);
+
+    fn frames(frames: u8, size: usize) -> Frames {
+        Frames(
+            (0..frames)
+                .map(|i| Bytes::from(vec![b'a' + i; size]))
+                .collect(),
+        )
+    }
+
+    impl HttpBody for Frames {
+        type Data = Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            Poll::Ready(self.0.pop_front().map(|data| Ok(Frame::data(data))))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_is_cut_at_the_frame_that_passes_the_cap() {
+        let idle = Duration::from_secs(5);
+        // 3 frames of 4 bytes under a cap of 10: two pass, the third fails the body.
+        let mut body = std::pin::pin!(CallerBody::new(frames(3, 4), idle).max(10));
+        for expected in ["aaaa", "bbbb"] {
+            let frame = body.frame().await.unwrap().unwrap();
+            assert_eq!(frame.into_data().unwrap(), expected);
+        }
+        let error = body.frame().await.unwrap().unwrap_err();
+        assert!(matches!(error, CallerBodyError::TooLarge(10)), "{error}");
+        let api = caller_fault(&error).unwrap();
+        assert_eq!((api.status().as_u16(), api.code()), (413, "body_too_large"));
+        assert!(api.message().contains("10 bytes"), "{}", api.message());
+        assert!(body.is_end_stream());
+        assert!(body.frame().await.is_none(), "a failed body ends");
+
+        // Exactly at the cap, the whole body passes.
+        let body = CallerBody::new(frames(3, 4), idle).max(12);
+        let whole = body.collect().await.unwrap().to_bytes();
+        assert_eq!(whole, "aaaabbbbcccc");
+        // Without a cap, any size passes.
+        let body = CallerBody::new(frames(64, 1024), idle);
+        assert_eq!(body.collect().await.unwrap().to_bytes().len(), 64 * 1024);
     }
 
     #[tokio::test]

@@ -218,6 +218,13 @@ pub struct ServeArgs {
     /// 86400).
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=MAX_SECS))]
     pub request_body_timeout: u64,
+    /// The most bytes a /proxy call's request body may have, as nginx's
+    /// `client_max_body_size` (a plain number of bytes, at least 1: 10485760 is 10 MiB).
+    /// Beyond it the caller gets 413 `body_too_large`: before anything is sent when the
+    /// Content-Length says so, else when the streamed body passes it (the call to the
+    /// provider is cut off). Without it, bodies of any size are streamed through.
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_request_body: Option<u64>,
     /// The most client connections served at once; beyond it, new connections are closed
     /// at once. Keep it well under the file-descriptor limit (`ulimit -n`): each proxied
     /// call also holds a connection to the provider.
@@ -317,6 +324,7 @@ fn redis_settings(args: &ServeArgs) -> Result<Option<RedisBudgetsBuilder>, Strin
 struct Hardening {
     limits: Limits,
     request_body_timeout: Duration,
+    max_request_body: Option<u64>,
     forward_host_headers: bool,
 }
 
@@ -329,6 +337,7 @@ impl From<&ServeArgs> for Hardening {
                 .max_connections(usize::try_from(args.max_connections).unwrap_or(usize::MAX))
                 .drain_delay(Duration::from_secs(args.drain_delay)),
             request_body_timeout: Duration::from_secs(args.request_body_timeout),
+            max_request_body: args.max_request_body,
             forward_host_headers: args.forward_host_headers,
         }
     }
@@ -817,6 +826,9 @@ async fn serve_main(settings: Settings) -> Result<Drained, Failure> {
         .request_body_timeout(settings.hardening.request_body_timeout)
         .forward_host_headers(settings.hardening.forward_host_headers)
         .refresh_lease(settings.refresh_lease);
+    if let Some(max) = settings.hardening.max_request_body {
+        builder = builder.max_request_body(max);
+    }
     if let Some(redis) = settings.redis {
         // Unreachable is no error: the budgets start away and are tried again.
         builder = builder.shared_budgets(redis.connect().await);
@@ -1186,6 +1198,22 @@ mod tests {
         .unwrap();
         assert_eq!(cli.serve.log_format, LogFormat::Json);
         assert_eq!(cli.serve.listen.to_string(), "127.0.0.1:3003");
+        let hardening = Hardening::from(&cli.serve);
+        assert_eq!(hardening.max_request_body, None, "no cap by default");
+        assert_eq!(hardening.limits.get_drain_delay(), Duration::ZERO);
+        let cli = Cli::try_parse_from([
+            "blueprint-proxy",
+            "--config",
+            "i.yaml",
+            "--max-request-body",
+            "10485760",
+            "--drain-delay",
+            "12",
+        ])
+        .unwrap();
+        let hardening = Hardening::from(&cli.serve);
+        assert_eq!(hardening.max_request_body, Some(10_485_760));
+        assert_eq!(hardening.limits.get_drain_delay(), Duration::from_secs(12));
         assert!(Cli::try_parse_from(["blueprint-proxy"]).is_err());
     }
 }

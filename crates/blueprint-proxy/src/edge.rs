@@ -1,8 +1,10 @@
 //! What every request meets before its route and every answer after it, as one tower layer.
 //!
-//! In order: a `/proxy/…` call with a method that is never forwarded is refused, and the
-//! headers that name a host are dropped from it unless configured ([`crate::proxy`]); every
-//! request's body is watched for stalls ([`crate::body`]); an error answer written without
+//! In order: a `/proxy/…` call with a method that is never forwarded is refused, and so is
+//! one whose `Content-Length` is over the cap on request bodies if one is set; the headers
+//! that name a host are dropped from it unless configured ([`crate::proxy`]); every
+//! request's body is watched for stalls, and a `/proxy/…` call's for the cap
+//! ([`crate::body`]); an error answer written without
 //! an [`ApiError`](crate::ApiError) becomes the documented JSON ([`error::json_errors`]);
 //! and the proxy's own error answers are counted by code.
 //!
@@ -83,11 +85,30 @@ where
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
+        let mut max_body = None;
         if is_proxy_call(request.uri().path()) {
             if let Some(refused) = proxy::refuse_method(request.method()) {
                 return EdgeFuture::Answered {
                     response: Some(counted(&self.state, refused)),
                 };
+            }
+            max_body = self.state.max_request_body();
+            if let Some(max) = max_body {
+                // hyper's body of a request with a `Content-Length` says that length here.
+                if request.body().size_hint().lower() > max {
+                    let refused = body::too_large(max, "nothing was sent");
+                    tracing::warn!(
+                        target: "blueprint_proxy::access",
+                        method = %request.method(),
+                        status = refused.status().as_u16(),
+                        error.code = refused.code(),
+                        error.message = refused.message(),
+                        "refused"
+                    );
+                    return EdgeFuture::Answered {
+                        response: Some(counted(&self.state, refused.into_response())),
+                    };
+                }
             }
             if !self.state.forwards_host_headers() {
                 for name in &proxy::HOST_HEADERS {
@@ -95,7 +116,7 @@ where
                 }
             }
         }
-        let request = body::watch(request, self.state.body_idle_timeout());
+        let request = body::watch(request, self.state.body_idle_timeout(), max_body);
         EdgeFuture::Route {
             future: self.inner.call(request),
             state: Some(self.state.clone()),

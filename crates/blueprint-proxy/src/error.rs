@@ -30,7 +30,7 @@ const STORE_RETRY_AFTER: Duration = blueprint_refresh::DEFAULT_STORE_RETRY;
 /// | `method_not_allowed` | 405 | a route that does not take the method; `TRACE` and `CONNECT` are never forwarded |
 /// | `request_timeout` | 408 | the caller's request body stalled longer than `--request-body-timeout` |
 /// | `gone` | 410 | the retired `GET /oauth/connect/{integration}`: use `POST /connect/sessions` |
-/// | `body_too_large` | 413 | a body larger than the route takes |
+/// | `body_too_large` | 413 | a body larger than the route takes: 64 KiB for the JSON routes; for `/proxy` calls, `--max-request-body` (no cap by default) |
 /// | `needs_reauthorization` | 424 | the connection's credentials were refused for good |
 /// | `missing_connection_param` | 424 | the connection lacks a parameter its blueprint's base URL or headers need; names it |
 /// | `rate_limited` | 429 | the connection's rate limit is spent past the call's deadline; nothing was sent (`Retry-After` says when) |

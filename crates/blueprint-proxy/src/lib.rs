@@ -70,7 +70,9 @@
 //! connections are closed at once); and, out of file descriptors, closes the connections
 //! waiting to be accepted while it serves the open ones. A request body that stalls for
 //! 30 s between two pieces is answered 408 `request_timeout`; one that cannot be read
-//! (malformed chunked encoding) 400 `invalid_body`. The binary's flags set each of these.
+//! (malformed chunked encoding) 400 `invalid_body`; a `/proxy` call's body larger than
+//! [`ProxyBuilder::max_request_body`] (no cap by default) 413 `body_too_large`. The
+//! binary's flags set each of these.
 //!
 //! # Metrics and traces
 //!

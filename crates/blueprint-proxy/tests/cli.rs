@@ -47,6 +47,7 @@ fn help_documents_every_flag_and_variable() {
         "--header-read-timeout",
         "--keep-alive-timeout",
         "--request-body-timeout",
+        "--max-request-body",
         "--max-connections",
         "--forward-host-headers",
         "/connect/sessions",
@@ -172,5 +173,24 @@ fn timeouts_longer_than_a_day_are_refused_with_the_range() {
             );
             assert!(!stderr.contains("panicked"), "{flag} {value}: {stderr}");
         }
+    }
+}
+
+/// `--max-request-body` takes a plain number of bytes, at least 1: 0 is refused rather
+/// than taken as nginx's "no cap" (here it would refuse every body), and so are suffixes.
+#[test]
+fn max_request_body_takes_a_plain_number_of_bytes_of_at_least_one() {
+    for (value, why) in [
+        ("0", "0 is not in 1.."),
+        ("10MiB", "invalid digit found in string"),
+        ("-5", "unexpected argument"),
+    ] {
+        let output = run(
+            &["--config", "i.yaml", "--max-request-body", value],
+            &[("BLUEPRINT_SECRET_KEY", "a-long-enough-secret-key")],
+        );
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{value}: {stderr}");
+        assert!(stderr.contains(why), "{value}: {stderr}");
     }
 }
