@@ -560,6 +560,11 @@ async fn a_sigterm_writes_refreshed_credentials_the_store_missed_before_the_proc
     proxy
         .wait_for_log("could not store refreshed credentials")
         .await;
+    let metrics = proxy.metrics().await;
+    assert!(
+        metrics.contains("blueprint_proxy_unstored_credentials{integration=\"intercom\"} 1\n"),
+        "{metrics}"
+    );
     // The write is retried 1 s after it failed (against the server still down), then 2 s
     // later. PostgreSQL comes back between the two, and the proxy is told to stop: it
     // writes what it holds before it exits, instead of at a try it would not live to make.

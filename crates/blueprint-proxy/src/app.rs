@@ -666,6 +666,9 @@ async fn metrics(
     _auth: crate::auth::Authorized,
     axum::extract::State(state): axum::extract::State<ProxyState>,
 ) -> Response {
+    for connector in state.connectors() {
+        connector.metrics.set_unstored(connector.source.unstored());
+    }
     (
         [(http::header::CONTENT_TYPE, Metrics::CONTENT_TYPE)],
         state.metrics().render(),

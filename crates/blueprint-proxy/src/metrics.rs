@@ -86,6 +86,9 @@ pub struct IntegrationMetrics {
     by_status: Box<[OnceLock<Counter>]>,
     durations: CallDurations,
     events: EventSink,
+    /// Connections whose refreshed credentials are not stored yet; set when `/metrics` is
+    /// read.
+    unstored: Gauge,
 }
 
 /// `integration="…",status="…"`.
@@ -99,6 +102,18 @@ impl EncodeLabelSet for StatusLabels {
     fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), fmt::Error> {
         ("integration", &*self.integration).encode(encoder.encode_label())?;
         ("status", self.status).encode(encoder.encode_label())
+    }
+}
+
+/// `integration="…"`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct IntegrationLabel {
+    integration: Arc<str>,
+}
+
+impl EncodeLabelSet for IntegrationLabel {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), fmt::Error> {
+        ("integration", &*self.integration).encode(encoder.encode_label())
     }
 }
 
@@ -136,16 +151,31 @@ impl IntegrationMetrics {
     fn registered(
         name: &str,
         statuses: &Family<StatusLabels, Counter>,
+        unstored: &Family<IntegrationLabel, Gauge>,
         calls: &ClientMetrics,
         events: &EventMetrics,
     ) -> Self {
+        let name: Arc<str> = Arc::from(name);
+        let unstored = unstored
+            .get_or_create(&IntegrationLabel {
+                integration: Arc::clone(&name),
+            })
+            .clone();
         IntegrationMetrics {
-            name: Arc::from(name),
             statuses: statuses.clone(),
             by_status: (0..STATUSES).map(|_| OnceLock::new()).collect(),
-            durations: calls.integration(name),
-            events: events.sink(name),
+            durations: calls.integration(&name),
+            events: events.sink(&name),
+            unstored,
+            name,
         }
+    }
+
+    /// How many connections have refreshed credentials that the store failed to take
+    /// (`OAuth2TokenSource::unstored`), for the gauge `/metrics` shows.
+    pub(crate) fn set_unstored(&self, connections: usize) {
+        self.unstored
+            .set(i64::try_from(connections).unwrap_or(i64::MAX));
     }
 
     /// Metrics of an integration that records into no registry.
@@ -153,6 +183,7 @@ impl IntegrationMetrics {
         let mut detached = Registry::default();
         IntegrationMetrics::registered(
             "",
+            &Family::default(),
             &Family::default(),
             &ClientMetrics::register(&mut detached),
             &EventMetrics::register(&mut detached),
@@ -224,6 +255,12 @@ impl Metrics {
             "Proxied calls waiting for response headers",
             in_flight.clone(),
         );
+        let unstored = Family::<IntegrationLabel, Gauge>::default();
+        registry.register(
+            "blueprint_proxy_unstored_credentials",
+            "Connections whose refreshed credentials the token store failed to take, still written in the background",
+            unstored.clone(),
+        );
         let events = EventMetrics::register(&mut registry);
         let calls = ClientMetrics::register(&mut registry);
         let mut map = HashMap::new();
@@ -233,7 +270,8 @@ impl Metrics {
             if map.contains_key(&name) {
                 continue;
             }
-            let metrics = IntegrationMetrics::registered(&name, &statuses, &calls, &events);
+            let metrics =
+                IntegrationMetrics::registered(&name, &statuses, &unstored, &calls, &events);
             map.insert(Arc::clone(&name), Arc::new(metrics));
             order.push(name);
         }
