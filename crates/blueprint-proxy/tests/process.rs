@@ -207,6 +207,27 @@ impl Proxy {
         assert!(status.success(), "kill -TERM failed");
     }
 
+    /// Waits at most `within` for the process to exit with status `code`, having logged
+    /// each of `said` and none of `not_said`; its logs.
+    async fn exits_saying(
+        &mut self,
+        within: Duration,
+        code: i32,
+        said: &[&str],
+        not_said: &[&str],
+    ) -> String {
+        let status = self.exit_within(within).await;
+        let logs = self.logs();
+        assert_eq!(status.code(), Some(code), "{status}; logs:\n{logs}");
+        for line in said {
+            assert!(logs.contains(line), "no {line:?} in the logs:\n{logs}");
+        }
+        for line in not_said {
+            assert!(!logs.contains(line), "{line:?} in the logs:\n{logs}");
+        }
+        logs
+    }
+
     /// Waits at most `within` for the process to exit.
     async fn exit_within(&mut self, within: Duration) -> ExitStatus {
         let status = tokio::time::timeout(within, self.child.wait())
@@ -336,15 +357,14 @@ async fn a_second_sigterm_during_the_drain_stops_at_once_with_status_3() {
     assert!(early.is_err(), "exited with a call in flight: {early:?}");
 
     proxy.terminate();
-    let status = proxy.exit_within(Duration::from_secs(10)).await;
-    let logs = proxy.logs();
-    assert_eq!(status.code(), Some(3), "{status}; logs:\n{logs}");
-    assert!(
-        logs.contains("signalled again: stopping at once, cutting off the calls still in flight"),
-        "{logs}"
-    );
-    assert!(!logs.contains("all calls finished"), "{logs}");
-    assert!(logs.contains("store closed"), "{logs}");
+    proxy
+        .exits_saying(
+            Duration::from_secs(10),
+            3,
+            &[CUT_OFF_AT_ONCE, "store closed"],
+            &["all calls finished"],
+        )
+        .await;
     // The call was cut off, unanswered.
     let (status, body) = call.await.expect("the call's task");
     assert_eq!(status, 0, "the call was answered: {body}");
@@ -360,18 +380,25 @@ async fn calls_cut_off_when_the_grace_period_runs_out_make_the_exit_status_3() {
     let (mut proxy, call) =
         with_a_call_in_flight(&dir, &upstream, &["--shutdown-grace", "1"]).await;
     proxy.terminate();
-    let status = proxy.exit_within(Duration::from_secs(15)).await;
-    let logs = proxy.logs();
-    assert_eq!(status.code(), Some(3), "{status}; logs:\n{logs}");
-    assert!(
-        logs.contains("grace period over: cutting off the calls still in flight"),
-        "{logs}"
-    );
-    assert!(logs.contains("store closed"), "{logs}");
+    proxy
+        .exits_saying(
+            Duration::from_secs(15),
+            3,
+            &[
+                "grace period over: cutting off the calls still in flight",
+                "store closed",
+            ],
+            &[],
+        )
+        .await;
     let (status, body) = call.await.expect("the call's task");
     assert_eq!(status, 0, "the call was answered: {body}");
     upstream.release();
 }
+
+/// What the binary logs when a second signal cuts calls off.
+const CUT_OFF_AT_ONCE: &str =
+    "signalled again: stopping at once, cutting off the calls still in flight";
 
 /// `GET /proxy/slow` for connection `acme`, on a connection of its own: the status and body.
 fn proxied_call(addr: SocketAddr) -> tokio::task::JoinHandle<(u16, String)> {
@@ -439,11 +466,14 @@ async fn with_a_drain_delay_it_serves_on_with_readyz_503_then_stops_accepting() 
     upstream.release();
     let (status, body) = call.await.expect("the call's task");
     assert_eq!((status, body.as_str()), (200, "finally"));
-    let status = proxy.exit_within(Duration::from_secs(15)).await;
-    let logs = proxy.logs();
-    assert_eq!(status.code(), Some(0), "{status}; logs:\n{logs}");
-    assert!(logs.contains("all calls finished"), "{logs}");
-    assert!(logs.contains("store closed"), "{logs}");
+    proxy
+        .exits_saying(
+            Duration::from_secs(15),
+            0,
+            &["all calls finished", "store closed"],
+            &[],
+        )
+        .await;
 }
 
 /// A second SIGTERM during a 60 s drain delay stops the process at once: with no call in
@@ -457,18 +487,18 @@ async fn a_second_sigterm_during_the_drain_delay_stops_at_once() {
     proxy.terminate();
     proxy.wait_for_log("draining").await;
     proxy.terminate();
-    let status = proxy.exit_within(Duration::from_secs(10)).await;
-    let logs = proxy.logs();
-    assert_eq!(status.code(), Some(0), "{status}; logs:\n{logs}");
-    assert!(
-        logs.contains("signalled again during the drain delay"),
-        "{logs}"
-    );
-    assert!(
-        logs.contains("signalled again: stopping at once; no call was in flight"),
-        "{logs}"
-    );
-    assert!(logs.contains("store closed"), "{logs}");
+    proxy
+        .exits_saying(
+            Duration::from_secs(10),
+            0,
+            &[
+                "signalled again during the drain delay",
+                "signalled again: stopping at once; no call was in flight",
+                "store closed",
+            ],
+            &[],
+        )
+        .await;
 
     let dir = TempDir::new("drain-delay-busy");
     let mut proxy = Proxy::start(&dir, upstream.addr, &["--drain-delay", "60"]).await;
@@ -478,14 +508,14 @@ async fn a_second_sigterm_during_the_drain_delay_stops_at_once() {
     let call = proxied_call(proxy.addr);
     upstream.arrived().await;
     proxy.terminate();
-    let status = proxy.exit_within(Duration::from_secs(10)).await;
-    let logs = proxy.logs();
-    assert_eq!(status.code(), Some(3), "{status}; logs:\n{logs}");
-    assert!(
-        logs.contains("signalled again: stopping at once, cutting off the calls still in flight"),
-        "{logs}"
-    );
-    assert!(!logs.contains("shutting down: stopped accepting"), "{logs}");
+    proxy
+        .exits_saying(
+            Duration::from_secs(10),
+            3,
+            &[CUT_OFF_AT_ONCE],
+            &["shutting down: stopped accepting"],
+        )
+        .await;
     let (status, body) = call.await.expect("the call's task");
     assert_eq!(status, 0, "the call was answered: {body}");
     upstream.release();
