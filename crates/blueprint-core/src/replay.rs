@@ -567,7 +567,7 @@ mod tests {
     /// A streamed body of several chunks whose size is not known in advance; `Pending`
     /// before each chunk, like a socket.
     struct Chunks {
-        parts: Vec<&'static str>,
+        parts: Vec<Bytes>,
         trailers: Option<HeaderMap>,
         ready: bool,
     }
@@ -588,13 +588,16 @@ mod tests {
                 return Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))));
             }
             let next = self.parts.remove(0);
-            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(next.as_bytes())))))
+            Poll::Ready(Some(Ok(Frame::data(next))))
         }
     }
 
     fn chunks(parts: &[&'static str]) -> Chunks {
         Chunks {
-            parts: parts.to_vec(),
+            parts: parts
+                .iter()
+                .map(|p| Bytes::from_static(p.as_bytes()))
+                .collect(),
             trailers: None,
             ready: false,
         }
@@ -631,9 +634,8 @@ mod tests {
         trailers.insert("x-checksum", http::HeaderValue::from_static("abc"));
         let body = ReplayBody::new(
             Chunks {
-                parts: vec!["ab", "cd", "ef"],
                 trailers: Some(trailers),
-                ready: false,
+                ..chunks(&["ab", "cd", "ef"])
             },
             16,
         );
@@ -657,24 +659,6 @@ mod tests {
         }
     }
 
-    /// A streamed body whose chunks are one-byte slices of larger buffers, as hyper hands
-    /// out slices of its read buffer.
-    struct Slices(Vec<Bytes>);
-
-    impl Body for Slices {
-        type Data = Bytes;
-        type Error = BoxError;
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-            if self.0.is_empty() {
-                return Poll::Ready(None);
-            }
-            Poll::Ready(Some(Ok(Frame::data(self.0.remove(0)))))
-        }
-    }
-
     #[tokio::test]
     async fn a_recorded_body_holds_its_bytes_not_the_buffers_its_chunks_were_cut_from() {
         // 1,000 chunks of one byte, each a slice of its own 8 KiB buffer: kept by reference,
@@ -682,8 +666,13 @@ mod tests {
         let buffers: Vec<Bytes> = (0..1000u32)
             .map(|i| Bytes::from(vec![u8::try_from(i % 251).unwrap(); 8192]))
             .collect();
+        // Sent as hyper hands out slices of its read buffer.
         let body = ReplayBody::new(
-            Slices(buffers.iter().map(|b| b.slice(0..1)).collect()),
+            Chunks {
+                parts: buffers.iter().map(|b| b.slice(0..1)).collect(),
+                trailers: None,
+                ready: false,
+            },
             64 * 1024,
         );
         let keeper = body.replayer().unwrap();
@@ -699,7 +688,7 @@ mod tests {
             held.len(),
             &held[..held.len().min(5)]
         );
-        let again = keeper.replay::<Slices>().unwrap();
+        let again = keeper.replay::<Chunks>().unwrap();
         assert_eq!(again.collect().await.unwrap().to_bytes(), sent);
     }
 

@@ -328,16 +328,7 @@ async fn with_a_call_in_flight(
 ) -> (Proxy, tokio::task::JoinHandle<(u16, String)>) {
     let proxy = Proxy::start(dir, upstream.addr, args).await;
     proxy.import().await;
-    let addr = proxy.addr;
-    let call = tokio::spawn(async move {
-        let bearer = format!("Bearer {KEY}");
-        let headers = [
-            ("authorization", bearer.as_str()),
-            ("provider-config-key", "intercom"),
-            ("connection-id", "acme"),
-        ];
-        send(addr, "GET", "/proxy/slow", &headers, "").await
-    });
+    let call = proxied_call(proxy.addr);
     upstream.arrived().await;
     (proxy, call)
 }

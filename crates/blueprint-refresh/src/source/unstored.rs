@@ -5,7 +5,7 @@
 //! token.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -28,7 +28,8 @@ pub(super) struct Unstored {
     ended: Notify,
     // Woken when a flush starts: the writes waiting for their next try try now.
     flush: Notify,
-    flushing: AtomicBool,
+    // Flushes in progress: while any is, a failed write is tried again every FLUSH_RETRY.
+    flushing: AtomicUsize,
 }
 
 impl Unstored {
@@ -56,7 +57,7 @@ impl Unstored {
         tokio::pin!(flush);
         // Registered before the flag is read: a flush that starts after the read wakes it.
         flush.as_mut().enable();
-        if self.flushing.load(Ordering::SeqCst) {
+        if self.flushing.load(Ordering::SeqCst) > 0 {
             tokio::time::sleep(wait.min(FLUSH_RETRY)).await;
             return;
         }
@@ -67,7 +68,7 @@ impl Unstored {
     /// Has every write try now and again every [`FLUSH_RETRY`], and waits up to `within`
     /// for all of them to end. The connections still not stored, logged at ERROR each.
     pub(super) async fn flush(&self, within: Duration) -> Vec<StoreKey> {
-        self.flushing.store(true, Ordering::SeqCst);
+        self.flushing.fetch_add(1, Ordering::SeqCst);
         self.flush.notify_waiters();
         let until = super::later(Instant::now(), within);
         loop {
@@ -81,7 +82,7 @@ impl Unstored {
                 break;
             }
         }
-        self.flushing.store(false, Ordering::SeqCst);
+        self.flushing.fetch_sub(1, Ordering::SeqCst);
         let left: Vec<StoreKey> = self.keys().keys().cloned().collect();
         for key in &left {
             tracing::error!(connection = %key, "refreshed credentials are still not stored; if this process stops now, the connection may need to be authorized again");
