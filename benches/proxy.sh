@@ -10,6 +10,7 @@
 #   PROXY_BIN_B=/path/to/other/blueprint-proxy bash benches/proxy.sh
 #                                        # a second build beside the first, in the same
 #                                        # rounds (row `proxy_b`): an A/B of two builds
+#   FLOOR=0 bash benches/proxy.sh        # without the row `hyper_floor`
 #
 # Needs nginx and wrk (Debian packages `nginx-light`, `wrk`) and a release build
 # (`cargo build --release -p blueprint-proxy`; this script builds it if missing).
@@ -18,6 +19,11 @@
 # pinned to CPU 1; wrk and the upstream (a second nginx answering a small JSON body with
 # Intercom's rate-limit headers) share CPU 0, so the proxies never compete with the load
 # for their core. Both proxies write an access line per call to a file.
+#
+# The row `hyper_floor` is benches/hyper_forwarder.rs, also one worker on CPU 1: a hyper
+# server that sets `Authorization` and forwards through a hyper-util client, and nothing
+# else (no log). It is the least a proxy built on hyper and tokio costs per call, so the
+# proxy's figure splits into that and what is ours.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +41,14 @@ if [ ! -x "$PROXY_BIN" ] || [ "${REBUILD:-1}" = 1 ]; then
     CARGO_TARGET_DIR="$TARGET_DIR" cargo build --release --locked -p blueprint-proxy >&2
 fi
 
+FLOOR="${FLOOR:-1}"
+FLOOR_BIN=""
+if [ "$FLOOR" = 1 ]; then
+    FLOOR_BIN=$(CARGO_TARGET_DIR="$TARGET_DIR" cargo bench --locked --bench hyper_forwarder --no-run 2>&1 \
+        | sed -n 's/.*Executable .*(\(.*\))/\1/p' | tail -1)
+    [ -x "$FLOOR_BIN" ] || { echo "proxy.sh: could not build benches/hyper_forwarder.rs" >&2; exit 1; }
+fi
+
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -47,7 +61,7 @@ cleanup() {
 trap cleanup EXIT
 
 . benches/proxy_setup.sh
-UP=$(free_port); NG=$(free_port); PX=$(free_port); PXB=$(free_port)
+UP=$(free_port); NG=$(free_port); PX=$(free_port); PXB=$(free_port); HF=$(free_port)
 
 # --- the upstream: nginx answering like Intercom ---------------------------------------
 start_upstream "$work" "$UP" 0
@@ -102,6 +116,19 @@ if [ -n "${PROXY_BIN_B:-}" ]; then
     WHO="direct nginx proxy proxy_b"
 fi
 
+FLOOR_PID=""
+if [ -n "$FLOOR_BIN" ]; then
+    FORWARD_LISTEN="127.0.0.1:$HF" FORWARD_UPSTREAM="127.0.0.1:$UP" taskset -c 1 "$FLOOR_BIN" \
+        >"$work/hf.out" 2>"$work/hf.log" &
+    FLOOR_PID=$!
+    pids+=("$FLOOR_PID")
+    for _ in $(seq 1 50); do
+        curl -s -o /dev/null "http://127.0.0.1:$HF/me" && break
+        sleep 0.2
+    done
+    WHO="direct nginx hyper_floor ${WHO#direct nginx }"
+fi
+
 ng_worker() { pgrep -P "$(cat "$work/ng.pid")" | head -1; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 sys_ticks() { awk '{print $15}' "/proc/$1/stat"; }
@@ -143,11 +170,12 @@ results="$work/results"
 for round in $(seq 1 "$ROUNDS"); do
     order=$WHO
     # Two builds take turns going first, so that neither always runs after nginx.
-    [ -n "$PROXY_B_PID" ] && [ $((round % 2)) = 0 ] && order="direct nginx proxy_b proxy"
+    [ -n "$PROXY_B_PID" ] && [ $((round % 2)) = 0 ] && order="${WHO% proxy proxy_b} proxy_b proxy"
     for who in $order; do
         case $who in
             direct) line=$(run "http://127.0.0.1:$UP/me" "") ;;
             nginx) line=$(run "http://127.0.0.1:$NG/me" "$(ng_worker)") ;;
+            hyper_floor) line=$(run "http://127.0.0.1:$HF/me" "$FLOOR_PID") ;;
             proxy) line=$(run "http://127.0.0.1:$PX/proxy/me" "$PROXY_PID" \
                 -H "Authorization: Bearer $KEY" -H 'Provider-Config-Key: intercom' \
                 -H 'Connection-Id: acme') ;;
