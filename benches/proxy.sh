@@ -122,10 +122,7 @@ if [ -n "$FLOOR_BIN" ]; then
         >"$work/hf.out" 2>"$work/hf.log" &
     FLOOR_PID=$!
     pids+=("$FLOOR_PID")
-    for _ in $(seq 1 50); do
-        curl -s -o /dev/null "http://127.0.0.1:$HF/me" && break
-        sleep 0.2
-    done
+    wait_until_answers "http://127.0.0.1:$HF/me" 50
     WHO="direct nginx hyper_floor ${WHO#direct nginx }"
 fi
 

@@ -47,14 +47,19 @@ EOC
 # new_key: a random proxy key.
 new_key() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 
+# wait_until_answers URL TRIES: waits (TRIES × 0.2 s at most) for URL to answer at all.
+wait_until_answers() {
+    for _ in $(seq 1 "$2"); do
+        curl -s -o /dev/null "$1" && return 0
+        sleep 0.2
+    done
+}
+
 # connect_proxy PORT KEY TRIES: waits (TRIES × 0.2 s at most) for the proxy to answer, then
 # imports the connection `intercom/acme` with the token `bench-token`.
 connect_proxy() {
     local port=$1 key=$2 tries=$3
-    for _ in $(seq 1 "$tries"); do
-        curl -s -o /dev/null "http://127.0.0.1:$port/healthz" && break
-        sleep 0.2
-    done
+    wait_until_answers "http://127.0.0.1:$port/healthz" "$tries"
     curl -s -o /dev/null -X PUT "http://127.0.0.1:$port/connections/intercom/acme" \
         -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \
         -d '{"access_token": "bench-token"}'
