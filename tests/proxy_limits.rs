@@ -436,6 +436,17 @@ async fn bodies_over_max_request_body_are_refused_413_and_those_under_it_forward
             "{message}"
         );
     }
+    // Without the proxy's key, the caller is refused for that and learns nothing of the cap.
+    let keyless = String::from_utf8(upload_head(&proxy, "content-length: 1001"))
+        .unwrap()
+        .replace(
+            &format!("authorization: Bearer {}\r\n", proxy_support::KEY),
+            "",
+        );
+    let (status, answer) = exchange(&proxy, keyless.as_bytes()).await;
+    assert_eq!(status, 401, "{answer}");
+    assert_eq!(error_of(&answer).0, "unauthorized", "{answer}");
+    assert!(!answer.contains("max-request-body"), "{answer}");
     assert!(
         upstream.received_requests().await.unwrap().is_empty(),
         "a body over the cap reached the provider"

@@ -150,8 +150,10 @@ async fn metrics_count_from_the_layers_hook_with_logging_off() {
         .expect(1)
         .mount(&upstream)
         .await;
-    // A 503 first (a retry), then answers that spend the budget until the next second (the
-    // following call is held: a pacing wait).
+    // A 503 first (a retry), then answers that spend the budget until a reset at least a
+    // second away (the following call is held: a pacing wait). A reset at the next second
+    // could pass, on a loaded machine, before the second call is made, and nothing would
+    // be held.
     Mock::given(method("GET"))
         .and(path("/me"))
         .respond_with(ResponseTemplate::new(503))
@@ -160,7 +162,7 @@ async fn metrics_count_from_the_layers_hook_with_logging_off() {
         .await;
     let reset = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() + 1)
+        .map(|d| d.as_secs() + 2)
         .unwrap_or_default();
     Mock::given(method("GET"))
         .and(path("/me"))

@@ -77,10 +77,23 @@ impl Deadline {
 
     /// [`Deadline::of`] for a request's extensions.
     pub fn from_extensions(extensions: &http::Extensions) -> Option<Deadline> {
-        extensions
-            .get::<crate::Target>()
-            .and_then(crate::Target::deadline)
-            .or_else(|| extensions.get::<Deadline>().copied())
+        match extensions.get::<crate::Target>() {
+            Some(target) => target
+                .deadline()
+                .or_else(|| Self::beside_target(extensions)),
+            None => extensions.get::<Deadline>().copied(),
+        }
+    }
+
+    // A `Deadline` extension in a map that holds a `Target`: looked up only when the map
+    // holds something besides the target (a lookup hashes and probes the map; inside the
+    // engine the target is usually the only extension).
+    fn beside_target(extensions: &http::Extensions) -> Option<Deadline> {
+        if extensions.len() > 1 {
+            extensions.get::<Deadline>().copied()
+        } else {
+            None
+        }
     }
 
     /// The earlier of this deadline and the one `extensions` already carry, stored there:
@@ -88,17 +101,30 @@ impl Deadline {
     /// extension is left as it was), else as a `Deadline` extension. A layer that sets a
     /// deadline uses this so it never extends a caller's tighter one.
     pub fn tighten(self, extensions: &mut http::Extensions) -> Deadline {
-        let tightest = match Self::from_extensions(extensions) {
+        let tighter = |existing: Option<Deadline>| match existing {
             Some(existing) if existing < self => existing,
             _ => self,
         };
+        // One lookup when the target is the map's only extension, as in the engine.
+        let beside = Self::beside_target(extensions);
         match extensions.get_mut::<crate::Target>() {
-            Some(target) => target.set_deadline(tightest),
+            Some(target) => {
+                let tightest = tighter(target.deadline().or(beside));
+                target.set_deadline(tightest);
+                tightest
+            }
             None => {
+                // Looked up already when the map holds more than one extension.
+                let caller = if extensions.len() > 1 {
+                    beside
+                } else {
+                    extensions.get::<Deadline>().copied()
+                };
+                let tightest = tighter(caller);
                 extensions.insert(tightest);
+                tightest
             }
         }
-        tightest
     }
 }
 

@@ -59,8 +59,11 @@ impl<B> KeptRequest<B> {
         // rest are known to be missing. The stack's own come first.
         let len = extensions.len();
         let target = extensions.get::<Target>().cloned();
-        let deadline = extensions.get::<Deadline>().copied();
-        let mut known = usize::from(target.is_some()) + usize::from(deadline.is_some());
+        let mut known = usize::from(target.is_some());
+        let deadline = (known < len)
+            .then(|| extensions.get::<Deadline>().copied())
+            .flatten();
+        known += usize::from(deadline.is_some());
         let connection = (known < len)
             .then(|| extensions.get::<ConnectionId>())
             .flatten();

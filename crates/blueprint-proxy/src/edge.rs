@@ -96,10 +96,17 @@ where
             if let Some(max) = max_body {
                 // hyper's body of a request with a `Content-Length` says that length here.
                 if request.body().size_hint().lower() > max {
+                    // A caller without the proxy's key is told so, not the route's limit.
+                    let (parts, _unread) = request.into_parts();
+                    if let Err(refused) = crate::auth::authorize(&parts, &self.state) {
+                        return EdgeFuture::Answered {
+                            response: Some(counted(&self.state, refused.into_response())),
+                        };
+                    }
                     let refused = body::too_large(max, "nothing was sent");
                     tracing::warn!(
                         target: "blueprint_proxy::access",
-                        method = %request.method(),
+                        method = %parts.method,
                         status = refused.status().as_u16(),
                         error.code = refused.code(),
                         error.message = refused.message(),
