@@ -63,11 +63,6 @@ static REQUEST_ONLY_DROP: [HeaderName; 5] = [
     CONNECTION_ID,
 ];
 
-/// Headers that tell a server which host and scheme the client asked for. Forwarded, they
-/// could make the provider build links or route for a host the caller chose, so they are
-/// dropped unless the proxy is built with
-/// [`forward_host_headers`](crate::ProxyBuilder::forward_host_headers)
-/// (`--forward-host-headers`).
 /// The index in [`HOP_BY_HOP`] of `name`, if it is one: one `match` on the name's text (a
 /// length switch and a comparison or two) instead of comparing it with each name in turn,
 /// for every header of every call. A unit test holds the two lists together.
@@ -96,6 +91,11 @@ fn dropped_from_request(name: &HeaderName) -> bool {
     ) || hop_by_hop_index(name).is_some()
 }
 
+/// Headers that tell a server which host and scheme the client asked for. Forwarded, they
+/// could make the provider build links or route for a host the caller chose, so they are
+/// dropped unless the proxy is built with
+/// [`forward_host_headers`](crate::ProxyBuilder::forward_host_headers)
+/// (`--forward-host-headers`).
 pub(crate) static HOST_HEADERS: [HeaderName; 2] = [
     header::FORWARDED,
     HeaderName::from_static("x-forwarded-host"),
