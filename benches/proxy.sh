@@ -11,6 +11,9 @@
 #                                        # a second build beside the first, in the same
 #                                        # rounds (row `proxy_b`): an A/B of two builds
 #   FLOOR=0 bash benches/proxy.sh        # without the row `hyper_floor`
+#   PROXY_BIN_B=/var/tmp/blueprint-target/release/blueprint-proxy LOG_B=off \
+#       bash benches/proxy.sh            # the same build with its access log off, in the
+#                                        # same rounds: what the access line costs
 #
 # Needs nginx and wrk (Debian packages `nginx-light`, `wrk`) and a release build
 # (`cargo build --release -p blueprint-proxy`; this script builds it if missing).
@@ -31,6 +34,8 @@ ROUNDS="${ROUNDS:-5}"
 SECONDS_PER_ROUND="${SECONDS_PER_ROUND:-10}"
 CONNECTIONS="${CONNECTIONS:-32}"
 LOG="${LOG:-on}"
+# The access log of the second build (`PROXY_BIN_B`): as the first's unless set.
+LOG_B="${LOG_B:-$LOG}"
 TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/blueprint-target}"
 PROXY_BIN="$TARGET_DIR/release/blueprint-proxy"
 
@@ -91,12 +96,13 @@ taskset -c 1 nginx -c "$work/ng.conf" -p "$work" -g 'daemon on;'
 
 # --- blueprint-proxy -------------------------------------------------------------------
 KEY=$(new_key)
-rust_log=info
-[ "$LOG" = off ] && rust_log=warn
-# start_proxy BIN DIR PORT: one worker, pinned to CPU 1, its store and logs in DIR, the
+# RUST_LOG of a proxy whose access log is on (`on`) or off (`off`).
+rust_log_for() { if [ "$1" = off ]; then echo warn; else echo info; fi; }
+rust_log=$(rust_log_for "$LOG")
+# start_proxy BIN DIR PORT [RUST_LOG]: one worker, pinned to CPU 1, its store and logs in DIR, the
 # connection imported; its pid in STARTED.
 start_proxy() {
-    local bin=$1 dir=$2 port=$3
+    local bin=$1 dir=$2 port=$3 rust_log=${4:-$rust_log}
     mkdir -p "$dir"
     write_integrations "$dir" "$UP"
     BLUEPRINT_SECRET_KEY="$KEY" RUST_LOG="$rust_log" taskset -c 1 "$bin" \
@@ -111,7 +117,7 @@ PROXY_PID=$STARTED
 WHO="direct nginx proxy"
 PROXY_B_PID=""
 if [ -n "${PROXY_BIN_B:-}" ]; then
-    start_proxy "$PROXY_BIN_B" "$work/b" "$PXB"
+    start_proxy "$PROXY_BIN_B" "$work/b" "$PXB" "$(rust_log_for "$LOG_B")"
     PROXY_B_PID=$STARTED
     WHO="direct nginx proxy proxy_b"
 fi
@@ -186,7 +192,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 echo
-echo "blueprint-proxy vs nginx, $CONNECTIONS connections, $ROUNDS rounds of ${SECONDS_PER_ROUND}s, access log $LOG (medians)"
+echo "blueprint-proxy vs nginx, $CONNECTIONS connections, $ROUNDS rounds of ${SECONDS_PER_ROUND}s, access log $LOG${PROXY_BIN_B:+ (proxy_b: $LOG_B)} (medians)"
 echo
 echo "| what | req/s | p50 | p99 | CPU µs/request (proxy process) | of which in the kernel |"
 echo "|---|---|---|---|---|---|"
