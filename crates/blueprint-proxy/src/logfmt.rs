@@ -52,19 +52,40 @@ where
         {
             return self.full.format_event(ctx, writer, event);
         }
-        write_timestamp(&mut writer, SystemTime::now())?;
-        writer.write_str(level_text(*meta.level()))?;
-        writer.write_str(ACCESS_TARGET)?;
-        writer.write_str(": ")?;
-        let mut fields = Fields {
-            writer: &mut writer,
-            first: true,
-            result: Ok(()),
-        };
-        event.record(&mut fields);
-        fields.result?;
-        writer.write_char('\n')
+        // The line is put together in a buffer of this thread's with `String`'s own
+        // pushes, then written to `writer` at once: each write to `writer` goes through a
+        // `dyn fmt::Write`, and a line is some thirty pieces.
+        LINE.with(|line| {
+            let Ok(mut line) = line.try_borrow_mut() else {
+                // Only a field's `Debug` that logs could get here: let `Full` write it.
+                return self.full.format_event(ctx, writer, event);
+            };
+            line.clear();
+            write_timestamp(&mut line, SystemTime::now());
+            line.push_str(level_text(*meta.level()));
+            line.push_str(ACCESS_TARGET);
+            line.push_str(": ");
+            event.record(&mut Fields {
+                line: &mut line,
+                first: true,
+            });
+            line.push('\n');
+            let written = writer.write_str(&line);
+            // A line with a long error message must not keep its size for every later line.
+            if line.capacity() > MAX_KEPT_LINE {
+                *line = String::with_capacity(MAX_KEPT_LINE);
+            }
+            written
+        })
     }
+}
+
+/// The capacity of a thread's line buffer kept between lines.
+const MAX_KEPT_LINE: usize = 4096;
+
+thread_local! {
+    /// The access line being written on this thread.
+    static LINE: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
 /// The level as `Full` writes it: right-aligned in five columns, then a space.
@@ -85,7 +106,7 @@ thread_local! {
 
 /// `2026-12-01T12:00:00.123456Z ` as `Full` writes it (UTC, microseconds), the date and
 /// time of day formatted once per second per thread.
-fn write_timestamp(writer: &mut Writer<'_>, now: SystemTime) -> fmt::Result {
+fn write_timestamp(line: &mut String, now: SystemTime) {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     SECOND.with(|second| {
@@ -95,51 +116,38 @@ fn write_timestamp(writer: &mut Writer<'_>, now: SystemTime) -> fmt::Result {
             text.clear();
             let at = chrono::DateTime::from_timestamp(i64::try_from(secs).unwrap_or(0), 0)
                 .unwrap_or_default();
-            write!(text, "{}", at.format("%Y-%m-%dT%H:%M:%S"))?;
+            // Writing to a `String` cannot fail.
+            let _ = write!(text, "{}", at.format("%Y-%m-%dT%H:%M:%S"));
             second.0 = secs;
         }
-        writer.write_str(&second.1)
-    })?;
+        line.push_str(&second.1);
+    });
     let micros = since.subsec_micros();
-    let mut digits = [b'0'; 8];
-    digits[0] = b'.';
-    let mut rest = micros;
-    for slot in digits[1..7].iter_mut().rev() {
-        *slot = b'0' + (rest % 10) as u8;
-        rest /= 10;
+    line.push('.');
+    for unit in [100_000, 10_000, 1_000, 100, 10, 1] {
+        line.push(char::from(b'0' + ((micros / unit) % 10) as u8));
     }
-    digits[7] = b'Z';
-    // Only ASCII digits, a dot and a `Z` were written.
-    writer.write_str(std::str::from_utf8(&digits).map_err(|_| fmt::Error)?)?;
-    writer.write_char(' ')
+    line.push_str("Z ");
 }
 
 /// Writes fields as `Full`'s default field formatter does: the message as is, every other
 /// field `name=value` with strings quoted as `{:?}` quotes them, separated by spaces.
-struct Fields<'a, 'w> {
-    writer: &'a mut Writer<'w>,
+struct Fields<'a> {
+    line: &'a mut String,
     first: bool,
-    result: fmt::Result,
 }
 
-impl Fields<'_, '_> {
+impl Fields<'_> {
     /// A space before every field but the first; the field's name and `=`.
-    fn begin(&mut self, field: &Field) -> bool {
-        if self.result.is_err() {
-            return false;
-        }
+    fn begin(&mut self, field: &Field) {
         if !std::mem::take(&mut self.first) {
-            self.result = self.writer.write_char(' ');
+            self.line.push(' ');
         }
         if field.name() != "message" {
             let name = field.name();
-            let name = name.strip_prefix("r#").unwrap_or(name);
-            self.result = self
-                .result
-                .and_then(|()| self.writer.write_str(name))
-                .and_then(|()| self.writer.write_char('='));
+            self.line.push_str(name.strip_prefix("r#").unwrap_or(name));
+            self.line.push('=');
         }
-        self.result.is_ok()
     }
 }
 
@@ -149,43 +157,34 @@ fn quotes_plainly(text: &str) -> bool {
         .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\' && b != b'\'')
 }
 
-impl Visit for Fields<'_, '_> {
+// Writing to a `String` cannot fail: the results of `write!` below are ignored.
+impl Visit for Fields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
+        self.begin(field);
         if field.name() == "message" {
-            if self.begin(field) {
-                self.result = self.writer.write_str(value);
-            }
-            return;
-        }
-        if !self.begin(field) {
-            return;
-        }
-        self.result = if quotes_plainly(value) {
-            self.writer
-                .write_char('"')
-                .and_then(|()| self.writer.write_str(value))
-                .and_then(|()| self.writer.write_char('"'))
+            self.line.push_str(value);
+        } else if quotes_plainly(value) {
+            self.line.push('"');
+            self.line.push_str(value);
+            self.line.push('"');
         } else {
-            write!(self.writer, "{value:?}")
-        };
+            let _ = write!(self.line, "{value:?}");
+        }
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        if self.begin(field) {
-            self.result = self.writer.write_str(itoa::Buffer::new().format(value));
-        }
+        self.begin(field);
+        self.line.push_str(itoa::Buffer::new().format(value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        if self.begin(field) {
-            self.result = self.writer.write_str(itoa::Buffer::new().format(value));
-        }
+        self.begin(field);
+        self.line.push_str(itoa::Buffer::new().format(value));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if self.begin(field) {
-            self.result = write!(self.writer, "{value:?}");
-        }
+        self.begin(field);
+        let _ = write!(self.line, "{value:?}");
     }
 }
 
@@ -282,12 +281,8 @@ pub(crate) mod tests {
     fn timestamps_are_rfc3339_in_utc_to_the_microsecond() {
         let mut text = String::new();
         let at = UNIX_EPOCH + std::time::Duration::from_micros(1_764_590_400_000_042);
-        write_timestamp(&mut Writer::new(&mut text), at).unwrap();
-        write_timestamp(
-            &mut Writer::new(&mut text),
-            at + std::time::Duration::from_secs(61),
-        )
-        .unwrap();
+        write_timestamp(&mut text, at);
+        write_timestamp(&mut text, at + std::time::Duration::from_secs(61));
         assert_eq!(
             text,
             "2025-12-01T12:00:00.000042Z 2025-12-01T12:01:01.000042Z "
