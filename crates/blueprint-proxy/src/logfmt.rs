@@ -5,8 +5,9 @@
 //! callgrind, close to a tenth of a proxied call. [`TextFormat`] writes the access lines
 //! (target `blueprint_proxy::access`, outside any span) itself, byte for byte as `Full`
 //! does — the timestamp's date and time of day are formatted once per second, numbers with
-//! `itoa`, plain strings copied — and hands every other event to `Full`. A test holds the two
-//! to the same bytes.
+//! `itoa`, plain strings copied, the whole line put together in a buffer of the thread's and
+//! written at once — and hands every other event to `Full`. A test holds the two to the same
+//! bytes.
 
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
