@@ -11,6 +11,9 @@
 //! ```
 //!
 //! Without `FORWARD_LISTEN` it says so and exits (so that `cargo bench` runs through).
+//!
+//! It allocates with mimalloc, as the proxy binary does by default: the floor and the
+//! proxy then differ only by what the proxy does.
 
 #![allow(missing_docs, clippy::print_stdout, clippy::print_stderr)]
 
@@ -27,6 +30,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 type Upstream = Client<HttpConnector, Incoming>;
 

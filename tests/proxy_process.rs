@@ -65,8 +65,12 @@ async fn a_10_mib_answer_streams_through_while_the_proxys_memory_stays_flat() {
         "proxy VmHWM before {before} KiB, after {after} KiB: grew {growth} KiB while streaming \
          10 MiB in {frames} frames"
     );
+    // An answer held whole would raise the peak by its 10 MiB at least. What a stream moves
+    // it by is the allocator's: 1 to 2 MiB with glibc's malloc, 1.7 to 3.3 MiB with the
+    // binary's mimalloc (it keeps freed pages per thread for a while). Half the answer
+    // tells the two apart with room on both sides.
     assert!(
-        growth < 3 * 1024,
+        growth < 5 * 1024,
         "the proxy's peak memory grew {growth} KiB while streaming 10 MiB: it buffers"
     );
     assert!(frames > 10, "the answer came in {frames} frames");
