@@ -43,7 +43,7 @@ where
     fn format_event(
         &self,
         ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
+        writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
         let meta = event.metadata();
@@ -56,11 +56,12 @@ where
         // The line is put together in a buffer of this thread's with `String`'s own
         // pushes, then written to `writer` at once: each write to `writer` goes through a
         // `dyn fmt::Write`, and a line is some thirty pieces.
-        LINE.with(|line| {
-            let Ok(mut line) = line.try_borrow_mut() else {
-                // Only a field's `Debug` that logs could get here: let `Full` write it.
-                return self.full.format_event(ctx, writer, event);
-            };
+        let mut writer = Some(writer);
+        let fast = LINE.try_with(|line| {
+            // Only a field's `Debug` that logs could find the buffer taken: `Full` writes
+            // that line.
+            let mut line = line.try_borrow_mut().ok()?;
+            let mut writer = writer.take()?;
             line.clear();
             write_timestamp(&mut line, SystemTime::now());
             line.push_str(level_text(*meta.level()));
@@ -76,8 +77,14 @@ where
             if line.capacity() > MAX_KEPT_LINE {
                 *line = String::with_capacity(MAX_KEPT_LINE);
             }
-            written
-        })
+            Some(written)
+        });
+        match (fast, writer) {
+            (Ok(Some(written)), _) => written,
+            // The buffer is gone (the thread is ending) or taken.
+            (_, Some(writer)) => self.full.format_event(ctx, writer, event),
+            (_, None) => Err(fmt::Error),
+        }
     }
 }
 
@@ -110,19 +117,26 @@ thread_local! {
 fn write_timestamp(line: &mut String, now: SystemTime) {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
-    SECOND.with(|second| {
+    // Writing to a `String` cannot fail.
+    let format = |text: &mut String| {
+        let at = chrono::DateTime::from_timestamp(i64::try_from(secs).unwrap_or(0), 0)
+            .unwrap_or_default();
+        let _ = write!(text, "{}", at.format("%Y-%m-%dT%H:%M:%S"));
+    };
+    let cached = SECOND.try_with(|second| {
         let mut second = second.borrow_mut();
         if second.0 != secs {
             let (_, text) = &mut *second;
             text.clear();
-            let at = chrono::DateTime::from_timestamp(i64::try_from(secs).unwrap_or(0), 0)
-                .unwrap_or_default();
-            // Writing to a `String` cannot fail.
-            let _ = write!(text, "{}", at.format("%Y-%m-%dT%H:%M:%S"));
+            format(text);
             second.0 = secs;
         }
         line.push_str(&second.1);
     });
+    if cached.is_err() {
+        // The thread is ending: formatted for this line only.
+        format(line);
+    }
     let micros = since.subsec_micros();
     line.push('.');
     for unit in [100_000, 10_000, 1_000, 100, 10, 1] {
