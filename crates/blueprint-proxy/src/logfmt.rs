@@ -43,7 +43,7 @@ where
     fn format_event(
         &self,
         ctx: &FmtContext<'_, S, N>,
-        writer: Writer<'_>,
+        mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
         let meta = event.metadata();
@@ -56,12 +56,10 @@ where
         // The line is put together in a buffer of this thread's with `String`'s own
         // pushes, then written to `writer` at once: each write to `writer` goes through a
         // `dyn fmt::Write`, and a line is some thirty pieces.
-        let mut writer = Some(writer);
         let fast = LINE.try_with(|line| {
             // Only a field's `Debug` that logs could find the buffer taken: `Full` writes
             // that line.
             let mut line = line.try_borrow_mut().ok()?;
-            let mut writer = writer.take()?;
             line.clear();
             write_timestamp(&mut line, SystemTime::now());
             line.push_str(level_text(*meta.level()));
@@ -79,11 +77,10 @@ where
             }
             Some(written)
         });
-        match (fast, writer) {
-            (Ok(Some(written)), _) => written,
+        match fast {
+            Ok(Some(written)) => written,
             // The buffer is gone (the thread is ending) or taken.
-            (_, Some(writer)) => self.full.format_event(ctx, writer, event),
-            (_, None) => Err(fmt::Error),
+            Ok(None) | Err(_) => self.full.format_event(ctx, writer, event),
         }
     }
 }
